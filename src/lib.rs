@@ -1,0 +1,16 @@
+//! # percore
+//!
+//! A shared-nothing, thread-per-core actor runtime. Each app worker is an OS thread pinned to
+//! one core that runs its own single-threaded executor and owns its partition of state; workers
+//! talk over a mesh of lock-free SPSC rings. On top of the runtime sit the transport (network
+//! I/O workers), storage, accelerator (wgpu compute with a CPU backend) and ml layers.
+//!
+//! Dependencies point down: `runtime` ← `transport`, `storage`, `accelerator` ← `ml`.
+
+#![warn(missing_docs)]
+
+pub mod accelerator;
+pub mod ml;
+pub mod runtime;
+pub mod storage;
+pub mod transport;

@@ -1,0 +1,2 @@
+//! The `percore` command-line tool.
+fn main() {}
