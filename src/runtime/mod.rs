@@ -1,3 +1,45 @@
-//! The runtime: pinned per-core app workers, each with its own executor; the SPSC ring mesh
-//! between them; typed actors; partitioners; hardware detection, profiles and configuration.
+//! The runtime: pinned per-core app workers, each with its own single-threaded executor; the
+//! SPSC ring mesh between them (plus injectors for outside threads); typed actors, sharded
+//! actors and partitioners; hardware detection, profiles and configuration; metrics.
 //! Knows nothing of the layers above it (transport, storage, accelerator, ml).
+//!
+//! ```
+//! use percore::runtime::{Actor, Context, Runtime};
+//!
+//! struct Hello;
+//! impl Actor for Hello {
+//!     type Msg = String;
+//!     async fn handle(&mut self, name: String, ctx: &mut Context<Self>) {
+//!         println!("hello {name} from worker {}", ctx.worker());
+//!     }
+//! }
+//!
+//! let rt = Runtime::testing(2).unwrap();
+//! let hello = rt.spawn_actor_on(0, || Hello).unwrap();
+//! rt.block_on(async { hello.tell("world".into()).await.unwrap() });
+//! rt.shutdown();
+//! ```
+
+pub mod actor;
+pub mod builder;
+pub mod config;
+pub mod error;
+pub mod executor;
+pub(crate) mod mesh;
+pub mod metrics;
+mod oneshot;
+pub mod partition;
+pub mod ring;
+mod rt;
+pub mod sharded;
+
+pub use actor::{Actor, Addr, Context, Reply, TimerId};
+pub use error::{AskError, JoinError, RuntimeError, SendError, Stopped, TrySendError};
+pub use executor::{
+    Elapsed, Interval, JoinHandle, Sleep, current_worker, interval, sleep, sleep_until,
+    spawn_local, timeout, try_spawn_local, yield_now,
+};
+pub use mesh::ExternalNode;
+pub use metrics::{MetricsSnapshot, WorkerMetrics};
+pub use rt::{Handle, Runtime, ShutdownReport, spawn_actor, spawn_actor_with_capacity};
+pub use sharded::ShardedAddr;

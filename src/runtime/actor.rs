@@ -1,0 +1,752 @@
+//! Typed actors: the [`Actor`] trait, bounded mailboxes, [`Addr`] (tell, try_tell, ask, stop),
+//! [`Reply`] and the per-actor [`Context`] (address, worker, timers, stop).
+//!
+//! An actor lives on one app worker for its whole life and is driven by one task there; its
+//! state is `&mut self`, never shared. Its mailbox bound is enforced by an atomic count of
+//! reserved slots, so every sender on every core sees the same capacity; the queue itself lives
+//! on the owner worker and is touched only there. A message from the actor's own worker is
+//! pushed straight into the queue; one from another worker crosses that worker's SPSC ring.
+//!
+//! Ordering: messages from one sender (one task, actor or thread) to one actor arrive in the
+//! order sent, none lost or duplicated. Messages from *different* senders are not causally
+//! ordered (as in Akka or Orleans): a message sent through the injector may overtake one an
+//! app worker published earlier on its ring. A cross-thread wake-up (join, reply) publishes
+//! the waker's pending ring sends first.
+//!
+//! Owns actor lifecycle and mailboxes; must not touch ring internals or thread placement.
+//!
+//! ```
+//! use percore::runtime::{Actor, Context, Reply, Runtime};
+//! use std::time::Duration;
+//!
+//! struct Counter(u64);
+//! enum Msg { Add(u64), Get(Reply<u64>) }
+//!
+//! impl Actor for Counter {
+//!     type Msg = Msg;
+//!     async fn handle(&mut self, msg: Msg, _ctx: &mut Context<Self>) {
+//!         match msg {
+//!             Msg::Add(n) => self.0 += n,
+//!             Msg::Get(r) => { let _ = r.send(self.0); }
+//!         }
+//!     }
+//! }
+//!
+//! let rt = Runtime::testing(2).unwrap();
+//! let addr = rt.spawn_actor_on(1, || Counter(0)).unwrap();
+//! let total = rt.block_on(async move {
+//!     for i in 1..=10 { addr.tell(Msg::Add(i)).await.unwrap(); }
+//!     addr.ask(Msg::Get, Duration::from_secs(5)).await.unwrap()
+//! });
+//! assert_eq!(total, 55);
+//! ```
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Duration;
+
+use super::error::{AskError, SendError, Stopped, TrySendError};
+use super::executor::{self, JoinHandle, current_exec_id, panic_message};
+use super::mesh::{self, MeshShared};
+use super::oneshot;
+
+/// A typed actor. It lives on one app worker, handles one message at a time with `&mut self`,
+/// and need not be `Send` (only its messages cross threads).
+///
+/// Write the handlers as `async fn`. A panic inside a handler stops this actor only: it is
+/// logged with the actor's name and the panic message, its pending asks fail, and the worker
+/// and its other actors go on.
+pub trait Actor: Sized + 'static {
+    /// The messages this actor handles; usually an enum. Requests carry a [`Reply`].
+    type Msg: Send + 'static;
+
+    /// Runs once on the actor's worker before the first message.
+    fn started(&mut self, ctx: &mut Context<Self>) -> impl Future<Output = ()> {
+        let _ = ctx;
+        async {}
+    }
+
+    /// Handles one message.
+    fn handle(&mut self, msg: Self::Msg, ctx: &mut Context<Self>) -> impl Future<Output = ()>;
+
+    /// Runs once when the actor stops (asked to, its runtime shutting down, or
+    /// [`Context::stop`]), after its mailbox has been drained for a graceful stop. Not called
+    /// after a panic.
+    fn stopping(&mut self, ctx: &mut Context<Self>) -> impl Future<Output = ()> {
+        let _ = ctx;
+        async {}
+    }
+
+    /// The name used in logs, spans and shutdown reports. Defaults to the type name.
+    fn name(&self) -> Cow<'static, str> {
+        Cow::Borrowed(std::any::type_name::<Self>())
+    }
+}
+
+const OPEN: u8 = 0;
+const DRAINING: u8 = 1;
+const STOP_NOW: u8 = 2;
+const TERMINATED: u8 = 3;
+
+/// A cell touched only by the thread whose executor owns it.
+///
+/// Invariant: `cell` is accessed only through [`OwnerCell::with`], which checks that the
+/// calling thread's current executor is `owner`. Executor ids are unique per process and an
+/// executor never moves between threads, so at most one thread ever touches `cell` (dropping
+/// it from another thread is fine because `T: Send`).
+struct OwnerCell<T> {
+    owner: u64,
+    cell: RefCell<T>,
+}
+
+// SAFETY: the only shared-reference access path to `cell` is `with`, which runs only on the
+// owning executor's thread (checked at run time); `T: Send` makes moving/dropping the value on
+// another thread sound. So `&OwnerCell<T>` may be shared across threads.
+unsafe impl<T: Send> Sync for OwnerCell<T> {}
+
+impl<T> OwnerCell<T> {
+    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        if current_exec_id() != self.owner {
+            return None;
+        }
+        let mut g = self.cell.try_borrow_mut().ok()?;
+        Some(f(&mut g))
+    }
+}
+
+struct LocalQueue<M> {
+    queue: VecDeque<M>,
+    waker: Option<Waker>,
+}
+
+/// The shared part of an actor: capacity accounting, state, and the owner-local queue.
+pub(crate) struct Mailbox<M> {
+    /// Reserved slots: messages queued or in flight. First field, so it shares a cache line
+    /// with the `Arc` counts that senders touch anyway.
+    len: AtomicUsize,
+    capacity: usize,
+    state: AtomicU8,
+    room_waiters: AtomicUsize,
+    room: Mutex<Vec<Waker>>,
+    local: OwnerCell<LocalQueue<M>>,
+    pub(crate) node: usize,
+    pub(crate) mesh: Arc<MeshShared>,
+    pub(crate) seq: u64,
+    name: Mutex<Cow<'static, str>>,
+}
+
+impl<M: Send + 'static> Mailbox<M> {
+    pub(crate) fn new(
+        mesh: Arc<MeshShared>,
+        node: usize,
+        owner: u64,
+        capacity: usize,
+    ) -> Arc<Self> {
+        let seq = mesh.next_actor.fetch_add(1, Ordering::Relaxed);
+        let mb = Arc::new(Mailbox {
+            len: AtomicUsize::new(0),
+            capacity: capacity.max(1),
+            state: AtomicU8::new(OPEN),
+            room_waiters: AtomicUsize::new(0),
+            room: Mutex::new(Vec::new()),
+            local: OwnerCell {
+                owner,
+                cell: RefCell::new(LocalQueue {
+                    queue: VecDeque::new(),
+                    waker: None,
+                }),
+            },
+            node,
+            mesh,
+            seq,
+            name: Mutex::new(Cow::Borrowed("actor")),
+        });
+        // Indexed from the moment the address exists, so shutdown sees actors whose start
+        // envelope is still in flight.
+        let probe: Arc<dyn ActorProbe> = mb.clone();
+        mb.mesh
+            .actor_index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seq, Arc::downgrade(&probe));
+        mb
+    }
+
+    fn room_lock(&self) -> std::sync::MutexGuard<'_, Vec<Waker>> {
+        // Critical sections only push/take wakers: a poisoned lock is still consistent.
+        self.room.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn try_reserve(&self) -> Result<(), Reserve> {
+        if self.state.load(Ordering::Acquire) != OPEN {
+            return Err(Reserve::Stopped);
+        }
+        let prev = self.len.fetch_add(1, Ordering::SeqCst);
+        if prev >= self.capacity {
+            self.len.fetch_sub(1, Ordering::SeqCst);
+            // Our transient over-count may have hidden room from a waiter: re-wake them.
+            if self.room_waiters.load(Ordering::SeqCst) > 0 {
+                self.wake_room();
+            }
+            return Err(Reserve::Full);
+        }
+        Ok(())
+    }
+
+    fn release(&self, n: usize) {
+        self.len.fetch_sub(n, Ordering::SeqCst);
+        if self.room_waiters.load(Ordering::SeqCst) > 0 {
+            self.wake_room();
+        }
+    }
+
+    fn wake_room(&self) {
+        let ws = {
+            let mut g = self.room_lock();
+            self.room_waiters.store(0, Ordering::SeqCst);
+            std::mem::take(&mut *g)
+        };
+        for w in ws {
+            w.wake();
+        }
+    }
+
+    fn register_room(&self, w: &Waker) {
+        let mut g = self.room_lock();
+        if !g.iter().any(|x| x.will_wake(w)) {
+            g.push(w.clone());
+        }
+        self.room_waiters.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Puts a reserved message into the queue. Runs on the owner thread.
+    fn deliver_local(&self, msg: M) {
+        if self.state.load(Ordering::Acquire) == TERMINATED {
+            drop(msg);
+            self.release(1);
+            return;
+        }
+        let w = self.local.with(|l| {
+            l.queue.push_back(msg);
+            l.waker.take()
+        });
+        match w {
+            Some(Some(w)) => w.wake(),
+            Some(None) => {}
+            None => unreachable!("deliver_local runs only on the owner worker"),
+        }
+    }
+
+    /// Sends a message whose slot is reserved: straight into the queue on the owner worker,
+    /// otherwise over the mesh.
+    fn dispatch(self: &Arc<Self>, msg: M) {
+        if current_exec_id() == self.local.owner {
+            self.deliver_local(msg);
+        } else {
+            let mb = self.clone();
+            mesh::send(
+                &self.mesh,
+                self.node,
+                Box::new(move || mb.deliver_local(msg)),
+            );
+        }
+    }
+
+    fn wake_task(self: &Arc<Self>) {
+        if current_exec_id() == self.local.owner {
+            if let Some(Some(w)) = self.local.with(|l| l.waker.take()) {
+                w.wake();
+            }
+        } else {
+            let mb = self.clone();
+            mesh::send(
+                &self.mesh,
+                self.node,
+                Box::new(move || {
+                    if let Some(Some(w)) = mb.local.with(|l| l.waker.take()) {
+                        w.wake();
+                    }
+                }),
+            );
+        }
+    }
+
+    fn set_state(&self, from_open_or_draining: u8) -> bool {
+        let mut cur = self.state.load(Ordering::Acquire);
+        loop {
+            if cur >= from_open_or_draining {
+                return false;
+            }
+            match self.state.compare_exchange(
+                cur,
+                from_open_or_draining,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(c) => cur = c,
+            }
+        }
+    }
+}
+
+enum Reserve {
+    Full,
+    Stopped,
+}
+
+/// What shutdown and reports need of any actor, whatever its type.
+pub(crate) trait ActorProbe: Send + Sync {
+    fn name(&self) -> String;
+    fn node(&self) -> usize;
+    /// Graceful stop: refuse new messages, handle what is queued or in flight, then stop.
+    fn begin_stop(self: Arc<Self>);
+    fn is_terminated(&self) -> bool;
+    fn register_done(&self, w: &Waker);
+}
+
+impl<M: Send + 'static> ActorProbe for Mailbox<M> {
+    fn name(&self) -> String {
+        self.name
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .to_string()
+    }
+    fn node(&self) -> usize {
+        self.node
+    }
+    fn begin_stop(self: Arc<Self>) {
+        if self.set_state(DRAINING) {
+            self.wake_room();
+            self.wake_task();
+        }
+    }
+    fn is_terminated(&self) -> bool {
+        self.state.load(Ordering::Acquire) == TERMINATED
+    }
+    fn register_done(&self, w: &Waker) {
+        self.register_room(w);
+    }
+}
+
+/// Waits until the actor behind `probe` has terminated.
+pub(crate) async fn wait_terminated(probe: &dyn ActorProbe) {
+    std::future::poll_fn(|cx| {
+        if probe.is_terminated() {
+            return Poll::Ready(());
+        }
+        probe.register_done(cx.waker());
+        if probe.is_terminated() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// The address of an actor: cheap to clone, `Send + Sync`, usable from any thread and core.
+pub struct Addr<A: Actor> {
+    mb: Arc<Mailbox<A::Msg>>,
+    _a: PhantomData<fn() -> A>,
+}
+
+impl<A: Actor> Clone for Addr<A> {
+    fn clone(&self) -> Self {
+        Addr {
+            mb: self.mb.clone(),
+            _a: PhantomData,
+        }
+    }
+}
+
+impl<A: Actor> std::fmt::Debug for Addr<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Addr")
+            .field("actor", &self.mb.name())
+            .field("id", &self.mb.seq)
+            .field("worker", &self.mb.node)
+            .finish()
+    }
+}
+
+impl<A: Actor> Addr<A> {
+    pub(crate) fn from_mailbox(mb: Arc<Mailbox<A::Msg>>) -> Self {
+        Addr {
+            mb,
+            _a: PhantomData,
+        }
+    }
+
+    /// Sends without waiting: `Full(msg)` when the mailbox is at capacity, `Stopped(msg)` when
+    /// the actor has stopped. Nothing is silently dropped.
+    pub fn try_tell(&self, msg: A::Msg) -> Result<(), TrySendError<A::Msg>> {
+        match self.mb.try_reserve() {
+            Ok(()) => {
+                self.mb.dispatch(msg);
+                Ok(())
+            }
+            Err(Reserve::Full) => Err(TrySendError::Full(msg)),
+            Err(Reserve::Stopped) => Err(TrySendError::Stopped(msg)),
+        }
+    }
+
+    /// Sends, waiting for mailbox room if it is full (backpressure). Fails only if the actor
+    /// has stopped, handing the message back.
+    pub async fn tell(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
+        let mut msg = Some(msg);
+        std::future::poll_fn(|cx| {
+            loop {
+                match self.mb.try_reserve() {
+                    Ok(()) => {
+                        let m = msg.take().expect("tell's message is taken exactly once");
+                        self.mb.dispatch(m);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(Reserve::Stopped) => {
+                        let m = msg.take().expect("tell's message is taken exactly once");
+                        return Poll::Ready(Err(SendError::Stopped(m)));
+                    }
+                    Err(Reserve::Full) => {
+                        self.mb.register_room(cx.waker());
+                        match self.mb.try_reserve() {
+                            Err(Reserve::Full) => return Poll::Pending,
+                            Ok(()) => {
+                                let m = msg.take().expect("tell's message is taken exactly once");
+                                self.mb.dispatch(m);
+                                return Poll::Ready(Ok(()));
+                            }
+                            Err(Reserve::Stopped) => continue,
+                        }
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Readiness for a send: `Ready(Ok)` when the mailbox has room now, `Ready(Err(Stopped))`
+    /// when the actor has stopped, else `Pending` with `cx`'s waker woken when room appears.
+    /// Room is not reserved: a following `try_tell` can still find the mailbox full.
+    pub fn poll_ready(&self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Stopped>> {
+        let check = |mb: &Mailbox<A::Msg>| {
+            if mb.state.load(Ordering::Acquire) != OPEN {
+                Some(Err(Stopped))
+            } else if mb.len.load(Ordering::SeqCst) < mb.capacity {
+                Some(Ok(()))
+            } else {
+                None
+            }
+        };
+        if let Some(r) = check(&self.mb) {
+            return Poll::Ready(r);
+        }
+        self.mb.register_room(cx.waker());
+        match check(&self.mb) {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Request/reply: builds the message around a [`Reply`], sends it, and waits for the
+    /// answer, all within `timeout`.
+    pub async fn ask<R: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<R>) -> A::Msg,
+        timeout: Duration,
+    ) -> Result<R, AskError> {
+        let (tx, rx) = oneshot::channel();
+        let msg = make(Reply { tx });
+        let exchange = async {
+            if self.tell(msg).await.is_err() {
+                return Err(AskError::Stopped);
+            }
+            match rx.await {
+                Ok(v) => Ok(v),
+                Err(_) if !self.is_alive() => Err(AskError::Stopped),
+                Err(_) => Err(AskError::NoReply),
+            }
+        };
+        executor::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(AskError::Timeout(timeout)))
+    }
+
+    /// Asks the actor to stop gracefully: it refuses new messages at once, handles those already
+    /// queued or in flight, runs [`Actor::stopping`], and terminates.
+    pub fn stop(&self) {
+        self.mb.clone().begin_stop();
+    }
+
+    /// Waits until the actor has terminated.
+    pub async fn stopped(&self) {
+        wait_terminated(&*self.mb).await
+    }
+
+    /// True while the actor accepts messages.
+    pub fn is_alive(&self) -> bool {
+        self.mb.state.load(Ordering::Acquire) == OPEN
+    }
+
+    /// The app worker the actor lives on.
+    pub fn worker(&self) -> usize {
+        self.mb.node
+    }
+
+    /// A runtime-unique actor id (also its start order).
+    pub fn id(&self) -> u64 {
+        self.mb.seq
+    }
+
+    /// Messages queued or in flight to this actor.
+    pub fn mailbox_len(&self) -> usize {
+        self.mb.len.load(Ordering::Relaxed).min(self.mb.capacity)
+    }
+
+    /// The mailbox bound.
+    pub fn mailbox_capacity(&self) -> usize {
+        self.mb.capacity
+    }
+}
+
+/// The answer slot of a request. Put it in a message; the handler calls [`Reply::send`].
+/// Dropping it unanswered fails the ask with [`AskError::NoReply`] (or `Stopped`).
+pub struct Reply<R> {
+    tx: oneshot::Sender<R>,
+}
+
+impl<R> Reply<R> {
+    /// Sends the answer; gives it back if the asker has gone (timed out or dropped).
+    pub fn send(self, value: R) -> Result<(), R> {
+        self.tx.send(value)
+    }
+
+    /// True when the asker has gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+impl<R> std::fmt::Debug for Reply<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reply")
+    }
+}
+
+/// Identifies a timer started with [`Context::run_later`] or [`Context::run_every`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerId(u64);
+
+/// What an actor knows about itself while it runs: its address, worker, timers and stop.
+pub struct Context<A: Actor> {
+    addr: Addr<A>,
+    timers: Vec<(u64, JoinHandle<()>)>,
+    next_timer: u64,
+}
+
+impl<A: Actor> Context<A> {
+    /// This actor's address.
+    pub fn addr(&self) -> &Addr<A> {
+        &self.addr
+    }
+
+    /// The app worker running this actor.
+    pub fn worker(&self) -> usize {
+        self.addr.mb.node
+    }
+
+    /// Stops the actor after the current handler returns; queued messages are dropped (their
+    /// asks fail). For a graceful stop that drains the mailbox, use [`Addr::stop`].
+    pub fn stop(&mut self) {
+        self.addr.mb.set_state(STOP_NOW);
+        self.addr.mb.wake_room();
+    }
+
+    /// Sends `msg` to this actor after `delay`. Cancelled when the actor stops.
+    pub fn run_later(&mut self, delay: Duration, msg: A::Msg) -> TimerId {
+        let addr = self.addr.clone();
+        self.add_timer(async move {
+            executor::sleep(delay).await;
+            let _ = addr.tell(msg).await;
+        })
+    }
+
+    /// Sends `make()` to this actor every `period` (first after one period), waiting for
+    /// mailbox room each time. Cancelled when the actor stops.
+    pub fn run_every(
+        &mut self,
+        period: Duration,
+        mut make: impl FnMut() -> A::Msg + 'static,
+    ) -> TimerId {
+        let addr = self.addr.clone();
+        self.add_timer(async move {
+            let mut iv = executor::interval(period);
+            iv.tick().await;
+            loop {
+                iv.tick().await;
+                if addr.tell(make()).await.is_err() {
+                    break;
+                }
+            }
+        })
+    }
+
+    /// Cancels a timer. Returns false if it had already finished.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        match self.timers.iter().position(|(i, _)| *i == id.0) {
+            Some(p) => {
+                let (_, h) = self.timers.swap_remove(p);
+                let live = !h.is_finished();
+                h.abort();
+                live
+            }
+            None => false,
+        }
+    }
+
+    fn add_timer(&mut self, fut: impl Future<Output = ()> + 'static) -> TimerId {
+        self.timers.retain(|(_, h)| !h.is_finished());
+        let h = executor::spawn_local(fut);
+        self.next_timer += 1;
+        self.timers.push((self.next_timer, h));
+        TimerId(self.next_timer)
+    }
+
+    /// Spawns a task on this actor's worker (not tied to the actor's lifetime).
+    pub fn spawn<F>(&self, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        executor::spawn_local(fut)
+    }
+}
+
+/// Runs `f` and catches a panic, returning its message.
+fn guard<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| panic_message(&*p))
+}
+
+/// Polls `fut` catching panics.
+async fn guarded<F: Future>(fut: F) -> Result<F::Output, String> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| match guard(|| fut.as_mut().poll(cx)) {
+        Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(m) => Poll::Ready(Err(m)),
+    })
+    .await
+}
+
+/// The actor's task body: started, the message loop, stopping, and cleanup.
+async fn run_actor<A: Actor>(mut actor: A, mb: Arc<Mailbox<A::Msg>>) {
+    let name = actor.name();
+    *mb.name.lock().unwrap_or_else(|p| p.into_inner()) = name.clone();
+    let mut ctx = Context {
+        addr: Addr::from_mailbox(mb.clone()),
+        timers: Vec::new(),
+        next_timer: 0,
+    };
+    let mut panicked = guarded(actor.started(&mut ctx)).await.err();
+    if panicked.is_none() {
+        loop {
+            let next = std::future::poll_fn(|cx| {
+                let state = mb.state.load(Ordering::Acquire);
+                if state >= STOP_NOW {
+                    return Poll::Ready(None);
+                }
+                let r = mb.local.with(|l| match l.queue.pop_front() {
+                    Some(m) => Poll::Ready(Some(m)),
+                    None => {
+                        if state == DRAINING && mb.len.load(Ordering::SeqCst) == 0 {
+                            return Poll::Ready(None);
+                        }
+                        match &l.waker {
+                            Some(w) if w.will_wake(cx.waker()) => {}
+                            _ => l.waker = Some(cx.waker().clone()),
+                        }
+                        Poll::Pending
+                    }
+                });
+                r.expect("an actor's task runs on its mailbox's owner worker")
+            })
+            .await;
+            let Some(msg) = next else { break };
+            mb.release(1);
+            if let Err(m) = guarded(actor.handle(msg, &mut ctx)).await {
+                panicked = Some(m);
+                break;
+            }
+        }
+    }
+    match &panicked {
+        Some(m) => {
+            tracing::error!(actor = %name, id = mb.seq, worker = mb.node, panic = %m, "actor panicked in a handler and was stopped");
+            mb.set_state(STOP_NOW);
+        }
+        None => {
+            mb.set_state(STOP_NOW);
+            if let Err(m) = guarded(actor.stopping(&mut ctx)).await {
+                tracing::error!(actor = %name, id = mb.seq, panic = %m, "actor panicked in stopping()");
+            }
+        }
+    }
+    for (_, h) in ctx.timers.drain(..) {
+        h.abort();
+    }
+    mb.state.store(TERMINATED, Ordering::Release);
+    // Drop what is still queued: their replies fail, their slots are released.
+    let rest: Vec<A::Msg> = mb
+        .local
+        .with(|l| {
+            l.waker = None;
+            l.queue.drain(..).collect()
+        })
+        .unwrap_or_default();
+    let n = rest.len();
+    drop(rest);
+    if n > 0 {
+        mb.release(n);
+    }
+    mb.wake_room();
+    mb.mesh
+        .actor_index
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&mb.seq);
+    drop(actor);
+}
+
+/// Starts `actor` on the current thread, which must be the owner of `mb`.
+pub(crate) fn start_local<A: Actor>(actor: A, mb: Arc<Mailbox<A::Msg>>) {
+    let fut: Pin<Box<dyn Future<Output = ()>>> = Box::pin(run_actor(actor, mb));
+    executor::with_current(move |e| e.spawn_raw(fut)).expect("start_local runs on a worker thread");
+}
+
+/// Marks an actor that never started (its constructor panicked) as terminated.
+pub(crate) fn abandon<M: Send + 'static>(mb: &Arc<Mailbox<M>>) {
+    mb.state.store(TERMINATED, Ordering::Release);
+    let rest: Vec<M> = mb
+        .local
+        .with(|l| l.queue.drain(..).collect())
+        .unwrap_or_default();
+    let n = rest.len();
+    drop(rest);
+    if n > 0 {
+        mb.release(n);
+    }
+    mb.wake_room();
+    mb.mesh
+        .actor_index
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&mb.seq);
+}

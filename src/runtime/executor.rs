@@ -1,0 +1,785 @@
+//! The per-thread executor: a local run queue of tasks that need not be `Send`, wakers that work
+//! from any thread, local timers, and join handles with cancellation. One executor runs on each
+//! app worker (and one on a thread inside [`Runtime::block_on`](crate::runtime::Runtime::block_on)).
+//! It owns its tasks and timers and nothing else: message delivery and parking are the worker's.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
+use std::time::Instant;
+
+use crossbeam::queue::SegQueue;
+use slab::Slab;
+
+use super::error::{JoinError, RuntimeError};
+
+static NEXT_EXEC_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Executor>>> = const { RefCell::new(None) };
+    static CURRENT_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Wakes a sleeping thread: the parked-flag handshake shared by workers and `block_on`.
+///
+/// Protocol: the sleeper stores `sleeping = true` (SeqCst), re-checks its queues, and parks only
+/// if they are empty. A producer publishes its work, then calls [`Notifier::notify`], which
+/// issues a SeqCst fence and unparks only when `sleeping` is set. By the SeqCst total order either
+/// the sleeper sees the work or the producer sees the flag: no wake-up is lost.
+pub(crate) struct Notifier {
+    sleeping: AtomicBool,
+    target: NotifyTarget,
+}
+
+pub(crate) enum NotifyTarget {
+    Thread(Thread),
+    Custom(Arc<dyn Fn() + Send + Sync>),
+}
+
+impl Notifier {
+    pub(crate) fn for_current_thread() -> Arc<Self> {
+        Arc::new(Notifier {
+            sleeping: AtomicBool::new(false),
+            target: NotifyTarget::Thread(std::thread::current()),
+        })
+    }
+    pub(crate) fn custom(f: Arc<dyn Fn() + Send + Sync>) -> Arc<Self> {
+        Arc::new(Notifier {
+            // An external loop does not take part in the flag handshake: always call it.
+            sleeping: AtomicBool::new(true),
+            target: NotifyTarget::Custom(f),
+        })
+    }
+    pub(crate) fn notify(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
+            match &self.target {
+                NotifyTarget::Thread(t) => t.unpark(),
+                NotifyTarget::Custom(f) => f(),
+            }
+        }
+    }
+    pub(crate) fn set_sleeping(&self, v: bool) {
+        self.sleeping.store(v, Ordering::SeqCst);
+    }
+}
+
+/// The part of an executor other threads may touch: its identity, remote wake queue, notifier.
+pub(crate) struct ExecShared {
+    pub(crate) id: u64,
+    remote: SegQueue<usize>,
+    pub(crate) notifier: Arc<Notifier>,
+}
+
+impl ExecShared {
+    pub(crate) fn has_remote(&self) -> bool {
+        !self.remote.is_empty()
+    }
+}
+
+struct TaskWake {
+    key: usize,
+    queued: AtomicBool,
+    exec: Arc<ExecShared>,
+}
+
+impl Wake for TaskWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if CURRENT_ID.with(|c| c.get()) == self.exec.id {
+            let local = CURRENT.with(|c| {
+                c.borrow()
+                    .as_ref()
+                    .map(|e| e.ready.borrow_mut().push_back(self.key))
+                    .is_some()
+            });
+            if local {
+                return;
+            }
+        }
+        // A wake-up that crosses threads is a signal: publish this thread's batched ring sends
+        // first, so whatever the woken task learns happened-before is also visible to it.
+        super::mesh::flush_current();
+        self.exec.remote.push(self.key);
+        self.exec.notifier.notify();
+    }
+}
+
+struct Slot {
+    fut: Option<Pin<Box<dyn Future<Output = ()>>>>,
+    waker: Waker,
+    wake: Arc<TaskWake>,
+}
+
+/// Counters kept by the owner thread without atomics; the worker publishes them.
+#[derive(Default)]
+pub(crate) struct LocalCounters {
+    pub(crate) polled: Cell<u64>,
+    pub(crate) spawned: Cell<u64>,
+}
+
+/// A single-threaded executor. Lives behind an `Rc` in a thread-local while running.
+pub(crate) struct Executor {
+    pub(crate) shared: Arc<ExecShared>,
+    tasks: RefCell<Slab<Slot>>,
+    ready: RefCell<VecDeque<usize>>,
+    timers: RefCell<Timers>,
+    pub(crate) counters: LocalCounters,
+    /// Worker index when this executor runs an app worker; `None` inside `block_on`.
+    pub(crate) worker: Option<usize>,
+}
+
+impl Executor {
+    pub(crate) fn new(notifier: Arc<Notifier>, worker: Option<usize>) -> Rc<Self> {
+        Rc::new(Executor {
+            shared: Arc::new(ExecShared {
+                id: NEXT_EXEC_ID.fetch_add(1, Ordering::Relaxed),
+                remote: SegQueue::new(),
+                notifier,
+            }),
+            tasks: RefCell::new(Slab::new()),
+            ready: RefCell::new(VecDeque::new()),
+            timers: RefCell::new(Timers::default()),
+            counters: LocalCounters::default(),
+            worker,
+        })
+    }
+
+    /// Makes `self` the current executor of this thread until the guard drops.
+    pub(crate) fn enter(self: &Rc<Self>) -> EnterGuard {
+        let prev = CURRENT.with(|c| c.borrow_mut().replace(self.clone()));
+        let prev_id = CURRENT_ID.with(|c| c.replace(self.shared.id));
+        EnterGuard { prev, prev_id }
+    }
+
+    /// Spawns a type-erased task on this executor.
+    pub(crate) fn spawn_raw(&self, fut: Pin<Box<dyn Future<Output = ()>>>) {
+        let mut tasks = self.tasks.borrow_mut();
+        let entry = tasks.vacant_entry();
+        let key = entry.key();
+        let wake = Arc::new(TaskWake {
+            key,
+            queued: AtomicBool::new(true),
+            exec: self.shared.clone(),
+        });
+        let waker = Waker::from(wake.clone());
+        entry.insert(Slot {
+            fut: Some(fut),
+            waker,
+            wake,
+        });
+        drop(tasks);
+        self.ready.borrow_mut().push_back(key);
+        self.counters.spawned.set(self.counters.spawned.get() + 1);
+    }
+
+    /// Number of live tasks.
+    pub(crate) fn task_count(&self) -> usize {
+        self.tasks.borrow().len()
+    }
+
+    /// Moves wake-ups from other threads into the local run queue. Returns how many.
+    pub(crate) fn drain_remote(&self) -> usize {
+        let mut n = 0;
+        let mut ready = self.ready.borrow_mut();
+        while let Some(k) = self.shared.remote.pop() {
+            ready.push_back(k);
+            n += 1;
+        }
+        n
+    }
+
+    /// True when a task is ready to be polled.
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.borrow().is_empty()
+    }
+
+    /// Polls up to `budget` ready tasks. Returns how many were polled.
+    pub(crate) fn run_ready(&self, budget: usize) -> usize {
+        let mut polled = 0;
+        while polled < budget {
+            let Some(key) = self.ready.borrow_mut().pop_front() else {
+                break;
+            };
+            let (fut, waker) = {
+                let mut tasks = self.tasks.borrow_mut();
+                let Some(slot) = tasks.get_mut(key) else {
+                    continue;
+                };
+                slot.wake.queued.store(false, Ordering::Release);
+                match slot.fut.take() {
+                    Some(f) => (f, slot.waker.clone()),
+                    None => continue,
+                }
+            };
+            let mut fut = fut;
+            polled += 1;
+            let mut cx = Context::from_waker(&waker);
+            // Task wrappers catch panics themselves; this guard only keeps a raw task's panic
+            // from unwinding through the worker loop.
+            let res = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+            match res {
+                Ok(Poll::Pending) => {
+                    if let Some(slot) = self.tasks.borrow_mut().get_mut(key) {
+                        slot.fut = Some(fut);
+                    }
+                }
+                Ok(Poll::Ready(())) => {
+                    self.tasks.borrow_mut().remove(key);
+                    drop(fut);
+                }
+                Err(p) => {
+                    tracing::error!(panic = %panic_message(&*p), "a runtime task panicked");
+                    self.tasks.borrow_mut().remove(key);
+                    drop(fut);
+                }
+            }
+        }
+        self.counters
+            .polled
+            .set(self.counters.polled.get() + polled as u64);
+        polled
+    }
+
+    /// Wakes every timer whose deadline has passed. Returns how many fired.
+    pub(crate) fn fire_timers(&self, now: Instant) -> usize {
+        let fired = {
+            let mut t = self.timers.borrow_mut();
+            if t.map.first_key_value().is_none_or(|(k, _)| k.0 > now) {
+                return 0;
+            }
+            let later = t.map.split_off(&(now, u64::MAX));
+            std::mem::replace(&mut t.map, later)
+        };
+        let n = fired.len();
+        for (_, w) in fired {
+            w.wake();
+        }
+        n
+    }
+
+    /// The earliest timer deadline, if any.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.timers.borrow().map.first_key_value().map(|(k, _)| k.0)
+    }
+
+    /// Drops every task (cancelling them). Used at shutdown, on the owner thread.
+    pub(crate) fn cancel_all(&self) -> usize {
+        let slots: Vec<Slot> = self.tasks.borrow_mut().drain().collect();
+        let n = slots.len();
+        // Dropping futures may run user Drop impls that touch the executor: no borrow is held.
+        drop(slots);
+        self.ready.borrow_mut().clear();
+        n
+    }
+}
+
+/// Restores the previous current executor on drop.
+pub(crate) struct EnterGuard {
+    prev: Option<Rc<Executor>>,
+    prev_id: u64,
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        let prev = self.prev.take();
+        CURRENT.with(|c| *c.borrow_mut() = prev);
+        CURRENT_ID.with(|c| c.set(self.prev_id));
+    }
+}
+
+/// Runs `f` with the current executor, if this thread has one.
+pub(crate) fn with_current<R>(f: impl FnOnce(&Rc<Executor>) -> R) -> Option<R> {
+    CURRENT.with(|c| c.borrow().as_ref().map(f))
+}
+
+/// Identity of the current thread's executor (0 when none).
+pub(crate) fn current_exec_id() -> u64 {
+    CURRENT_ID.with(|c| c.get())
+}
+
+/// The app worker this thread runs, if any.
+pub fn current_worker() -> Option<usize> {
+    with_current(|e| e.worker).flatten()
+}
+
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers
+
+#[derive(Default)]
+struct Timers {
+    map: BTreeMap<(Instant, u64), Waker>,
+    seq: u64,
+}
+
+/// A future that completes at a deadline. Created by [`sleep`] and [`sleep_until`].
+///
+/// Registered with the current executor's timer list on first poll; dropping it removes the
+/// timer. Outside a percore executor it falls back to a helper thread, so it works anywhere.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Sleep {
+    deadline: Instant,
+    entry: Option<(u64, (Instant, u64))>,
+    fallback: Option<Arc<AtomicBool>>,
+}
+
+/// Waits for `dur` on the current worker's timer list.
+pub fn sleep(dur: std::time::Duration) -> Sleep {
+    sleep_until(Instant::now() + dur)
+}
+
+/// Waits until `deadline`.
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep {
+        deadline,
+        entry: None,
+        fallback: None,
+    }
+}
+
+impl Sleep {
+    /// The instant this sleep completes.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Moves the deadline (re-registers on next poll).
+    pub fn reset(&mut self, deadline: Instant) {
+        self.unregister();
+        self.deadline = deadline;
+    }
+
+    fn unregister(&mut self) {
+        if let Some((exec_id, key)) = self.entry.take()
+            && exec_id == current_exec_id()
+        {
+            with_current(|e| e.timers.borrow_mut().map.remove(&key));
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.deadline {
+            self.unregister();
+            return Poll::Ready(());
+        }
+        if let Some(flag) = &self.fallback {
+            if flag.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+        }
+        let id = current_exec_id();
+        if id == 0 {
+            if self.fallback.is_none() {
+                // Not on a percore executor: a helper thread provides the wake-up.
+                let flag = Arc::new(AtomicBool::new(false));
+                self.fallback = Some(flag.clone());
+                let (deadline, waker) = (self.deadline, cx.waker().clone());
+                std::thread::spawn(move || {
+                    let now = Instant::now();
+                    if deadline > now {
+                        std::thread::sleep(deadline - now);
+                    }
+                    flag.store(true, Ordering::Release);
+                    waker.wake();
+                });
+            }
+            return Poll::Pending;
+        }
+        let deadline = self.deadline;
+        let waker = cx.waker();
+        let entry = self.entry;
+        let new_entry = with_current(|e| {
+            let mut t = e.timers.borrow_mut();
+            match entry {
+                Some((eid, key)) if eid == id => {
+                    if let Some(w) = t.map.get_mut(&key) {
+                        if !w.will_wake(waker) {
+                            *w = waker.clone();
+                        }
+                        return (eid, key);
+                    }
+                    t.seq += 1;
+                    let key = (deadline, t.seq);
+                    t.map.insert(key, waker.clone());
+                    (id, key)
+                }
+                _ => {
+                    t.seq += 1;
+                    let key = (deadline, t.seq);
+                    t.map.insert(key, waker.clone());
+                    (id, key)
+                }
+            }
+        });
+        self.entry = new_entry;
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+/// The deadline passed before the future finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("deadline elapsed")]
+pub struct Elapsed;
+
+/// Runs `fut` with a time limit: `Err(Elapsed)` if it has not finished within `dur`.
+pub async fn timeout<F: Future>(dur: std::time::Duration, fut: F) -> Result<F::Output, Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    let mut sleep = std::pin::pin!(sleep(dur));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        if sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(Elapsed));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// A periodic timer: each [`Interval::tick`] completes one period after the previous deadline
+/// (missed ticks are skipped, not bunched up).
+pub struct Interval {
+    period: std::time::Duration,
+    next: Instant,
+    sleep: Pin<Box<Sleep>>,
+}
+
+/// Creates an interval whose first tick completes immediately.
+pub fn interval(period: std::time::Duration) -> Interval {
+    let now = Instant::now();
+    Interval {
+        period: period.max(std::time::Duration::from_micros(1)),
+        next: now,
+        sleep: Box::pin(sleep_until(now)),
+    }
+}
+
+impl Interval {
+    /// Waits for the next tick and returns its scheduled instant.
+    pub async fn tick(&mut self) -> Instant {
+        self.sleep.as_mut().reset(self.next);
+        self.sleep.as_mut().await;
+        let at = self.next;
+        let now = Instant::now();
+        self.next += self.period;
+        if self.next <= now {
+            // Skip missed ticks.
+            let behind = (now - self.next).as_nanos() / self.period.as_nanos() + 1;
+            self.next += self.period * behind as u32;
+        }
+        at
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Join handles
+
+struct JoinInner<T> {
+    result: Option<Result<T, JoinError>>,
+    waiter: Option<Waker>,
+    task_waker: Option<Waker>,
+    done: bool,
+}
+
+struct JoinState<T> {
+    inner: Mutex<JoinInner<T>>,
+    aborted: AtomicBool,
+}
+
+impl<T> JoinState<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, JoinInner<T>> {
+        // Critical sections only move values; a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn complete(&self, r: Result<T, JoinError>) {
+        let w = {
+            let mut g = self.lock();
+            if g.done {
+                return;
+            }
+            g.done = true;
+            g.result = Some(r);
+            g.task_waker = None;
+            g.waiter.take()
+        };
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+}
+
+/// An owned permission to await a spawned task's output.
+///
+/// Dropping the handle **cancels** the task (the future is dropped on its own worker at its next
+/// turn); call [`JoinHandle::detach`] to let it run on unobserved. Awaiting gives
+/// `Err(JoinError::Cancelled)` for an aborted task and `Err(JoinError::Panicked(msg))` for one that
+/// panicked: a panic never takes the worker down.
+pub struct JoinHandle<T> {
+    state: Arc<JoinState<T>>,
+    detached: bool,
+}
+
+impl<T> JoinHandle<T> {
+    /// Cancels the task. Safe to call from any thread, any number of times.
+    pub fn abort(&self) {
+        self.state.aborted.store(true, Ordering::Release);
+        let w = self.state.lock().task_waker.clone();
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
+    /// Lets the task run to completion without a handle.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+
+    /// True once the task has finished (value, panic or cancellation).
+    pub fn is_finished(&self) -> bool {
+        self.state.lock().done
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        if !self.detached && !self.state.lock().done {
+            self.abort();
+        }
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut g = self.state.lock();
+        if let Some(r) = g.result.take() {
+            return Poll::Ready(r);
+        }
+        if g.done {
+            // Result already taken by an earlier poll.
+            return Poll::Ready(Err(JoinError::Cancelled));
+        }
+        match &g.waiter {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => g.waiter = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+/// The completing side of a join handle. Dropped without use, it completes the handle with
+/// `Cancelled`, so an envelope lost at shutdown never leaves a join handle hanging.
+pub(crate) struct JoinSlot<T>(Option<Arc<JoinState<T>>>);
+
+impl<T> Drop for JoinSlot<T> {
+    fn drop(&mut self) {
+        if let Some(st) = self.0.take() {
+            st.complete(Err(JoinError::Cancelled));
+        }
+    }
+}
+
+/// A fresh join handle and its completing side.
+pub(crate) fn join_pair<T>() -> (JoinHandle<T>, JoinSlot<T>) {
+    let state = Arc::new(JoinState {
+        inner: Mutex::new(JoinInner {
+            result: None,
+            waiter: None,
+            task_waker: None,
+            done: false,
+        }),
+        aborted: AtomicBool::new(false),
+    });
+    (
+        JoinHandle {
+            state: state.clone(),
+            detached: false,
+        },
+        JoinSlot(Some(state)),
+    )
+}
+
+/// Wraps a future into a task body that reports to `slot`, honours abort and catches panics.
+pub(crate) fn task_with<F>(fut: F, slot: JoinSlot<F::Output>) -> impl Future<Output = ()> + 'static
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    async move {
+        // `slot` completes the handle with Cancelled if this body is dropped before the end.
+        let st = slot.0.clone().expect("a fresh JoinSlot holds its state");
+        let mut registered = false;
+        let res = {
+            let mut fut = std::pin::pin!(fut);
+            std::future::poll_fn(|cx| {
+                if st.aborted.load(Ordering::Acquire) {
+                    return Poll::Ready(None);
+                }
+                if !registered {
+                    st.lock().task_waker = Some(cx.waker().clone());
+                    registered = true;
+                }
+                match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+                    Ok(Poll::Ready(v)) => Poll::Ready(Some(Ok(v))),
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Err(p) => {
+                        let msg = panic_message(&*p);
+                        tracing::error!(panic = %msg, "task panicked");
+                        Poll::Ready(Some(Err(JoinError::Panicked(msg))))
+                    }
+                }
+            })
+            .await
+            // The inner future is dropped here, on the owner thread, before completion is
+            // reported.
+        };
+        match res {
+            Some(r) => st.complete(r),
+            None => st.complete(Err(JoinError::Cancelled)),
+        }
+        drop(slot);
+    }
+}
+
+/// Spawns a task on the current worker (or `block_on` thread). The future need not be `Send`.
+///
+/// # Panics
+/// When called outside a percore worker or `block_on`; use [`try_spawn_local`] to get an error
+/// instead.
+pub fn spawn_local<F>(fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    match try_spawn_local(fut) {
+        Ok(h) => h,
+        Err(_) => panic!(
+            "percore::runtime::spawn_local called outside a percore worker or Runtime::block_on"
+        ),
+    }
+}
+
+/// Like [`spawn_local`], but returns [`RuntimeError::NotInRuntime`] outside a runtime thread.
+pub fn try_spawn_local<F>(fut: F) -> Result<JoinHandle<F::Output>, RuntimeError>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let (handle, slot) = join_pair();
+    let mut body = Some(task_with(fut, slot));
+    with_current(|e| {
+        if let Some(b) = body.take() {
+            e.spawn_raw(Box::pin(b));
+        }
+    })
+    .ok_or(RuntimeError::NotInRuntime)?;
+    Ok(handle)
+}
+
+/// Yields once to let other tasks on this worker run.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Drives `fut` to completion on the calling thread with a fresh executor (used by
+/// `Runtime::block_on`). Tasks spawned with [`spawn_local`] inside run on this thread too.
+pub(crate) fn run_until<F: Future>(fut: F) -> F::Output {
+    let notifier = Notifier::for_current_thread();
+    let exec = Executor::new(notifier.clone(), None);
+    let _guard = exec.enter();
+    let main_woken = Arc::new(MainWake {
+        flag: AtomicBool::new(true),
+        notifier: notifier.clone(),
+    });
+    let waker = Waker::from(main_woken.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if main_woken.flag.swap(false, Ordering::AcqRel)
+            && let Poll::Ready(v) = fut.as_mut().poll(&mut cx)
+        {
+            drop(fut);
+            exec.cancel_all();
+            return v;
+        }
+        let mut did = exec.drain_remote();
+        did += exec.fire_timers(Instant::now());
+        did += exec.run_ready(256);
+        if did > 0 || main_woken.flag.load(Ordering::Acquire) {
+            continue;
+        }
+        notifier.set_sleeping(true);
+        if exec.shared.has_remote() || exec.has_ready() || main_woken.flag.load(Ordering::SeqCst) {
+            notifier.set_sleeping(false);
+            continue;
+        }
+        match exec.next_deadline() {
+            Some(d) => {
+                let now = Instant::now();
+                if d > now {
+                    std::thread::park_timeout(d - now);
+                }
+            }
+            None => std::thread::park(),
+        }
+        notifier.set_sleeping(false);
+    }
+}
+
+struct MainWake {
+    flag: AtomicBool,
+    notifier: Arc<Notifier>,
+}
+
+impl Wake for MainWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        super::mesh::flush_current();
+        self.flag.store(true, Ordering::SeqCst);
+        self.notifier.notify();
+    }
+}

@@ -1,0 +1,432 @@
+//! The mesh: one SPSC ring for every ordered pair of nodes (app workers first, then external
+//! nodes such as I/O workers), plus a crossbeam MPMC injector per node for threads outside the
+//! mesh. Owns message transport between threads and the wake-up of sleeping nodes; knows nothing
+//! of what the envelopes do (actors, tasks and transports give it closures).
+//!
+//! Sends from a mesh thread are batched: an envelope is written into the ring without being
+//! published, and the node publishes all its rings at once ([`Outbound::flush`]) at the end of
+//! each scheduler turn, waking a target only if it sleeps. When a ring is full the envelope waits
+//! in a per-target overflow queue owned by the sender, so nothing is dropped and per-sender order
+//! holds; the overflow is bounded because every actor message first reserves a mailbox slot.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use crossbeam::queue::SegQueue;
+
+use super::actor::ActorProbe;
+use super::executor::Notifier;
+use super::metrics::WorkerMetrics;
+use super::ring::{Consumer, Producer, ring};
+
+/// What travels on rings and injectors: a closure run on the target node's thread.
+pub(crate) type Envelope = Box<dyn FnOnce() + Send>;
+
+static NEXT_MESH_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Shared per-node state reachable from any thread.
+pub(crate) struct NodeShared {
+    pub(crate) injector: SegQueue<Envelope>,
+    pub(crate) notifier: OnceLock<Arc<Notifier>>,
+    /// Executor identity of an app worker (owner id of its actors' mailboxes).
+    pub(crate) exec_id: OnceLock<u64>,
+    pub(crate) metrics: Arc<WorkerMetrics>,
+}
+
+impl NodeShared {
+    pub(crate) fn notify(&self) {
+        if let Some(n) = self.notifier.get() {
+            n.notify();
+        }
+    }
+}
+
+/// The ends of the rings one node owns, handed to its thread when it starts.
+pub(crate) struct NodeEnds {
+    pub(crate) outbound: Vec<Option<Producer<Envelope>>>,
+    pub(crate) inbound: Vec<Consumer<Envelope>>,
+}
+
+/// Everything about the mesh that all threads share.
+pub(crate) struct MeshShared {
+    pub(crate) id: u64,
+    pub(crate) nodes: Vec<NodeShared>,
+    pub(crate) app_workers: usize,
+    /// Ring ends of external nodes, waiting to be claimed by `attach_external`.
+    pub(crate) pending_external: Vec<Mutex<Option<NodeEnds>>>,
+    pub(crate) accepting: AtomicBool,
+    /// Next actor id (= start order).
+    pub(crate) next_actor: AtomicU64,
+    /// Live actors by start order, for graceful shutdown in reverse order and reports.
+    pub(crate) actor_index: Mutex<BTreeMap<u64, Weak<dyn ActorProbe>>>,
+    /// Default mailbox bound for actors spawned without one.
+    pub(crate) default_mailbox: usize,
+}
+
+impl MeshShared {
+    /// Builds the mesh: `app` app workers and `external` external nodes, every ordered pair
+    /// joined by a ring of `capacity` slots. Returns the app workers' ring ends.
+    pub(crate) fn new(
+        app: usize,
+        external: usize,
+        capacity: usize,
+        mailbox: usize,
+    ) -> (Arc<Self>, Vec<NodeEnds>) {
+        let n = app + external;
+        let mut ends: Vec<NodeEnds> = (0..n)
+            .map(|_| NodeEnds {
+                outbound: (0..n).map(|_| None).collect(),
+                inbound: Vec::new(),
+            })
+            .collect();
+        for from in 0..n {
+            for to in 0..n {
+                if from == to {
+                    continue;
+                }
+                let (p, c) = ring::<Envelope>(capacity);
+                ends[from].outbound[to] = Some(p);
+                ends[to].inbound.push(c);
+            }
+        }
+        let ext_ends: Vec<NodeEnds> = ends.split_off(app);
+        let mesh = Arc::new(MeshShared {
+            id: NEXT_MESH_ID.fetch_add(1, Ordering::Relaxed),
+            nodes: (0..n)
+                .map(|i| NodeShared {
+                    injector: SegQueue::new(),
+                    notifier: OnceLock::new(),
+                    exec_id: OnceLock::new(),
+                    metrics: Arc::new(WorkerMetrics::new(i)),
+                })
+                .collect(),
+            app_workers: app,
+            pending_external: ext_ends.into_iter().map(|e| Mutex::new(Some(e))).collect(),
+            accepting: AtomicBool::new(true),
+            next_actor: AtomicU64::new(1),
+            actor_index: Mutex::new(BTreeMap::new()),
+            default_mailbox: mailbox,
+        });
+        (mesh, ends)
+    }
+}
+
+/// The sending side a node's thread owns: producers to every other node, overflow queues.
+pub(crate) struct Outbound {
+    pub(crate) mesh: Arc<MeshShared>,
+    pub(crate) me: usize,
+    producers: Vec<Option<Producer<Envelope>>>,
+    overflow: Vec<VecDeque<Envelope>>,
+    dirty: Vec<usize>,
+    is_dirty: Vec<bool>,
+    sent: u64,
+}
+
+thread_local! {
+    static OUTBOUND: RefCell<Option<Outbound>> = const { RefCell::new(None) };
+}
+
+impl Outbound {
+    pub(crate) fn new(
+        mesh: Arc<MeshShared>,
+        me: usize,
+        producers: Vec<Option<Producer<Envelope>>>,
+    ) -> Self {
+        let n = producers.len();
+        Outbound {
+            mesh,
+            me,
+            producers,
+            overflow: (0..n).map(|_| VecDeque::new()).collect(),
+            dirty: Vec::with_capacity(n),
+            is_dirty: vec![false; n],
+            sent: 0,
+        }
+    }
+
+    /// Installs this outbound as the current thread's; returns the previous one.
+    pub(crate) fn install(self) {
+        OUTBOUND.with(|o| *o.borrow_mut() = Some(self));
+    }
+
+    pub(crate) fn uninstall() -> Option<Outbound> {
+        OUTBOUND.with(|o| o.borrow_mut().take())
+    }
+
+    fn push(&mut self, to: usize, env: Envelope) {
+        let q = &mut self.overflow[to];
+        if q.is_empty() {
+            if let Some(p) = self.producers[to].as_mut() {
+                match p.push(env) {
+                    Ok(()) => {}
+                    Err(full) => q.push_back(full.0),
+                }
+            }
+        } else {
+            q.push_back(env);
+        }
+        self.sent += 1;
+        if !self.is_dirty[to] {
+            self.is_dirty[to] = true;
+            self.dirty.push(to);
+        }
+    }
+
+    /// Publishes everything pushed since the last flush and wakes sleeping targets. Envelopes
+    /// still in overflow (ring full) stay dirty for the next flush. Returns how many targets
+    /// still have overflow.
+    pub(crate) fn flush(&mut self) -> usize {
+        let mut still = 0;
+        let mut i = 0;
+        while i < self.dirty.len() {
+            let to = self.dirty[i];
+            let Some(p) = self.producers[to].as_mut() else {
+                i += 1;
+                continue;
+            };
+            let q = &mut self.overflow[to];
+            while let Some(env) = q.pop_front() {
+                if let Err(full) = p.push(env) {
+                    q.push_front(full.0);
+                    break;
+                }
+            }
+            let published = p.publish();
+            if published > 0 {
+                self.mesh.nodes[to].notify();
+            }
+            if self.overflow[to].is_empty() {
+                self.is_dirty[to] = false;
+                self.dirty.swap_remove(i);
+            } else {
+                still += 1;
+                i += 1;
+            }
+        }
+        if self.sent > 0 {
+            self.mesh.nodes[self.me]
+                .metrics
+                .messages_out
+                .fetch_add(self.sent, Ordering::Relaxed);
+            self.sent = 0;
+        }
+        still
+    }
+
+    pub(crate) fn has_overflow(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+}
+
+/// Flushes the current thread's outbound rings, if it has any.
+pub(crate) fn flush_current() -> usize {
+    OUTBOUND.with(|o| match o.try_borrow_mut() {
+        Ok(mut g) => g.as_mut().map_or(0, |ob| ob.flush()),
+        Err(_) => 0,
+    })
+}
+
+/// True when the current thread has unflushed overflow.
+pub(crate) fn current_has_overflow() -> bool {
+    OUTBOUND.with(|o| {
+        o.try_borrow()
+            .map(|g| g.as_ref().is_some_and(|ob| ob.has_overflow()))
+            .unwrap_or(false)
+    })
+}
+
+/// The mesh node the current thread is, if it belongs to `mesh`.
+pub(crate) fn current_node(mesh_id: u64) -> Option<usize> {
+    OUTBOUND.with(|o| {
+        o.try_borrow().ok().and_then(|g| {
+            g.as_ref()
+                .filter(|ob| ob.mesh.id == mesh_id)
+                .map(|ob| ob.me)
+        })
+    })
+}
+
+/// Sends `env` to node `to`: over this thread's ring if it is a node of the same mesh (published
+/// at the next flush), else through the target's injector with an immediate wake-up.
+pub(crate) fn send(mesh: &MeshShared, to: usize, env: Envelope) {
+    let env = OUTBOUND.with(|o| {
+        let Ok(mut g) = o.try_borrow_mut() else {
+            return Some(env);
+        };
+        match g.as_mut() {
+            Some(ob) if ob.mesh.id == mesh.id && ob.me != to => {
+                ob.push(to, env);
+                None
+            }
+            _ => Some(env),
+        }
+    });
+    if let Some(env) = env {
+        let node = &mesh.nodes[to];
+        node.injector.push(env);
+        node.notify();
+    }
+}
+
+/// Runs one envelope; a panic inside is logged and contained (it never unwinds the worker loop).
+fn run_envelope(env: Envelope) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(env)) {
+        tracing::error!(panic = %super::executor::panic_message(&*p), "a cross-core envelope panicked");
+    }
+}
+
+/// The current thread's mesh and node index, if it is a node of some runtime.
+pub(crate) fn current_mesh() -> Option<(Arc<MeshShared>, usize)> {
+    OUTBOUND.with(|o| {
+        o.try_borrow()
+            .ok()
+            .and_then(|g| g.as_ref().map(|ob| (ob.mesh.clone(), ob.me)))
+    })
+}
+
+/// The receiving side a node's thread owns.
+pub(crate) struct Inbound {
+    pub(crate) consumers: Vec<Consumer<Envelope>>,
+}
+
+impl Inbound {
+    /// Runs up to `budget` envelopes from the injector and each ring. Returns how many ran.
+    pub(crate) fn drain(&mut self, node: &NodeShared, budget: usize) -> usize {
+        let mut n = 0;
+        while n < budget {
+            match node.injector.pop() {
+                Some(env) => {
+                    run_envelope(env);
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        for c in &mut self.consumers {
+            n += c.pop_batch(budget, run_envelope);
+        }
+        if n > 0 {
+            node.metrics
+                .messages_in
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        n
+    }
+
+    /// True when any envelope is waiting.
+    pub(crate) fn has_pending(&self, node: &NodeShared) -> bool {
+        !node.injector.is_empty() || self.consumers.iter().any(|c| !c.is_empty())
+    }
+
+    /// Envelopes waiting in the rings (for the ring-depth gauge).
+    pub(crate) fn depth(&self) -> usize {
+        self.consumers.iter().map(|c| c.len()).sum()
+    }
+}
+
+/// A thread outside the app workers (an I/O or accelerator worker) that has joined the mesh.
+///
+/// While attached, [`Addr::try_tell`](crate::runtime::Addr::try_tell) and friends called on this
+/// thread go over this node's rings, unpublished until [`ExternalNode::flush`]: call it once per
+/// event-loop iteration. Closures other threads send with
+/// [`Handle::run_on_node`](crate::runtime::Handle::run_on_node) run in
+/// [`ExternalNode::run_pending`]. Not `Send`: it belongs to the thread that attached it.
+pub struct ExternalNode {
+    id: usize,
+    mesh: Arc<MeshShared>,
+    inbound: Inbound,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl ExternalNode {
+    pub(crate) fn attach(
+        mesh: &Arc<MeshShared>,
+        index: usize,
+    ) -> Result<Self, super::RuntimeError> {
+        let slot = mesh
+            .pending_external
+            .get(index)
+            .ok_or(super::RuntimeError::ExternalNode {
+                index,
+                reason: "index out of range (the config reserves io_workers + accel_workers external nodes)",
+            })?;
+        let ends = slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or(super::RuntimeError::ExternalNode {
+                index,
+                reason: "already attached by another thread",
+            })?;
+        let id = mesh.app_workers + index;
+        if current_node(mesh.id).is_some() {
+            return Err(super::RuntimeError::ExternalNode {
+                index,
+                reason: "this thread is already a node of this runtime",
+            });
+        }
+        Outbound::new(mesh.clone(), id, ends.outbound).install();
+        Ok(ExternalNode {
+            id,
+            mesh: mesh.clone(),
+            inbound: Inbound {
+                consumers: ends.inbound,
+            },
+            _not_send: std::marker::PhantomData,
+        })
+    }
+
+    /// This node's index in the mesh (app workers are `0..workers`, external nodes follow).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Sets the function other threads call to wake this node's loop when they publish to it
+    /// (e.g. write an eventfd or a `mio::Waker`).
+    pub fn set_wake(&self, wake: Arc<dyn Fn() + Send + Sync>) {
+        let _ = self.mesh.nodes[self.id]
+            .notifier
+            .set(Notifier::custom(wake));
+    }
+
+    /// Publishes every envelope pushed since the last flush and wakes the targets.
+    pub fn flush(&self) {
+        flush_current();
+    }
+
+    /// Runs up to `max` closures sent to this node. Returns how many ran.
+    pub fn run_pending(&mut self, max: usize) -> usize {
+        self.inbound.drain(&self.mesh.nodes[self.id], max)
+    }
+
+    /// True when closures are waiting for [`ExternalNode::run_pending`].
+    pub fn has_pending(&self) -> bool {
+        self.inbound.has_pending(&self.mesh.nodes[self.id])
+    }
+}
+
+impl Drop for ExternalNode {
+    fn drop(&mut self) {
+        flush_current();
+        if let Some(mut ob) = Outbound::uninstall() {
+            // Envelopes still waiting for ring room go through the injectors instead.
+            for (to, q) in ob.overflow.iter_mut().enumerate() {
+                for env in q.drain(..) {
+                    self.mesh.nodes[to].injector.push(env);
+                    self.mesh.nodes[to].notify();
+                }
+            }
+            // Give the ring ends back so another thread may attach later.
+            let idx = self.id - self.mesh.app_workers;
+            let inbound = std::mem::take(&mut self.inbound.consumers);
+            *self.mesh.pending_external[idx]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(NodeEnds {
+                outbound: ob.producers,
+                inbound,
+            });
+        }
+    }
+}

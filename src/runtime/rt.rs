@@ -1,0 +1,679 @@
+//! [`Runtime`] and [`Handle`]: starting the pinned app workers, the worker loop (drain rings,
+//! run tasks, fire timers, flush, spin, park), placing tasks and actors on chosen workers, and
+//! graceful shutdown. Owns the worker threads; the executor, mesh and actor modules own the rest.
+//!
+//! ```
+//! use percore::runtime::Runtime;
+//!
+//! let rt = Runtime::testing(2).unwrap();
+//! let h = rt.spawn_on(1, || async { percore::runtime::current_worker() }).unwrap();
+//! assert_eq!(rt.block_on(h).unwrap(), Some(1));
+//! let report = rt.shutdown();
+//! assert!(report.clean);
+//! ```
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle as ThreadHandle;
+use std::time::{Duration, Instant};
+
+use super::actor::{self, Actor, ActorProbe, Addr, Mailbox};
+use super::config::Config;
+use super::error::RuntimeError;
+use super::executor::{self, Executor, JoinHandle, Notifier};
+use super::mesh::{self, ExternalNode, Inbound, MeshShared, NodeEnds, Outbound};
+use super::metrics::{MetricsSnapshot, prometheus_text};
+use super::partition::Partitioner;
+use super::sharded::ShardedAddr;
+
+struct RtInner {
+    mesh: Arc<MeshShared>,
+    config: Config,
+    stop: AtomicBool,
+    rr: AtomicUsize,
+    tasks_cancelled: AtomicU64,
+}
+
+/// A running percore runtime: `config.app_workers` pinned worker threads, each with its own
+/// executor, joined by SPSC rings.
+///
+/// Dropping it shuts it down with the configured deadline; call [`Runtime::shutdown`] to get
+/// the [`ShutdownReport`].
+pub struct Runtime {
+    inner: Arc<RtInner>,
+    threads: Vec<(usize, ThreadHandle<()>)>,
+    done: bool,
+}
+
+/// A cheap, cloneable, `Send + Sync` handle to place work on a runtime from any thread.
+#[derive(Clone)]
+pub struct Handle {
+    inner: Arc<RtInner>,
+}
+
+/// What [`Runtime::shutdown`] did.
+#[derive(Debug, Clone, Default)]
+pub struct ShutdownReport {
+    /// True when every actor stopped and every thread was joined within the deadline.
+    pub clean: bool,
+    /// Actors stopped gracefully.
+    pub actors_stopped: usize,
+    /// Actors still running at the deadline, as "name#id@worker".
+    pub still_running: Vec<String>,
+    /// Tasks cancelled when the workers exited.
+    pub tasks_cancelled: u64,
+    /// Workers whose threads had not exited by the deadline (left detached).
+    pub workers_not_joined: Vec<usize>,
+    /// How long shutdown took.
+    pub elapsed: Duration,
+}
+
+impl Runtime {
+    /// Starts a runtime with `config` (validated first).
+    pub fn start(config: Config) -> Result<Runtime, RuntimeError> {
+        config.validate()?;
+        let external = config.io_workers + config.accel_workers;
+        let (mesh, ends) = MeshShared::new(
+            config.app_workers,
+            external,
+            config.ring_capacity,
+            config.mailbox_capacity,
+        );
+        let inner = Arc::new(RtInner {
+            mesh: mesh.clone(),
+            config: config.clone(),
+            stop: AtomicBool::new(false),
+            rr: AtomicUsize::new(0),
+            tasks_cancelled: AtomicU64::new(0),
+        });
+        let mut threads = Vec::with_capacity(config.app_workers);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<usize>();
+        for (i, ends) in ends.into_iter().enumerate() {
+            let pin = if config.pin_workers {
+                config.placement.app.get(i).copied().flatten()
+            } else {
+                None
+            };
+            let wcfg = WorkerCfg {
+                idx: i,
+                pin,
+                spin: config.spin_before_park,
+                tasks_per_tick: config.tasks_per_tick.max(1),
+            };
+            let inner2 = inner.clone();
+            let tx = ready_tx.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("percore-worker-{i}"))
+                .spawn(move || worker_main(inner2, ends, wcfg, tx))
+                .map_err(|source| RuntimeError::ThreadSpawn { worker: i, source })?;
+            threads.push((i, t));
+        }
+        drop(ready_tx);
+        for _ in 0..config.app_workers {
+            ready_rx
+                .recv()
+                .expect("worker threads report ready before anything else can fail");
+        }
+        tracing::info!(
+            profile = ?config.profile,
+            app_workers = config.app_workers,
+            external_nodes = external,
+            ring_capacity = config.ring_capacity,
+            mailbox_capacity = config.mailbox_capacity,
+            "percore runtime started"
+        );
+        Ok(Runtime {
+            inner,
+            threads,
+            done: false,
+        })
+    }
+
+    /// Starts with the profile chosen by the environment (`PERCORE_PROFILE`, else Production)
+    /// plus file and environment overrides.
+    pub fn auto() -> Result<Runtime, RuntimeError> {
+        Runtime::start(Config::auto()?)
+    }
+
+    /// Runs `fut` to completion on the calling thread and returns its output. The future need
+    /// not be `Send`; tasks it spawns with [`spawn_local`](crate::runtime::spawn_local) run on
+    /// this thread too, and it reaches the workers through the runtime's injectors.
+    ///
+    /// # Panics
+    /// If called on one of this runtime's worker threads (that would block the worker).
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        assert!(
+            mesh::current_node(self.inner.mesh.id).is_none(),
+            "Runtime::block_on called on a worker of the same runtime; spawn a task instead"
+        );
+        executor::run_until(fut)
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// The resolved configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Number of app workers.
+    pub fn workers(&self) -> usize {
+        self.inner.config.app_workers
+    }
+
+    /// See [`Handle::spawn_on`].
+    pub fn spawn_on<F, Fut>(
+        &self,
+        worker: usize,
+        f: F,
+    ) -> Result<JoinHandle<Fut::Output>, RuntimeError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future + 'static,
+        Fut::Output: Send + 'static,
+    {
+        self.handle().spawn_on(worker, f)
+    }
+
+    /// See [`Handle::spawn_actor_on`].
+    pub fn spawn_actor_on<A, F>(&self, worker: usize, make: F) -> Result<Addr<A>, RuntimeError>
+    where
+        A: Actor,
+        F: FnOnce() -> A + Send + 'static,
+    {
+        self.handle().spawn_actor_on(worker, make)
+    }
+
+    /// See [`Handle::spawn_actor`].
+    pub fn spawn_actor<A, F>(&self, make: F) -> Result<Addr<A>, RuntimeError>
+    where
+        A: Actor,
+        F: FnOnce() -> A + Send + 'static,
+    {
+        self.handle().spawn_actor(make)
+    }
+
+    /// See [`Handle::spawn_sharded`].
+    pub fn spawn_sharded<A, K, F, P>(
+        &self,
+        make: F,
+        partitioner: P,
+    ) -> Result<ShardedAddr<A, K>, RuntimeError>
+    where
+        A: Actor,
+        K: ?Sized + 'static,
+        F: Fn(usize) -> A + Send + Sync + 'static,
+        P: Partitioner<K>,
+    {
+        self.handle().spawn_sharded(make, partitioner)
+    }
+
+    /// Per-worker counters.
+    pub fn metrics(&self) -> Vec<MetricsSnapshot> {
+        self.handle().metrics()
+    }
+
+    /// Counters in Prometheus text format.
+    pub fn prometheus(&self) -> String {
+        prometheus_text(&self.metrics())
+    }
+
+    /// Shuts down with the configured deadline (`shutdown_timeout`).
+    pub fn shutdown(mut self) -> ShutdownReport {
+        let d = self.inner.config.shutdown_timeout;
+        self.shutdown_inner(d)
+    }
+
+    /// Shuts down with an explicit deadline.
+    ///
+    /// Stops intake (no new actors or tasks; new messages to stopping actors fail), then stops
+    /// actors in reverse start order, each draining its mailbox first and running
+    /// [`Actor::stopping`]; then cancels remaining tasks and joins the worker threads. Whatever
+    /// is still running at the deadline is named in the report and left behind.
+    pub fn shutdown_with_deadline(mut self, deadline: Duration) -> ShutdownReport {
+        self.shutdown_inner(deadline)
+    }
+
+    fn shutdown_inner(&mut self, deadline: Duration) -> ShutdownReport {
+        if self.done {
+            return ShutdownReport {
+                clean: true,
+                ..Default::default()
+            };
+        }
+        self.done = true;
+        let start = Instant::now();
+        let end = start + deadline;
+        let mesh = &self.inner.mesh;
+        mesh.accepting.store(false, Ordering::SeqCst);
+        let mut report = ShutdownReport::default();
+
+        // Actors in reverse start order, in runs of consecutive actors on the same worker: each
+        // run is stopped by its worker in order, and the next run starts when it is done.
+        let actors: Vec<Arc<dyn ActorProbe>> = mesh
+            .actor_index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .rev()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let mut i = 0;
+        let mut timed_out = false;
+        while i < actors.len() {
+            let node = actors[i].node();
+            let mut j = i;
+            while j < actors.len() && actors[j].node() == node {
+                j += 1;
+            }
+            let run: Vec<Arc<dyn ActorProbe>> = actors[i..j].to_vec();
+            let to_stop = run.clone();
+            mesh::send(
+                mesh,
+                node,
+                Box::new(move || {
+                    for a in to_stop {
+                        a.begin_stop();
+                    }
+                }),
+            );
+            let left = end.saturating_duration_since(Instant::now());
+            let ok = executor::run_until(executor::timeout(left, async {
+                for a in &run {
+                    actor::wait_terminated(&**a).await;
+                }
+            }))
+            .is_ok();
+            if !ok {
+                timed_out = true;
+                for a in &actors[i..] {
+                    if !a.is_terminated() {
+                        report
+                            .still_running
+                            .push(format!("{}@worker{}", a.name(), a.node()));
+                    }
+                }
+                break;
+            }
+            report.actors_stopped += run.len();
+            i = j;
+        }
+
+        // Then the workers: cancel their tasks, exit, join.
+        self.inner.stop.store(true, Ordering::SeqCst);
+        for n in &mesh.nodes[..mesh.app_workers] {
+            n.notify();
+        }
+        for (idx, t) in self.threads.drain(..) {
+            while !t.is_finished() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                report.workers_not_joined.push(idx);
+            }
+        }
+        report.tasks_cancelled = self.inner.tasks_cancelled.load(Ordering::Relaxed);
+        report.elapsed = start.elapsed();
+        report.clean = !timed_out && report.workers_not_joined.is_empty();
+        if report.clean {
+            tracing::info!(elapsed = ?report.elapsed, actors = report.actors_stopped, "percore runtime stopped");
+        } else {
+            tracing::warn!(
+                elapsed = ?report.elapsed,
+                still_running = ?report.still_running,
+                workers_not_joined = ?report.workers_not_joined,
+                "percore runtime shutdown hit its deadline"
+            );
+        }
+        report
+    }
+
+    /// A deterministic small runtime for tests and examples: the Testing profile with
+    /// `workers` app workers.
+    pub fn testing(workers: usize) -> Result<Runtime, RuntimeError> {
+        Runtime::start(
+            super::builder::Builder::new()
+                .profile(super::config::Profile::Testing)
+                .app_workers(std::num::NonZeroUsize::new(workers).ok_or(
+                    RuntimeError::NoSuchWorker {
+                        worker: 0,
+                        workers: 0,
+                    },
+                )?)
+                .config()?,
+        )
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if !self.done {
+            let d = self.inner.config.shutdown_timeout;
+            self.shutdown_inner(d);
+        }
+    }
+}
+
+impl Handle {
+    fn check(&self, worker: usize) -> Result<(), RuntimeError> {
+        if !self.inner.mesh.accepting.load(Ordering::Acquire) {
+            return Err(RuntimeError::ShuttingDown);
+        }
+        let workers = self.inner.config.app_workers;
+        if worker >= workers {
+            return Err(RuntimeError::NoSuchWorker { worker, workers });
+        }
+        Ok(())
+    }
+
+    /// Number of app workers.
+    pub fn workers(&self) -> usize {
+        self.inner.config.app_workers
+    }
+
+    /// The resolved configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Spawns a task on app worker `worker`. `f` is sent there and builds the future on that
+    /// worker, so the future itself need not be `Send`.
+    pub fn spawn_on<F, Fut>(
+        &self,
+        worker: usize,
+        f: F,
+    ) -> Result<JoinHandle<Fut::Output>, RuntimeError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future + 'static,
+        Fut::Output: Send + 'static,
+    {
+        self.check(worker)?;
+        let (handle, slot) = executor::join_pair();
+        mesh::send(
+            &self.inner.mesh,
+            worker,
+            Box::new(move || {
+                let body = executor::task_with(f(), slot);
+                executor::with_current(|e| e.spawn_raw(Box::pin(body)));
+            }),
+        );
+        Ok(handle)
+    }
+
+    /// Starts an actor on app worker `worker`: `make` runs there, so the actor need not be
+    /// `Send`. The address is usable at once; messages sent before the actor has started wait
+    /// in its mailbox. Uses the profile's mailbox capacity.
+    pub fn spawn_actor_on<A, F>(&self, worker: usize, make: F) -> Result<Addr<A>, RuntimeError>
+    where
+        A: Actor,
+        F: FnOnce() -> A + Send + 'static,
+    {
+        self.spawn_actor_on_with_capacity(worker, self.inner.mesh.default_mailbox, make)
+    }
+
+    /// Like [`Handle::spawn_actor_on`] with an explicit mailbox capacity (at least 1).
+    pub fn spawn_actor_on_with_capacity<A, F>(
+        &self,
+        worker: usize,
+        capacity: usize,
+        make: F,
+    ) -> Result<Addr<A>, RuntimeError>
+    where
+        A: Actor,
+        F: FnOnce() -> A + Send + 'static,
+    {
+        self.check(worker)?;
+        let mesh = &self.inner.mesh;
+        let owner = *mesh.nodes[worker]
+            .exec_id
+            .get()
+            .expect("workers publish their executor id before Runtime::start returns");
+        let mb = Mailbox::<A::Msg>::new(mesh.clone(), worker, owner, capacity);
+        let addr = Addr::from_mailbox(mb.clone());
+        mesh::send(
+            mesh,
+            worker,
+            Box::new(
+                move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)) {
+                    Ok(a) => actor::start_local(a, mb),
+                    Err(p) => {
+                        tracing::error!(panic = %executor::panic_message(&*p), "actor constructor panicked; the actor was not started");
+                        actor::abandon(&mb);
+                    }
+                },
+            ),
+        );
+        Ok(addr)
+    }
+
+    /// Starts an actor on the next app worker, round robin.
+    pub fn spawn_actor<A, F>(&self, make: F) -> Result<Addr<A>, RuntimeError>
+    where
+        A: Actor,
+        F: FnOnce() -> A + Send + 'static,
+    {
+        let w = self.inner.rr.fetch_add(1, Ordering::Relaxed) % self.workers();
+        self.spawn_actor_on(w, make)
+    }
+
+    /// Starts one actor per app worker (shard `i` on worker `i`, built by `make(i)` there) and
+    /// returns an address that routes keyed messages through `partitioner`.
+    pub fn spawn_sharded<A, K, F, P>(
+        &self,
+        make: F,
+        partitioner: P,
+    ) -> Result<ShardedAddr<A, K>, RuntimeError>
+    where
+        A: Actor,
+        K: ?Sized + 'static,
+        F: Fn(usize) -> A + Send + Sync + 'static,
+        P: Partitioner<K>,
+    {
+        let make = Arc::new(make);
+        let mut shards = Vec::with_capacity(self.workers());
+        for w in 0..self.workers() {
+            let m = make.clone();
+            shards.push(self.spawn_actor_on(w, move || m(w))?);
+        }
+        Ok(ShardedAddr::new(shards, Arc::new(partitioner)))
+    }
+
+    /// Sends a closure to run on mesh node `node` (an app worker, or an external node in its
+    /// [`ExternalNode::run_pending`]).
+    pub fn run_on_node(
+        &self,
+        node: usize,
+        f: Box<dyn FnOnce() + Send>,
+    ) -> Result<(), RuntimeError> {
+        let n = self.inner.mesh.nodes.len();
+        if node >= n {
+            return Err(RuntimeError::NoSuchWorker {
+                worker: node,
+                workers: n,
+            });
+        }
+        mesh::send(&self.inner.mesh, node, f);
+        Ok(())
+    }
+
+    /// Joins the calling thread to the mesh as external node `index` (0-based among the
+    /// `io_workers + accel_workers` nodes the config reserves). See [`ExternalNode`].
+    pub fn attach_external(&self, index: usize) -> Result<ExternalNode, RuntimeError> {
+        ExternalNode::attach(&self.inner.mesh, index)
+    }
+
+    /// Per-node counters (app workers first, then external nodes).
+    pub fn metrics(&self) -> Vec<MetricsSnapshot> {
+        self.inner
+            .mesh
+            .nodes
+            .iter()
+            .map(|n| n.metrics.snapshot())
+            .collect()
+    }
+
+    /// Counters in Prometheus text format.
+    pub fn prometheus(&self) -> String {
+        prometheus_text(&self.metrics())
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        !self.inner.mesh.accepting.load(Ordering::Acquire)
+    }
+}
+
+/// Starts `actor` on the current app worker. The actor need not be `Send`.
+pub fn spawn_actor<A: Actor>(actor: A) -> Result<Addr<A>, RuntimeError> {
+    let (mesh, me) = mesh::current_mesh().ok_or(RuntimeError::NotInRuntime)?;
+    let cap = mesh.default_mailbox;
+    spawn_actor_with_capacity(actor, cap).map(|a| {
+        debug_assert_eq!(a.worker(), me);
+        a
+    })
+}
+
+/// Like [`spawn_actor`] with an explicit mailbox capacity.
+pub fn spawn_actor_with_capacity<A: Actor>(
+    actor: A,
+    capacity: usize,
+) -> Result<Addr<A>, RuntimeError> {
+    let (mesh, me) = mesh::current_mesh().ok_or(RuntimeError::NotInRuntime)?;
+    if me >= mesh.app_workers {
+        return Err(RuntimeError::NotInRuntime);
+    }
+    if !mesh.accepting.load(Ordering::Acquire) {
+        return Err(RuntimeError::ShuttingDown);
+    }
+    let owner = executor::current_exec_id();
+    let mb = Mailbox::<A::Msg>::new(mesh, me, owner, capacity);
+    let addr = Addr::from_mailbox(mb.clone());
+    actor::start_local(actor, mb);
+    Ok(addr)
+}
+
+struct WorkerCfg {
+    idx: usize,
+    pin: Option<usize>,
+    spin: Duration,
+    tasks_per_tick: usize,
+}
+
+fn worker_main(
+    inner: Arc<RtInner>,
+    ends: NodeEnds,
+    cfg: WorkerCfg,
+    ready: std::sync::mpsc::Sender<usize>,
+) {
+    let idx = cfg.idx;
+    if let Some(cpu) = cfg.pin
+        && !core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+    {
+        tracing::warn!(
+            worker = idx,
+            cpu,
+            "could not pin worker to its CPU; running unpinned"
+        );
+    }
+    let span = tracing::info_span!("worker", id = idx);
+    let _span = span.enter();
+    let mesh = inner.mesh.clone();
+    let node = &mesh.nodes[idx];
+    let notifier = Notifier::for_current_thread();
+    let _ = node.notifier.set(notifier.clone());
+    let exec = Executor::new(notifier.clone(), Some(idx));
+    let _ = node.exec_id.set(exec.shared.id);
+    let _enter = exec.enter();
+    Outbound::new(mesh.clone(), idx, ends.outbound).install();
+    let mut inbound = Inbound {
+        consumers: ends.inbound,
+    };
+    let _ = ready.send(idx);
+    drop(ready);
+    let budget = cfg.tasks_per_tick.max(32);
+    let m = &node.metrics;
+
+    loop {
+        let t0 = Instant::now();
+        let mut did = inbound.drain(node, budget);
+        did += exec.drain_remote();
+        did += exec.fire_timers(t0);
+        did += exec.run_ready(cfg.tasks_per_tick);
+        let overflow = mesh::flush_current();
+        if did > 0 {
+            m.busy_ns
+                .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            m.tasks_polled
+                .store(exec.counters.polled.get(), Ordering::Relaxed);
+            continue;
+        }
+        m.tasks_alive
+            .store(exec.task_count() as u64, Ordering::Relaxed);
+        m.ring_depth
+            .store(inbound.depth() as u64, Ordering::Relaxed);
+        if inner.stop.load(Ordering::Acquire) {
+            break;
+        }
+        let has_work = |inbound: &Inbound| {
+            inbound.has_pending(node)
+                || exec.shared.has_remote()
+                || exec.has_ready()
+                || exec.next_deadline().is_some_and(|d| d <= Instant::now())
+        };
+        // Spin briefly: waking a parked thread from the other core costs tens of microseconds.
+        let spin_end = Instant::now() + cfg.spin;
+        let mut found = false;
+        while Instant::now() < spin_end {
+            if has_work(&inbound) || inner.stop.load(Ordering::Relaxed) {
+                found = true;
+                break;
+            }
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+        }
+        if found {
+            continue;
+        }
+        notifier.set_sleeping(true);
+        if has_work(&inbound) || inner.stop.load(Ordering::SeqCst) {
+            notifier.set_sleeping(false);
+            continue;
+        }
+        m.parks.fetch_add(1, Ordering::Relaxed);
+        let mut wait = exec
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        if overflow > 0 || mesh::current_has_overflow() {
+            // A target's ring is full: come back soon to move the overflow.
+            wait = Some(wait.map_or(Duration::from_micros(50), |w| {
+                w.min(Duration::from_micros(50))
+            }));
+        }
+        match wait {
+            Some(w) => std::thread::park_timeout(w),
+            None => std::thread::park(),
+        }
+        notifier.set_sleeping(false);
+    }
+
+    // Shutdown: cancel what is left (dropping futures here, on their own thread), then drop
+    // envelopes that still arrive.
+    let cancelled = exec.cancel_all();
+    inner
+        .tasks_cancelled
+        .fetch_add(cancelled as u64, Ordering::Relaxed);
+    mesh::flush_current();
+    let _ = inbound.drain(node, usize::MAX);
+    exec.cancel_all();
+    let _ = Outbound::uninstall();
+}

@@ -1,0 +1,213 @@
+//! Tasks, join handles, cancellation, panics and timers on real worker threads.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use percore::runtime::{
+    JoinError, Runtime, RuntimeError, current_worker, sleep, spawn_local, timeout,
+};
+
+#[test]
+fn spawn_on_runs_on_the_chosen_worker() {
+    let rt = Runtime::testing(2).unwrap();
+    for w in 0..2 {
+        let h = rt.spawn_on(w, || async { current_worker() }).unwrap();
+        assert_eq!(rt.block_on(h).unwrap(), Some(w));
+    }
+    assert!(matches!(
+        rt.spawn_on(2, || async {}),
+        Err(RuntimeError::NoSuchWorker {
+            worker: 2,
+            workers: 2
+        })
+    ));
+}
+
+#[test]
+fn non_send_futures_and_local_spawn() {
+    let rt = Runtime::testing(2).unwrap();
+    let h = rt
+        .spawn_on(1, || async {
+            // Rc is !Send: the future stays on worker 1.
+            let counter = Rc::new(Cell::new(0));
+            let mut hs = Vec::new();
+            for _ in 0..100 {
+                let c = counter.clone();
+                hs.push(spawn_local(async move {
+                    c.set(c.get() + 1);
+                    current_worker()
+                }));
+            }
+            for h in hs {
+                assert_eq!(h.await.unwrap(), Some(1));
+            }
+            counter.get()
+        })
+        .unwrap();
+    assert_eq!(rt.block_on(h).unwrap(), 100);
+}
+
+#[test]
+fn abort_and_drop_cancel_tasks() {
+    let rt = Runtime::testing(2).unwrap();
+    let finished = Arc::new(AtomicBool::new(false));
+    let f2 = finished.clone();
+    let h = rt
+        .spawn_on(0, move || async move {
+            sleep(Duration::from_secs(30)).await;
+            f2.store(true, Ordering::SeqCst);
+        })
+        .unwrap();
+    h.abort();
+    assert_eq!(rt.block_on(h), Err(JoinError::Cancelled));
+
+    // Dropping the handle cancels too: the future is dropped on its worker.
+    struct OnDrop(Arc<AtomicBool>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let d2 = dropped.clone();
+    let h = rt
+        .spawn_on(1, move || {
+            let g = OnDrop(d2);
+            async move {
+                let _g = g;
+                sleep(Duration::from_secs(30)).await;
+            }
+        })
+        .unwrap();
+    drop(h);
+    let t0 = Instant::now();
+    while !dropped.load(Ordering::SeqCst) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "dropped handle did not cancel the task"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!finished.load(Ordering::SeqCst));
+}
+
+#[test]
+fn detached_tasks_keep_running() {
+    let rt = Runtime::testing(2).unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    rt.spawn_on(0, move || async move {
+        sleep(Duration::from_millis(5)).await;
+        n2.fetch_add(1, Ordering::SeqCst);
+    })
+    .unwrap()
+    .detach();
+    let t0 = Instant::now();
+    while n.load(Ordering::SeqCst) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_panicking_task_does_not_take_the_worker_down() {
+    let rt = Runtime::testing(2).unwrap();
+    let h = rt
+        .spawn_on(0, || async {
+            if current_worker() == Some(0) {
+                panic!("boom in a task");
+            }
+            1
+        })
+        .unwrap();
+    match rt.block_on(h) {
+        Err(JoinError::Panicked(m)) => assert!(m.contains("boom in a task")),
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    let h = rt.spawn_on(0, || async { 41 + 1 }).unwrap();
+    assert_eq!(rt.block_on(h).unwrap(), 42);
+}
+
+#[test]
+fn timers_sleep_timeout_interval() {
+    let rt = Runtime::testing(2).unwrap();
+    let h = rt
+        .spawn_on(1, || async {
+            let t0 = Instant::now();
+            sleep(Duration::from_millis(20)).await;
+            let slept = t0.elapsed();
+            let to = timeout(Duration::from_millis(10), sleep(Duration::from_secs(30))).await;
+            let ok = timeout(Duration::from_secs(30), async { 5 }).await;
+            let mut iv = percore::runtime::interval(Duration::from_millis(5));
+            let t1 = Instant::now();
+            for _ in 0..4 {
+                iv.tick().await;
+            }
+            (slept, to.is_err(), ok, t1.elapsed())
+        })
+        .unwrap();
+    let (slept, timed_out, ok, ticks) = rt.block_on(h).unwrap();
+    assert!(slept >= Duration::from_millis(20));
+    assert!(timed_out);
+    assert_eq!(ok, Ok(5));
+    // First tick is immediate, then three periods.
+    assert!(ticks >= Duration::from_millis(15));
+}
+
+#[test]
+fn block_on_has_timers_and_local_tasks() {
+    let rt = Runtime::testing(1).unwrap();
+    let v = rt.block_on(async {
+        let h = spawn_local(async {
+            sleep(Duration::from_millis(2)).await;
+            7
+        });
+        h.await.unwrap() * 6
+    });
+    assert_eq!(v, 42);
+}
+
+#[test]
+fn metrics_count_work_and_render_prometheus() {
+    let rt = Runtime::testing(2).unwrap();
+    for _ in 0..10 {
+        let h = rt.spawn_on(1, || async {}).unwrap();
+        rt.block_on(h).unwrap();
+    }
+    // Counters are published by the worker right after its turn: wait for them (bounded).
+    let t0 = Instant::now();
+    let m = loop {
+        let m = rt.metrics();
+        if m[1].messages_in >= 10 && m[1].tasks_polled >= 10 {
+            break m;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "counters never caught up: {m:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(m.len(), 2);
+    let text = rt.prometheus();
+    assert!(text.contains("percore_messages_in_total{worker=\"1\"}"));
+}
+
+#[test]
+fn shutdown_cancels_tasks_and_refuses_new_work() {
+    let rt = Runtime::testing(2).unwrap();
+    let handle = rt.handle();
+    let h = rt
+        .spawn_on(0, || async { sleep(Duration::from_secs(60)).await })
+        .unwrap();
+    let report = rt.shutdown();
+    assert!(report.clean, "{report:?}");
+    assert!(report.tasks_cancelled >= 1);
+    assert!(matches!(
+        handle.spawn_on(0, || async {}),
+        Err(RuntimeError::ShuttingDown)
+    ));
+    assert!(h.is_finished());
+}
