@@ -48,7 +48,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
@@ -134,13 +134,16 @@ pub(crate) struct Mailbox<M> {
     len: AtomicUsize,
     capacity: usize,
     state: AtomicU8,
-    room_waiters: AtomicUsize,
+    room_waiters: AtomicU32,
+    node: u32,
     room: Mutex<Vec<Waker>>,
     local: OwnerCell<LocalQueue<M>>,
-    pub(crate) node: usize,
     pub(crate) mesh: Arc<MeshShared>,
     pub(crate) seq: u64,
-    name: Mutex<Cow<'static, str>>,
+    /// Key in the runtime's actor index.
+    index_key: usize,
+    /// Set once when the actor starts (it comes from the actor value).
+    name: std::sync::OnceLock<Cow<'static, str>>,
 }
 
 impl<M: Send + 'static> Mailbox<M> {
@@ -151,11 +154,15 @@ impl<M: Send + 'static> Mailbox<M> {
         capacity: usize,
     ) -> Arc<Self> {
         let seq = mesh.next_actor.fetch_add(1, Ordering::Relaxed);
+        let index = mesh.clone();
+        let mut index = index.actor_index.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = index.vacant_entry();
         let mb = Arc::new(Mailbox {
             len: AtomicUsize::new(0),
             capacity: capacity.max(1),
             state: AtomicU8::new(OPEN),
-            room_waiters: AtomicUsize::new(0),
+            room_waiters: AtomicU32::new(0),
+            node: node as u32,
             room: Mutex::new(Vec::new()),
             local: OwnerCell {
                 owner,
@@ -164,20 +171,35 @@ impl<M: Send + 'static> Mailbox<M> {
                     waker: None,
                 }),
             },
-            node,
             mesh,
             seq,
-            name: Mutex::new(Cow::Borrowed("actor")),
+            index_key: entry.key(),
+            name: std::sync::OnceLock::new(),
         });
         // Indexed from the moment the address exists, so shutdown sees actors whose start
         // envelope is still in flight.
         let probe: Arc<dyn ActorProbe> = mb.clone();
-        mb.mesh
+        entry.insert((seq, Arc::downgrade(&probe)));
+        drop(index);
+        mb
+    }
+
+    pub(crate) fn node(&self) -> usize {
+        self.node as usize
+    }
+
+    fn unindex(&self) {
+        let mut index = self
+            .mesh
             .actor_index
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(seq, Arc::downgrade(&probe));
-        mb
+            .unwrap_or_else(|p| p.into_inner());
+        if index
+            .get(self.index_key)
+            .is_some_and(|(s, _)| *s == self.seq)
+        {
+            index.remove(self.index_key);
+        }
     }
 
     fn room_lock(&self) -> std::sync::MutexGuard<'_, Vec<Waker>> {
@@ -254,7 +276,7 @@ impl<M: Send + 'static> Mailbox<M> {
             let mb = self.clone();
             mesh::send(
                 &self.mesh,
-                self.node,
+                self.node as usize,
                 Box::new(move || mb.deliver_local(msg)),
             );
         }
@@ -269,7 +291,7 @@ impl<M: Send + 'static> Mailbox<M> {
             let mb = self.clone();
             mesh::send(
                 &self.mesh,
-                self.node,
+                self.node as usize,
                 Box::new(move || {
                     if let Some(Some(w)) = mb.local.with(|l| l.waker.take()) {
                         w.wake();
@@ -316,12 +338,11 @@ pub(crate) trait ActorProbe: Send + Sync {
 impl<M: Send + 'static> ActorProbe for Mailbox<M> {
     fn name(&self) -> String {
         self.name
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .to_string()
+            .get()
+            .map_or_else(|| "actor (not started)".to_string(), |n| n.to_string())
     }
     fn node(&self) -> usize {
-        self.node
+        self.node as usize
     }
     fn begin_stop(self: Arc<Self>) {
         if self.set_state(DRAINING) {
@@ -373,7 +394,7 @@ impl<A: Actor> std::fmt::Debug for Addr<A> {
         f.debug_struct("Addr")
             .field("actor", &self.mb.name())
             .field("id", &self.mb.seq)
-            .field("worker", &self.mb.node)
+            .field("worker", &self.mb.node())
             .finish()
     }
 }
@@ -498,7 +519,7 @@ impl<A: Actor> Addr<A> {
 
     /// The app worker the actor lives on.
     pub fn worker(&self) -> usize {
-        self.mb.node
+        self.mb.node()
     }
 
     /// A runtime-unique actor id (also its start order).
@@ -560,7 +581,7 @@ impl<A: Actor> Context<A> {
 
     /// The app worker running this actor.
     pub fn worker(&self) -> usize {
-        self.addr.mb.node
+        self.addr.mb.node()
     }
 
     /// Stops the actor after the current handler returns; queued messages are dropped (their
@@ -648,8 +669,7 @@ async fn guarded<F: Future>(fut: F) -> Result<F::Output, String> {
 
 /// The actor's task body: started, the message loop, stopping, and cleanup.
 async fn run_actor<A: Actor>(mut actor: A, mb: Arc<Mailbox<A::Msg>>) {
-    let name = actor.name();
-    *mb.name.lock().unwrap_or_else(|p| p.into_inner()) = name.clone();
+    let _ = mb.name.set(actor.name());
     let mut ctx = Context {
         addr: Addr::from_mailbox(mb.clone()),
         timers: Vec::new(),
@@ -689,13 +709,13 @@ async fn run_actor<A: Actor>(mut actor: A, mb: Arc<Mailbox<A::Msg>>) {
     }
     match &panicked {
         Some(m) => {
-            tracing::error!(actor = %name, id = mb.seq, worker = mb.node, panic = %m, "actor panicked in a handler and was stopped");
+            tracing::error!(actor = %ActorProbe::name(&*mb), id = mb.seq, worker = mb.node, panic = %m, "actor panicked in a handler and was stopped");
             mb.set_state(STOP_NOW);
         }
         None => {
             mb.set_state(STOP_NOW);
             if let Err(m) = guarded(actor.stopping(&mut ctx)).await {
-                tracing::error!(actor = %name, id = mb.seq, panic = %m, "actor panicked in stopping()");
+                tracing::error!(actor = %ActorProbe::name(&*mb), id = mb.seq, panic = %m, "actor panicked in stopping()");
             }
         }
     }
@@ -717,11 +737,7 @@ async fn run_actor<A: Actor>(mut actor: A, mb: Arc<Mailbox<A::Msg>>) {
         mb.release(n);
     }
     mb.wake_room();
-    mb.mesh
-        .actor_index
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&mb.seq);
+    mb.unindex();
     drop(actor);
 }
 
@@ -744,9 +760,33 @@ pub(crate) fn abandon<M: Send + 'static>(mb: &Arc<Mailbox<M>>) {
         mb.release(n);
     }
     mb.wake_room();
-    mb.mesh
-        .actor_index
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&mb.seq);
+    mb.unindex();
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    struct Idle;
+    impl Actor for Idle {
+        type Msg = u64;
+        async fn handle(&mut self, _m: u64, _ctx: &mut Context<Self>) {}
+    }
+    /// Guards the per-actor footprint behind the "1 M idle actors < 512 MiB" target: the task
+    /// future and the mailbox are the two big allocations of an idle actor.
+    #[test]
+    fn idle_actor_footprint_stays_small() {
+        let (mesh, _) = MeshShared::new(1, 0, 2, 4);
+        let mb = Mailbox::<u64>::new(mesh, 0, 0, 4);
+        let fut = run_actor(Idle, mb.clone());
+        assert!(
+            std::mem::size_of_val(&fut) <= 256,
+            "actor task is {} B",
+            std::mem::size_of_val(&fut)
+        );
+        assert!(
+            std::mem::size_of::<Mailbox<u64>>() <= 192,
+            "mailbox is {} B",
+            std::mem::size_of::<Mailbox<u64>>()
+        );
+    }
 }

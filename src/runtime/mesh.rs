@@ -10,7 +10,7 @@
 //! holds; the overflow is bounded because every actor message first reserves a mailbox slot.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -60,7 +60,8 @@ pub(crate) struct MeshShared {
     /// Next actor id (= start order).
     pub(crate) next_actor: AtomicU64,
     /// Live actors by start order, for graceful shutdown in reverse order and reports.
-    pub(crate) actor_index: Mutex<BTreeMap<u64, Weak<dyn ActorProbe>>>,
+    /// Slab rather than a map: 32 bytes an actor, O(1) insert and remove; shutdown sorts by id.
+    pub(crate) actor_index: Mutex<slab::Slab<(u64, Weak<dyn ActorProbe>)>>,
     /// Default mailbox bound for actors spawned without one.
     pub(crate) default_mailbox: usize,
 }
@@ -106,7 +107,7 @@ impl MeshShared {
             pending_external: ext_ends.into_iter().map(|e| Mutex::new(Some(e))).collect(),
             accepting: AtomicBool::new(true),
             next_actor: AtomicU64::new(1),
-            actor_index: Mutex::new(BTreeMap::new()),
+            actor_index: Mutex::new(slab::Slab::new()),
             default_mailbox: mailbox,
         });
         (mesh, ends)
