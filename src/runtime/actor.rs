@@ -676,6 +676,8 @@ async fn run_actor<A: Actor>(mut actor: A, mb: Arc<Mailbox<A::Msg>>) {
         next_timer: 0,
     };
     let mut panicked = guarded(actor.started(&mut ctx)).await.err();
+    let release_batch = (mb.capacity / 8).clamp(1, 64);
+    let mut unreleased = 0usize;
     if panicked.is_none() {
         loop {
             let next = std::future::poll_fn(|cx| {
@@ -686,6 +688,11 @@ async fn run_actor<A: Actor>(mut actor: A, mb: Arc<Mailbox<A::Msg>>) {
                 let r = mb.local.with(|l| match l.queue.pop_front() {
                     Some(m) => Poll::Ready(Some(m)),
                     None => {
+                        // Queue empty: hand back the slots of what was handled before waiting.
+                        if unreleased > 0 {
+                            mb.release(unreleased);
+                            unreleased = 0;
+                        }
                         if state == DRAINING && mb.len.load(Ordering::SeqCst) == 0 {
                             return Poll::Ready(None);
                         }
@@ -700,7 +707,13 @@ async fn run_actor<A: Actor>(mut actor: A, mb: Arc<Mailbox<A::Msg>>) {
             })
             .await;
             let Some(msg) = next else { break };
-            mb.release(1);
+            // Slots are released in batches (one contended atomic per batch, not per message),
+            // and always before the actor waits for more.
+            unreleased += 1;
+            if unreleased >= release_batch {
+                mb.release(unreleased);
+                unreleased = 0;
+            }
             if let Err(m) = guarded(actor.handle(msg, &mut ctx)).await {
                 panicked = Some(m);
                 break;
@@ -721,6 +734,9 @@ async fn run_actor<A: Actor>(mut actor: A, mb: Arc<Mailbox<A::Msg>>) {
     }
     for (_, h) in ctx.timers.drain(..) {
         h.abort();
+    }
+    if unreleased > 0 {
+        mb.release(unreleased);
     }
     mb.state.store(TERMINATED, Ordering::Release);
     // Drop what is still queued: their replies fail, their slots are released.
