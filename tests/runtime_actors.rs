@@ -523,3 +523,46 @@ fn shutdown_deadline_reports_what_was_still_running() {
         "{report:?}"
     );
 }
+
+struct Echo;
+impl Actor for Echo {
+    type Msg = (u64, Reply<u64>);
+    async fn handle(&mut self, (n, r): (u64, Reply<u64>), _ctx: &mut Context<Self>) {
+        let _ = r.send(n);
+    }
+}
+
+/// With spinning disabled every hand-off goes through the sleep/wake handshake; a lost wake-up
+/// would hang here (the bounded ask timeout turns a hang into a failure).
+#[test]
+fn park_wake_handshake_loses_no_wakeup() {
+    use percore::runtime::builder::Builder;
+    use percore::runtime::config::Profile;
+    let mut cfg = Builder::new()
+        .profile(Profile::Testing)
+        .app_workers(std::num::NonZeroUsize::new(2).unwrap())
+        .config()
+        .unwrap();
+    cfg.spin_before_park = Duration::ZERO;
+    let rt = Runtime::start(cfg).unwrap();
+    let echo = rt.spawn_actor_on(1, || Echo).unwrap();
+    let e2 = echo.clone();
+    // Worker 0 <-> worker 1, and the block_on thread <-> worker 1, concurrently.
+    let h = rt
+        .spawn_on(0, move || async move {
+            for i in 0..3000 {
+                assert_eq!(e2.ask(|r| (i, r), T).await.unwrap(), i);
+            }
+        })
+        .unwrap();
+    rt.block_on(async {
+        for i in 0..3000 {
+            assert_eq!(echo.ask(|r| (i, r), T).await.unwrap(), i);
+        }
+        h.await.unwrap();
+    });
+    assert!(
+        rt.metrics()[1].parks > 0,
+        "the worker never slept: the test did not test parking"
+    );
+}
