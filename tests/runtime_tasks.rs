@@ -190,7 +190,11 @@ fn metrics_count_work_and_render_prometheus() {
         );
         std::thread::sleep(Duration::from_millis(1));
     };
-    assert_eq!(m.len(), 2);
+    assert_eq!(
+        m.len(),
+        2 + 1 + 1,
+        "2 app workers, 1 I/O and 1 accelerator node (Testing)"
+    );
     let text = rt.prometheus();
     assert!(text.contains("percore_messages_in_total{worker=\"1\"}"));
 }

@@ -23,6 +23,7 @@
 pub mod actor;
 pub mod builder;
 pub mod config;
+pub mod detect;
 pub mod error;
 pub mod executor;
 pub(crate) mod mesh;

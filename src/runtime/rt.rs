@@ -341,19 +341,19 @@ impl Runtime {
     }
 
     /// A deterministic small runtime for tests and examples: the Testing profile with
-    /// `workers` app workers.
+    /// `workers` app workers (at least 1).
     pub fn testing(workers: usize) -> Result<Runtime, RuntimeError> {
-        Runtime::start(
-            super::builder::Builder::new()
-                .profile(super::config::Profile::Testing)
-                .app_workers(std::num::NonZeroUsize::new(workers).ok_or(
-                    RuntimeError::NoSuchWorker {
-                        worker: 0,
-                        workers: 0,
-                    },
-                )?)
-                .config()?,
-        )
+        super::builder::Builder::new()
+            .profile(super::config::Profile::Testing)
+            .app_workers(
+                std::num::NonZeroUsize::new(workers).unwrap_or(std::num::NonZeroUsize::MIN),
+            )
+            .build()
+    }
+
+    /// The type-state builder: `Runtime::builder().profile(..)...build()`.
+    pub fn builder() -> super::builder::Builder<super::builder::NeedsProfile> {
+        super::builder::Builder::new()
     }
 }
 
