@@ -12,11 +12,13 @@ const N: u64 = 1_000_000;
 const CAP: usize = 1024;
 const ROUNDS: u64 = 20_000;
 
+/// Pins to CPU `core` by id. (Not via `core_affinity::get_core_ids()`: that lists the calling
+/// thread's current mask, so a thread spawned by a pinned thread would see only that one CPU.)
+/// `available_parallelism()` has the same trap, so the online count comes from sysconf.
 fn pin(core: usize) {
-    let ids = core_affinity::get_core_ids().unwrap_or_default();
-    if let Some(id) = ids.get(core % ids.len().max(1)) {
-        core_affinity::set_for_current(*id);
-    }
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    core_affinity::set_for_current(core_affinity::CoreId { id: core % n });
 }
 
 /// Runs `produce` on core 0 and `consume` on core 1; returns the consumer's elapsed time.

@@ -1,2 +1,330 @@
 //! The `percore` command-line tool.
-fn main() {}
+//!
+//! - `percore info [--profile NAME|all] [--json]`: detected hardware and the resolved
+//!   configuration of a profile (default: `Config::auto()`: `PERCORE_PROFILE`, else Production,
+//!   plus overrides).
+//! - `percore demo [--seconds N]`: starts the runtime on embedded defaults and runs a short
+//!   sharded-counter and ping-pong workload, printing what it measured.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use percore::runtime::config::{Config, Profile};
+use percore::runtime::detect::Hardware;
+use percore::runtime::partition::HashPartitioner;
+use percore::runtime::{Actor, Context, Reply, Runtime};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(
+    name = "percore",
+    version,
+    about = "percore: a thread-per-core actor runtime"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the detected hardware and the resolved configuration.
+    Info {
+        /// Profile to resolve (`all` prints every profile); default: from the environment.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a short demo workload on the auto-configured runtime.
+    Demo {
+        /// How long the sharded-counter phase runs.
+        #[arg(long, default_value_t = 2)]
+        seconds: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let res = match cli.cmd {
+        Cmd::Info { profile, json } => info(profile.as_deref(), json),
+        Cmd::Demo { seconds } => demo(seconds),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("percore: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,wgpu_hal=off,naga=warn,wgpu_core=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Sections other layers add to `info` (the accelerator's adapters, …).
+fn extra_info_sections() -> Vec<(String, Value)> {
+    Vec::new()
+}
+
+fn info(profile: Option<&str>, as_json: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let hw = Hardware::detect();
+    let configs: Vec<Config> = match profile {
+        Some("all") => Profile::ALL
+            .iter()
+            .map(|p| Config::for_profile(*p, &hw))
+            .collect(),
+        Some(name) => {
+            let p: Profile = name.parse()?;
+            let mut c = Config::for_profile(p, &hw);
+            c.apply_env(|k| std::env::var(k).ok())?;
+            c.placement = percore::runtime::config::plan_placement(&c, &hw);
+            c.validate()?;
+            vec![c]
+        }
+        None => vec![Config::from_env_with(&hw, |k| std::env::var(k).ok())?],
+    };
+    let extra = extra_info_sections();
+    if as_json {
+        let mut doc = json!({ "hardware": hw, "configs": configs });
+        for (k, v) in extra {
+            doc[k] = v;
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    print_hardware(&hw);
+    print_configs(&configs);
+    for (k, v) in extra {
+        println!("\n{k}\n{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(())
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.0} MiB", b as f64 / (1 << 20) as f64)
+}
+
+fn print_hardware(hw: &Hardware) {
+    println!("Hardware (source: {})", hw.source);
+    let rows: Vec<(&str, String)> = vec![
+        (
+            "logical CPUs",
+            format!("{} {:?}", hw.logical_cpus, hw.cpu_ids),
+        ),
+        ("physical cores", hw.physical_cores.to_string()),
+        ("SMT siblings", format!("{:?}", hw.smt_siblings)),
+        ("packages", hw.packages.to_string()),
+        (
+            "NUMA nodes",
+            hw.numa_nodes
+                .iter()
+                .map(|n| format!("node{}: cpus {:?}, {}", n.id, n.cpus, mib(n.memory_bytes)))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        (
+            "caches (cpu0)",
+            hw.caches
+                .iter()
+                .map(|c| format!("L{} {} {} KiB", c.level, c.kind, c.size_bytes / 1024))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        (
+            "memory",
+            format!(
+                "{} total, {} available",
+                mib(hw.memory_total),
+                mib(hw.memory_available)
+            ),
+        ),
+        (
+            "cgroup limits",
+            format!(
+                "cpu {}, memory {}",
+                hw.cgroup_cpu_limit
+                    .map_or("none".into(), |c| format!("{c:.2}")),
+                hw.cgroup_memory_limit.map_or("none".into(), mib)
+            ),
+        ),
+        (
+            "io_uring",
+            format!(
+                "{} ({}); multishot: {}; ops: {}",
+                if hw.io_uring.available {
+                    "available"
+                } else {
+                    "unavailable"
+                },
+                hw.io_uring.reason,
+                hw.io_uring.multishot,
+                hw.io_uring.ops.join(" ")
+            ),
+        ),
+    ];
+    for (k, v) in rows {
+        println!("  {k:<16} {v}");
+    }
+}
+
+fn print_configs(configs: &[Config]) {
+    println!("\nConfiguration");
+    type Field = (&'static str, Box<dyn Fn(&Config) -> String>);
+    let fields: Vec<Field> = vec![
+        ("profile", Box::new(|c| c.profile.to_string())),
+        ("app_workers", Box::new(|c| c.app_workers.to_string())),
+        ("io_workers", Box::new(|c| c.io_workers.to_string())),
+        ("accel_workers", Box::new(|c| c.accel_workers.to_string())),
+        ("pin_workers", Box::new(|c| c.pin_workers.to_string())),
+        ("numa_aware", Box::new(|c| c.numa_aware.to_string())),
+        ("ring_capacity", Box::new(|c| c.ring_capacity.to_string())),
+        (
+            "mailbox_capacity",
+            Box::new(|c| c.mailbox_capacity.to_string()),
+        ),
+        (
+            "spin_before_park",
+            Box::new(|c| format!("{:?}", c.spin_before_park)),
+        ),
+        ("tasks_per_tick", Box::new(|c| c.tasks_per_tick.to_string())),
+        (
+            "shutdown_timeout",
+            Box::new(|c| format!("{:?}", c.shutdown_timeout)),
+        ),
+        (
+            "io_backend",
+            Box::new(|c| format!("{:?}", c.io_backend).to_lowercase()),
+        ),
+        (
+            "max_connections",
+            Box::new(|c| c.max_connections.to_string()),
+        ),
+        ("seed", Box::new(|c| format!("{:#x}", c.seed))),
+        ("app placement", Box::new(|c| cpus(&c.placement.app))),
+        ("io placement", Box::new(|c| cpus(&c.placement.io))),
+        ("accel placement", Box::new(|c| cpus(&c.placement.accel))),
+    ];
+    let width = configs
+        .iter()
+        .flat_map(|c| fields.iter().map(move |(_, f)| f(c).len()))
+        .max()
+        .unwrap_or(8)
+        .clamp(8, 32);
+    for (name, f) in &fields {
+        let cells: Vec<String> = configs
+            .iter()
+            .map(|c| format!("{:<width$}", f(c)))
+            .collect();
+        println!("  {name:<17} {}", cells.join(" "));
+    }
+}
+
+fn cpus(v: &[Option<usize>]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    v.iter()
+        .map(|c| c.map_or("*".to_string(), |c| c.to_string()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+struct Counter {
+    n: u64,
+}
+enum CMsg {
+    Add(u64),
+    Get(Reply<u64>),
+}
+impl Actor for Counter {
+    type Msg = CMsg;
+    async fn handle(&mut self, msg: CMsg, _ctx: &mut Context<Self>) {
+        match msg {
+            CMsg::Add(k) => self.n += k,
+            CMsg::Get(r) => {
+                let _ = r.send(self.n);
+            }
+        }
+    }
+}
+
+fn demo(seconds: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let rt = Runtime::auto()?;
+    println!(
+        "runtime: profile {}, {} app workers, mailbox {}, ring {}",
+        rt.config().profile,
+        rt.workers(),
+        rt.config().mailbox_capacity,
+        rt.config().ring_capacity
+    );
+    let shards = rt.spawn_sharded::<Counter, u64, _, _>(|_| Counter { n: 0 }, HashPartitioner)?;
+    let deadline = Instant::now() + Duration::from_secs(seconds.max(1));
+    let mut producers = Vec::new();
+    for w in 0..rt.workers() {
+        let s = shards.clone();
+        producers.push(rt.spawn_on(w, move || async move {
+            let mut sent = 0u64;
+            let mut key = w as u64;
+            while Instant::now() < deadline {
+                for _ in 0..1024 {
+                    key = key
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    s.tell(&key, CMsg::Add(1)).await.expect("shard alive");
+                }
+                sent += 1024;
+            }
+            sent
+        })?);
+    }
+    let t0 = Instant::now();
+    let (sent, counted) = rt.block_on(async {
+        let mut sent = 0;
+        for p in producers {
+            sent += p.await?;
+        }
+        let mut counted = 0;
+        while counted < sent {
+            counted = 0;
+            for a in shards.all() {
+                counted += a.ask(CMsg::Get, Duration::from_secs(5)).await?;
+            }
+        }
+        Ok::<_, Box<dyn std::error::Error>>((sent, counted))
+    })?;
+    let el = t0.elapsed().as_secs_f64();
+    println!(
+        "sharded counters: {sent} keyed tells, {counted} counted, {:.2} M msg/s",
+        sent as f64 / el / 1e6
+    );
+    for (i, m) in rt.metrics().iter().enumerate().take(rt.workers()) {
+        println!(
+            "  worker {i}: in {} out {} polled {} busy {:.0} ms",
+            m.messages_in,
+            m.messages_out,
+            m.tasks_polled,
+            m.busy_ns as f64 / 1e6
+        );
+    }
+    let report = rt.shutdown();
+    println!("shutdown: clean {} in {:?}", report.clean, report.elapsed);
+    Ok(())
+}

@@ -34,7 +34,7 @@ fn run(capacity: usize, items: u64, seed: u64) {
                 }
             }
             p.publish();
-            if r() % 16 == 0 {
+            if r().is_multiple_of(16) {
                 std::thread::yield_now();
             }
         }
@@ -42,7 +42,7 @@ fn run(capacity: usize, items: u64, seed: u64) {
     let mut r = rng(seed ^ 0x9e37_79b9);
     let mut expect = 0;
     while expect < items {
-        if r() % 2 == 0 {
+        if r().is_multiple_of(2) {
             c.pop_batch(1 + (r() % 128) as usize, |v| {
                 assert_eq!(v, expect, "lost, duplicated or reordered");
                 expect += 1;

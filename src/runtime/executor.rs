@@ -631,6 +631,7 @@ pub(crate) fn join_pair<T>() -> (JoinHandle<T>, JoinSlot<T>) {
 }
 
 /// Wraps a future into a task body that reports to `slot`, honours abort and catches panics.
+#[allow(clippy::manual_async_fn)] // the explicit `+ 'static` bound documents what spawn needs
 pub(crate) fn task_with<F>(fut: F, slot: JoinSlot<F::Output>) -> impl Future<Output = ()> + 'static
 where
     F: Future + 'static,
@@ -739,7 +740,6 @@ pub(crate) fn run_until<F: Future>(fut: F) -> F::Output {
         if main_woken.flag.swap(false, Ordering::AcqRel)
             && let Poll::Ready(v) = fut.as_mut().poll(&mut cx)
         {
-            drop(fut);
             exec.cancel_all();
             return v;
         }

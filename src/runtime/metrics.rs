@@ -80,7 +80,13 @@ impl WorkerMetrics {
 /// Renders snapshots in the Prometheus text exposition format (version 0.0.4).
 pub fn prometheus_text(snaps: &[MetricsSnapshot]) -> String {
     let mut out = String::new();
-    let series: [(&str, &str, &str, fn(&MetricsSnapshot) -> u64); 7] = [
+    type Series = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&MetricsSnapshot) -> u64,
+    );
+    let series: [Series; 7] = [
         (
             "percore_messages_in_total",
             "counter",

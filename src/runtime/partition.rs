@@ -82,6 +82,9 @@ impl<K: Ord + Send + Sync + 'static> Partitioner<K> for RangePartitioner<K> {
     }
 }
 
+/// Sorted (point, shard) pairs of one ring.
+type Ring = Vec<(u64, u32)>;
+
 /// A consistent-hash ring with virtual nodes.
 ///
 /// Each shard owns `vnodes` points on a 64-bit ring at `stable_hash((shard, v))`; a key belongs to
@@ -91,7 +94,7 @@ impl<K: Ord + Send + Sync + 'static> Partitioner<K> for RangePartitioner<K> {
 /// and cached.
 pub struct ConsistentHash {
     vnodes: usize,
-    rings: RwLock<Vec<Option<Arc<Vec<(u64, u32)>>>>>,
+    rings: RwLock<Vec<Option<Arc<Ring>>>>,
 }
 
 impl Default for ConsistentHash {

@@ -143,15 +143,20 @@ pub fn ring<T: Send>(capacity: usize) -> (Producer<T>, Consumer<T>) {
         slots: (0..cap).map(|_| Cell::new()).collect(),
         mask: cap - 1,
     });
+    let slots = shared.slots.as_ptr();
     (
         Producer {
             shared: shared.clone(),
+            slots,
+            mask: cap - 1,
             tail: 0,
             published: 0,
             cached_head: 0,
         },
         Consumer {
             shared,
+            slots,
+            mask: cap - 1,
             head: 0,
             cached_tail: 0,
         },
@@ -161,6 +166,10 @@ pub fn ring<T: Send>(capacity: usize) -> (Producer<T>, Consumer<T>) {
 /// The writing end. `Send`, not `Sync`: one thread pushes.
 pub struct Producer<T> {
     shared: Arc<Shared<T>>,
+    /// `shared.slots` base and mask, cached here so the hot path needs no pointer chase and no
+    /// bounds check (indices are masked).
+    slots: *const Cell<T>,
+    mask: usize,
     /// Next slot to write (includes unpublished items).
     tail: usize,
     /// What the consumer can see.
@@ -173,16 +182,17 @@ impl<T> Producer<T> {
     /// [`Producer::publish`]. `Err(Full(v))` when every slot is taken (unpublished ones count).
     #[inline]
     pub fn push(&mut self, v: T) -> Result<(), Full<T>> {
-        let cap = self.shared.mask + 1;
+        let cap = self.mask + 1;
         if self.tail.wrapping_sub(self.cached_head) == cap {
             self.cached_head = self.shared.head.load(Ordering::Acquire);
             if self.tail.wrapping_sub(self.cached_head) == cap {
                 return Err(Full(v));
             }
         }
-        // SAFETY: tail - head < cap, so slot `tail` is outside [head, tail): uninitialised and
+        // SAFETY: `tail & mask < cap` indexes the slot array `slots` points to (kept alive by
+        // `shared`); tail - head < cap, so the slot is outside [head, tail): uninitialised and
         // not read by the consumer until a release store of `tail` covers it.
-        unsafe { self.shared.slots[self.tail & self.shared.mask].write(v) };
+        unsafe { (*self.slots.add(self.tail & self.mask)).write(v) };
         self.tail = self.tail.wrapping_add(1);
         Ok(())
     }
@@ -239,6 +249,8 @@ impl<T> Drop for Producer<T> {
 /// The reading end. `Send`, not `Sync`: one thread pops.
 pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
+    slots: *const Cell<T>,
+    mask: usize,
     head: usize,
     cached_tail: usize,
 }
@@ -253,9 +265,10 @@ impl<T> Consumer<T> {
                 return None;
             }
         }
-        // SAFETY: head < tail (acquire-loaded), so the slot is initialised and the producer
-        // will not touch it until our release store of `head` moves past it.
-        let v = unsafe { self.shared.slots[self.head & self.shared.mask].read() };
+        // SAFETY: `head & mask < cap` indexes the live slot array; head < tail (acquire-loaded),
+        // so the slot is initialised and the producer will not touch it until our release store
+        // of `head` moves past it.
+        let v = unsafe { (*self.slots.add(self.head & self.mask)).read() };
         self.head = self.head.wrapping_add(1);
         self.shared.head.store(self.head, Ordering::Release);
         Some(v)
@@ -280,9 +293,10 @@ impl<T> Consumer<T> {
         }
         let g = Release { c: self };
         for _ in 0..n {
-            // SAFETY: every slot in [head, cached_tail) is initialised and ours (see `pop`);
-            // `head` advances before `f` runs, so a panic in `f` never re-reads the slot.
-            let v = unsafe { g.c.shared.slots[g.c.head & g.c.shared.mask].read() };
+            // SAFETY: the index is masked into the live slot array; every slot in
+            // [head, cached_tail) is initialised and ours (see `pop`); `head` advances before
+            // `f` runs, so a panic in `f` never re-reads the slot.
+            let v = unsafe { (*g.c.slots.add(g.c.head & g.c.mask)).read() };
             g.c.head = g.c.head.wrapping_add(1);
             f(v);
         }

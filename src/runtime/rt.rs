@@ -540,10 +540,7 @@ impl Handle {
 pub fn spawn_actor<A: Actor>(actor: A) -> Result<Addr<A>, RuntimeError> {
     let (mesh, me) = mesh::current_mesh().ok_or(RuntimeError::NotInRuntime)?;
     let cap = mesh.default_mailbox;
-    spawn_actor_with_capacity(actor, cap).map(|a| {
-        debug_assert_eq!(a.worker(), me);
-        a
-    })
+    spawn_actor_with_capacity(actor, cap).inspect(|a| debug_assert_eq!(a.worker(), me))
 }
 
 /// Like [`spawn_actor`] with an explicit mailbox capacity.
@@ -646,7 +643,7 @@ fn worker_main(
             // ~100 ns. Reading the clock every 32 checks bounds the spin.
             std::hint::spin_loop();
             spins += 1;
-            if spins % 32 == 0 && Instant::now() >= spin_end {
+            if spins.is_multiple_of(32) && Instant::now() >= spin_end {
                 break;
             }
         }
