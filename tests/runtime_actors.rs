@@ -566,3 +566,51 @@ fn park_wake_handshake_loses_no_wakeup() {
         "the worker never slept: the test did not test parking"
     );
 }
+
+struct Sink(Arc<AtomicUsize>);
+impl Actor for Sink {
+    type Msg = Vec<u64>;
+    async fn handle(&mut self, m: Vec<u64>, _ctx: &mut Context<Self>) {
+        self.0.fetch_add(m.len(), Ordering::Relaxed);
+    }
+}
+
+/// Actors are stopped, and every address dropped, while other cores still have messages in
+/// flight to them: in-flight envelopes must find the mailbox alive (the actor's task keeps it
+/// until its reservation count drains) and every heap message must be freed exactly once.
+#[test]
+fn stopping_actors_with_messages_in_flight_is_safe() {
+    let rt = Runtime::testing(2).unwrap();
+    let handled = Arc::new(AtomicUsize::new(0));
+    for round in 0..200 {
+        let h2 = handled.clone();
+        let a = rt
+            .handle()
+            .spawn_actor_on_with_capacity(1, 64, move || Sink(h2))
+            .unwrap();
+        let a2 = a.clone();
+        // Flood from worker 0 (ring) ...
+        let flood = rt
+            .spawn_on(0, move || async move {
+                for i in 0..200u64 {
+                    if a2.tell(vec![i; 4]).await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .unwrap();
+        // ... and from this thread (injector), stopping part-way.
+        for i in 0..50u64 {
+            let _ = a.try_tell(vec![i; 4]);
+        }
+        if round % 2 == 0 {
+            a.stop();
+        }
+        rt.block_on(flood).unwrap();
+        a.stop();
+        drop(a);
+    }
+    let report = rt.shutdown();
+    assert!(report.clean, "{report:?}");
+    assert!(handled.load(Ordering::SeqCst) > 0);
+}

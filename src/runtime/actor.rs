@@ -269,15 +269,19 @@ impl<M: Send + 'static> Mailbox<M> {
 
     /// Sends a message whose slot is reserved: straight into the queue on the owner worker,
     /// otherwise over the mesh.
+    ///
+    /// The envelope carries a plain pointer, not an `Arc` clone: cloning here and dropping on
+    /// the owner would bounce the reference count's cache line between the cores once per
+    /// message. See [`MailboxPtr`] for why the pointer stays valid.
     fn dispatch(self: &Arc<Self>, msg: M) {
         if current_exec_id() == self.local.owner {
             self.deliver_local(msg);
         } else {
-            let mb = self.clone();
+            let p = MailboxPtr(Arc::as_ptr(self));
             mesh::send(
                 &self.mesh,
                 self.node as usize,
-                Box::new(move || mb.deliver_local(msg)),
+                Box::new(move || p.deliver(msg)),
             );
         }
     }
@@ -323,6 +327,47 @@ impl<M: Send + 'static> Mailbox<M> {
 enum Reserve {
     Full,
     Stopped,
+}
+
+/// A mailbox pointer carried by an in-flight message envelope.
+///
+/// Invariant (why it is never dangling when used): an envelope is created only after its
+/// message reserved a slot, so `len > 0` until the envelope runs (delivery releases the slot as
+/// its last access). Every path that lets go of an actor's own `Arc` waits for `len == 0` first:
+/// the actor task at termination ([`run_actor`]) and the keeper task of an actor that never
+/// started ([`abandon`]); the spawn envelope holds an `Arc` until one of those exists. Envelopes
+/// run only on the owner worker, the same thread as those tasks, so the `Arc` cannot go away
+/// while an envelope runs. At worker exit, envelopes left over are dropped without running.
+struct MailboxPtr<M>(*const Mailbox<M>);
+
+// SAFETY: the pointer is only dereferenced on the owner worker under the invariant above;
+// moving it between threads is moving an address. `M: Send` because the message travels with it.
+unsafe impl<M: Send> Send for MailboxPtr<M> {}
+
+impl<M: Send + 'static> MailboxPtr<M> {
+    fn deliver(self, msg: M) {
+        // SAFETY: see the type's invariant: the slot this message reserved keeps the mailbox
+        // alive until `deliver_local` releases it, which is its last access.
+        let mb = unsafe { &*self.0 };
+        mb.deliver_local(msg);
+    }
+}
+
+/// Waits (on the owner worker) until no reserved message is in flight, so that dropping the
+/// caller's `Arc` cannot leave an envelope with a dangling [`MailboxPtr`].
+async fn drain_in_flight<M: Send + 'static>(mb: &Mailbox<M>) {
+    std::future::poll_fn(|cx| {
+        if mb.len.load(Ordering::SeqCst) == 0 {
+            return Poll::Ready(());
+        }
+        mb.register_room(cx.waker());
+        if mb.len.load(Ordering::SeqCst) == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// What shutdown and reports need of any actor, whatever its type.
@@ -755,15 +800,26 @@ async fn run_actor<A: Actor>(mut actor: A, mb: Arc<Mailbox<A::Msg>>) {
     mb.wake_room();
     mb.unindex();
     drop(actor);
+    // Messages still in flight are dropped on arrival (state TERMINATED); keep the mailbox alive
+    // until they have all arrived.
+    drain_in_flight(&mb).await;
 }
 
 /// Starts `actor` on the current thread, which must be the owner of `mb`.
 pub(crate) fn start_local<A: Actor>(actor: A, mb: Arc<Mailbox<A::Msg>>) {
-    let fut: Pin<Box<dyn Future<Output = ()>>> = Box::pin(run_actor(actor, mb));
+    // A `debug` span per actor (name, id, worker), entered on every poll of its task. It is
+    // stored only when a subscriber enables it, so idle actors stay small otherwise.
+    let span = tracing::debug_span!("actor", name = %actor.name(), id = mb.seq, worker = mb.node);
+    let fut: Pin<Box<dyn Future<Output = ()>>> = if span.is_disabled() {
+        Box::pin(run_actor(actor, mb))
+    } else {
+        Box::pin(tracing::Instrument::instrument(run_actor(actor, mb), span))
+    };
     executor::with_current(move |e| e.spawn_raw(fut)).expect("start_local runs on a worker thread");
 }
 
-/// Marks an actor that never started (its constructor panicked) as terminated.
+/// Marks an actor that never started (its constructor panicked) as terminated, and keeps its
+/// mailbox alive until messages already in flight to it have arrived.
 pub(crate) fn abandon<M: Send + 'static>(mb: &Arc<Mailbox<M>>) {
     mb.state.store(TERMINATED, Ordering::Release);
     let rest: Vec<M> = mb
@@ -777,6 +833,11 @@ pub(crate) fn abandon<M: Send + 'static>(mb: &Arc<Mailbox<M>>) {
     }
     mb.wake_room();
     mb.unindex();
+    let keeper = mb.clone();
+    executor::with_current(move |e| {
+        e.spawn_raw(Box::pin(async move { drain_in_flight(&keeper).await }))
+    })
+    .expect("abandon runs on the owner worker");
 }
 
 #[cfg(test)]

@@ -316,6 +316,14 @@ impl Inbound {
         n
     }
 
+    /// Drops every waiting envelope without running it (worker exit).
+    pub(crate) fn discard(&mut self, node: &NodeShared) {
+        while node.injector.pop().is_some() {}
+        for c in &mut self.consumers {
+            c.pop_batch(usize::MAX, drop);
+        }
+    }
+
     /// True when any envelope is waiting.
     pub(crate) fn has_pending(&self, node: &NodeShared) -> bool {
         !node.injector.is_empty() || self.consumers.iter().any(|c| !c.is_empty())

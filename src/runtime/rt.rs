@@ -672,14 +672,13 @@ fn worker_main(
         notifier.set_sleeping(false);
     }
 
-    // Shutdown: cancel what is left (dropping futures here, on their own thread), then drop
-    // envelopes that still arrive.
+    // Shutdown: cancel what is left (dropping futures here, on their own thread). Envelopes
+    // still waiting are dropped without running: their actors may be gone (see MailboxPtr).
     let cancelled = exec.cancel_all();
     inner
         .tasks_cancelled
         .fetch_add(cancelled as u64, Ordering::Relaxed);
     mesh::flush_current();
-    let _ = inbound.drain(node, usize::MAX);
-    exec.cancel_all();
+    inbound.discard(node);
     let _ = Outbound::uninstall();
 }
