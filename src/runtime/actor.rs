@@ -305,6 +305,27 @@ impl<M: Send + 'static> Mailbox<M> {
         }
     }
 
+    /// Final state change, on the owner worker: no more messages are taken; what is still queued
+    /// is dropped (its asks fail) and its slots released; waiting senders are woken (they see
+    /// `Stopped`); the actor leaves the shutdown index.
+    fn terminate(&self) {
+        self.state.store(TERMINATED, Ordering::Release);
+        let rest: Vec<M> = self
+            .local
+            .with(|l| {
+                l.waker = None;
+                l.queue.drain(..).collect()
+            })
+            .unwrap_or_default();
+        let n = rest.len();
+        drop(rest);
+        if n > 0 {
+            self.release(n);
+        }
+        self.wake_room();
+        self.unindex();
+    }
+
     fn set_state(&self, from_open_or_draining: u8) -> bool {
         let mut cur = self.state.load(Ordering::Acquire);
         loop {
@@ -783,22 +804,7 @@ async fn run_actor<A: Actor>(mut actor: A, mb: Arc<Mailbox<A::Msg>>) {
     if unreleased > 0 {
         mb.release(unreleased);
     }
-    mb.state.store(TERMINATED, Ordering::Release);
-    // Drop what is still queued: their replies fail, their slots are released.
-    let rest: Vec<A::Msg> = mb
-        .local
-        .with(|l| {
-            l.waker = None;
-            l.queue.drain(..).collect()
-        })
-        .unwrap_or_default();
-    let n = rest.len();
-    drop(rest);
-    if n > 0 {
-        mb.release(n);
-    }
-    mb.wake_room();
-    mb.unindex();
+    mb.terminate();
     drop(actor);
     // Messages still in flight are dropped on arrival (state TERMINATED); keep the mailbox alive
     // until they have all arrived.
@@ -821,18 +827,7 @@ pub(crate) fn start_local<A: Actor>(actor: A, mb: Arc<Mailbox<A::Msg>>) {
 /// Marks an actor that never started (its constructor panicked) as terminated, and keeps its
 /// mailbox alive until messages already in flight to it have arrived.
 pub(crate) fn abandon<M: Send + 'static>(mb: &Arc<Mailbox<M>>) {
-    mb.state.store(TERMINATED, Ordering::Release);
-    let rest: Vec<M> = mb
-        .local
-        .with(|l| l.queue.drain(..).collect())
-        .unwrap_or_default();
-    let n = rest.len();
-    drop(rest);
-    if n > 0 {
-        mb.release(n);
-    }
-    mb.wake_room();
-    mb.unindex();
+    mb.terminate();
     let keeper = mb.clone();
     executor::with_current(move |e| {
         e.spawn_raw(Box::pin(async move { drain_in_flight(&keeper).await }))
