@@ -156,88 +156,71 @@ fn std_sync_channel() -> Duration {
     )
 }
 
-/// Ping-pong: core 1 echoes; core 0 measures ROUNDS round trips.
-fn pingpong_percore() -> Duration {
-    let (mut p1, mut c1) = percore::runtime::ring::ring::<u64>(CAP);
-    let (mut p2, mut c2) = percore::runtime::ring::ring::<u64>(CAP);
+/// Ping-pong: core 1 echoes; core 0 measures ROUNDS round trips. `send` returns false when the
+/// channel is full (retried); `recv` returns `None` when nothing is there yet (spun on).
+fn pingpong<S, R>(
+    (mut tx1, mut rx1): (S, R),
+    (mut tx2, mut rx2): (S, R),
+    send: fn(&mut S, u64) -> bool,
+    recv: fn(&mut R) -> Option<u64>,
+) -> Duration
+where
+    S: Send + 'static,
+    R: Send + 'static,
+{
     let echo = std::thread::spawn(move || {
         pin(1);
         for _ in 0..ROUNDS {
             let v = loop {
-                if let Some(v) = c1.pop() {
+                if let Some(v) = recv(&mut rx1) {
                     break v;
                 }
                 std::hint::spin_loop();
             };
-            while p2.push_now(v).is_err() {}
+            while !send(&mut tx2, v) {}
         }
     });
     pin(0);
     let t0 = Instant::now();
     for i in 0..ROUNDS {
-        while p1.push_now(i).is_err() {}
-        loop {
-            if c2.pop().is_some() {
-                break;
-            }
+        while !send(&mut tx1, i) {}
+        while recv(&mut rx2).is_none() {
             std::hint::spin_loop();
         }
     }
     let d = t0.elapsed();
     echo.join().expect("echo");
     d
+}
+
+fn pingpong_percore() -> Duration {
+    use percore::runtime::ring::{Consumer, Producer, ring};
+    pingpong(
+        ring::<u64>(CAP),
+        ring::<u64>(CAP),
+        |p: &mut Producer<u64>, v| p.push_now(v).is_ok(),
+        |c: &mut Consumer<u64>| c.pop(),
+    )
 }
 
 fn pingpong_rtrb() -> Duration {
-    let (mut p1, mut c1) = rtrb::RingBuffer::<u64>::new(CAP);
-    let (mut p2, mut c2) = rtrb::RingBuffer::<u64>::new(CAP);
-    let echo = std::thread::spawn(move || {
-        pin(1);
-        for _ in 0..ROUNDS {
-            let v = loop {
-                if let Ok(v) = c1.pop() {
-                    break v;
-                }
-                std::hint::spin_loop();
-            };
-            while p2.push(v).is_err() {}
-        }
-    });
-    pin(0);
-    let t0 = Instant::now();
-    for i in 0..ROUNDS {
-        while p1.push(i).is_err() {}
-        loop {
-            if c2.pop().is_ok() {
-                break;
-            }
-            std::hint::spin_loop();
-        }
-    }
-    let d = t0.elapsed();
-    echo.join().expect("echo");
-    d
+    use rtrb::{Consumer, Producer, RingBuffer};
+    pingpong(
+        RingBuffer::<u64>::new(CAP),
+        RingBuffer::<u64>::new(CAP),
+        |p: &mut Producer<u64>, v| p.push(v).is_ok(),
+        |c: &mut Consumer<u64>| c.pop().ok(),
+    )
 }
 
 fn pingpong_crossbeam() -> Duration {
-    let (tx1, rx1) = crossbeam::channel::bounded::<u64>(CAP);
-    let (tx2, rx2) = crossbeam::channel::bounded::<u64>(CAP);
-    let echo = std::thread::spawn(move || {
-        pin(1);
-        for _ in 0..ROUNDS {
-            let v = rx1.recv().expect("ping");
-            tx2.send(v).expect("pong");
-        }
-    });
-    pin(0);
-    let t0 = Instant::now();
-    for i in 0..ROUNDS {
-        tx1.send(i).expect("ping");
-        rx2.recv().expect("pong");
-    }
-    let d = t0.elapsed();
-    echo.join().expect("echo");
-    d
+    use crossbeam::channel::{Receiver, Sender, bounded};
+    pingpong(
+        bounded::<u64>(CAP),
+        bounded::<u64>(CAP),
+        |s: &mut Sender<u64>, v| s.try_send(v).is_ok(),
+        |r: &mut Receiver<u64>| r.recv().ok(),
+    )
 }
 
 fn bench(c: &mut Criterion) {
