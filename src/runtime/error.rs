@@ -132,6 +132,26 @@ pub enum RuntimeError {
         "this must be called on a percore worker or inside Runtime::block_on; use a Handle from other threads"
     )]
     NotInRuntime,
+    /// There is no I/O worker with this index.
+    #[error(
+        "I/O worker {index} does not exist: this runtime has {io_workers} (set io_workers >= 1 with the builder, a profile or PERCORE_IO_WORKERS)"
+    )]
+    NoIoWorker {
+        /// The index asked for.
+        index: usize,
+        /// How many I/O workers there are.
+        io_workers: usize,
+    },
+    /// An I/O worker could not start.
+    #[error("I/O worker {index} could not start its {backend} event loop: {source}")]
+    IoWorker {
+        /// Which I/O worker.
+        index: usize,
+        /// The backend it tried.
+        backend: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The runtime is shutting down and takes no new work.
     #[error("the runtime is shutting down and accepts no new work")]
     ShuttingDown,

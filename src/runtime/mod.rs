@@ -26,6 +26,7 @@ pub mod config;
 pub mod detect;
 pub mod error;
 pub mod executor;
+pub mod io;
 pub(crate) mod mesh;
 pub mod metrics;
 mod oneshot;
@@ -33,6 +34,7 @@ pub mod partition;
 pub mod ring;
 mod rt;
 pub mod sharded;
+pub mod signal;
 
 pub use actor::{Actor, Addr, Context, Reply, TimerId};
 pub use error::{AskError, JoinError, RuntimeError, SendError, Stopped, TrySendError};

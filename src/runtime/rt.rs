@@ -22,6 +22,8 @@ use super::actor::{self, Actor, ActorProbe, Addr, Mailbox};
 use super::config::Config;
 use super::error::RuntimeError;
 use super::executor::{self, Executor, JoinHandle, Notifier};
+use super::io::worker::{self as io_worker, IoWorkerHandle};
+use super::io::{BackendKind, IoCtx, IoWorkerStats};
 use super::mesh::{self, ExternalNode, Inbound, MeshShared, NodeEnds, Outbound};
 use super::metrics::{MetricsSnapshot, prometheus_text};
 use super::partition::Partitioner;
@@ -29,6 +31,8 @@ use super::sharded::ShardedAddr;
 
 struct RtInner {
     mesh: Arc<MeshShared>,
+    io_kinds: std::sync::OnceLock<Vec<BackendKind>>,
+    io_stats: std::sync::OnceLock<Vec<Arc<IoWorkerStats>>>,
     config: Config,
     stop: AtomicBool,
     rr: AtomicUsize,
@@ -43,6 +47,7 @@ struct RtInner {
 pub struct Runtime {
     inner: Arc<RtInner>,
     threads: Vec<(usize, ThreadHandle<()>)>,
+    io: Vec<IoWorkerHandle>,
     done: bool,
 }
 
@@ -82,6 +87,8 @@ impl Runtime {
         );
         let inner = Arc::new(RtInner {
             mesh: mesh.clone(),
+            io_kinds: std::sync::OnceLock::new(),
+            io_stats: std::sync::OnceLock::new(),
             config: config.clone(),
             stop: AtomicBool::new(false),
             rr: AtomicUsize::new(0),
@@ -115,19 +122,81 @@ impl Runtime {
                 .recv()
                 .expect("worker threads report ready before anything else can fail");
         }
+        let mut rt = Runtime {
+            inner,
+            threads,
+            io: Vec::new(),
+            done: false,
+        };
+        rt.start_io_workers()?;
         tracing::info!(
             profile = ?config.profile,
             app_workers = config.app_workers,
+            io_workers = config.io_workers,
             external_nodes = external,
             ring_capacity = config.ring_capacity,
             mailbox_capacity = config.mailbox_capacity,
             "percore runtime started"
         );
-        Ok(Runtime {
-            inner,
-            threads,
-            done: false,
-        })
+        Ok(rt)
+    }
+
+    /// Starts the I/O workers (one event loop each) on the backend the config asks for.
+    fn start_io_workers(&mut self) -> Result<(), RuntimeError> {
+        let cfg = &self.inner.config;
+        if cfg.io_workers == 0 {
+            let _ = self.inner.io_kinds.set(Vec::new());
+            let _ = self.inner.io_stats.set(Vec::new());
+            return Ok(());
+        }
+        let (kind, why) = io_worker::resolve_backend(cfg.io_backend);
+        tracing::info!(backend = %kind, reason = %why, io_workers = cfg.io_workers, "I/O backend: {kind} ({why})");
+        let may_fall_back = cfg.io_backend == super::config::IoBackend::Auto;
+        for i in 0..cfg.io_workers {
+            let pin = if cfg.pin_workers {
+                cfg.placement.io.get(i).copied().flatten()
+            } else {
+                None
+            };
+            let h =
+                io_worker::spawn(self.handle(), i, kind, may_fall_back, pin).map_err(|source| {
+                    RuntimeError::IoWorker {
+                        index: i,
+                        backend: kind.to_string(),
+                        source,
+                    }
+                })?;
+            self.io.push(h);
+        }
+        let _ = self
+            .inner
+            .io_kinds
+            .set(self.io.iter().map(|h| h.kind).collect());
+        let _ = self
+            .inner
+            .io_stats
+            .set(self.io.iter().map(|h| h.stats.clone()).collect());
+        Ok(())
+    }
+
+    /// Stops the I/O workers: each closes what its handlers own; then joins them.
+    fn stop_io_workers(&mut self, end: Instant) -> Vec<usize> {
+        for h in &self.io {
+            h.stop.store(true, Ordering::SeqCst);
+            (h.wake)();
+        }
+        let mut not_joined = Vec::new();
+        for (i, h) in self.io.drain(..).enumerate() {
+            while !h.thread.is_finished() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if h.thread.is_finished() {
+                let _ = h.thread.join();
+            } else {
+                not_joined.push(self.inner.config.app_workers + i);
+            }
+        }
+        not_joined
     }
 
     /// Starts with the profile chosen by the environment (`PERCORE_PROFILE`, else Production)
@@ -253,6 +322,9 @@ impl Runtime {
         let mesh = &self.inner.mesh;
         mesh.accepting.store(false, Ordering::SeqCst);
         let mut report = ShutdownReport::default();
+        // Network intake first: the I/O workers close their listeners and connections.
+        let io_not_joined = self.stop_io_workers(end);
+        let mesh = &self.inner.mesh;
 
         // Actors in reverse start order, in runs of consecutive actors on the same worker: each
         // run is stopped by its worker in order, and the next run starts when it is done.
@@ -324,6 +396,7 @@ impl Runtime {
                 report.workers_not_joined.push(idx);
             }
         }
+        report.workers_not_joined.extend(io_not_joined);
         report.tasks_cancelled = self.inner.tasks_cancelled.load(Ordering::Relaxed);
         report.elapsed = start.elapsed();
         report.clean = !timed_out && report.workers_not_joined.is_empty();
@@ -507,6 +580,50 @@ impl Handle {
         }
         mesh::send(&self.inner.mesh, node, f);
         Ok(())
+    }
+
+    /// Runs `f` on I/O worker `io_worker` with its [`IoCtx`] (register handlers, start
+    /// operations). The closure travels over the mesh like any cross-core message.
+    pub fn run_on_io<F>(&self, io_worker: usize, f: F) -> Result<(), RuntimeError>
+    where
+        F: FnOnce(&mut IoCtx<'_>) + Send + 'static,
+    {
+        let n = self.inner.config.io_workers;
+        if io_worker >= n {
+            return Err(RuntimeError::NoIoWorker {
+                index: io_worker,
+                io_workers: n,
+            });
+        }
+        let node = self.inner.mesh.app_workers + io_worker;
+        mesh::send(
+            &self.inner.mesh,
+            node,
+            Box::new(move || {
+                if super::io::worker::with_io(f).is_none() {
+                    tracing::warn!(
+                        io_worker,
+                        "a closure for an I/O worker ran outside its loop; dropped"
+                    );
+                }
+            }),
+        );
+        Ok(())
+    }
+
+    /// Number of I/O workers.
+    pub fn io_workers(&self) -> usize {
+        self.inner.config.io_workers
+    }
+
+    /// The backend I/O worker `i` runs (`None` if there is no such worker).
+    pub fn io_backend(&self, i: usize) -> Option<BackendKind> {
+        self.inner.io_kinds.get().and_then(|k| k.get(i).copied())
+    }
+
+    /// Counters of I/O worker `i`.
+    pub fn io_stats(&self, i: usize) -> Option<Arc<IoWorkerStats>> {
+        self.inner.io_stats.get().and_then(|k| k.get(i).cloned())
     }
 
     /// Joins the calling thread to the mesh as external node `index` (0-based among the

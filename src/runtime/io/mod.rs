@@ -1,0 +1,442 @@
+//! The I/O event loop that transport and storage share: dedicated I/O worker threads, each
+//! owning one event loop — an io_uring ring (backend `uring`) or a mio `Poll` (backend `mio`) —
+//! and the [`IoHandler`]s registered on it. Owns sockets' readiness/completion plumbing, receive
+//! buffers, send queues and the worker thread; knows nothing of protocols (HTTP, TLS, framing
+//! live in `transport`) and nothing of files' layout (that is `storage`).
+//!
+//! The model is completion-based on both backends: a handler asks for an operation through its
+//! [`IoCtx`] (`accept`, `recv`, `send`, `connect`, `close`) and later receives an [`Event`]
+//! (`Accepted`, `Data`, `Sent`, …) on the same I/O worker thread. On io_uring the operations are
+//! real SQEs, submitted in one batch per loop turn (multishot accept, multishot recv with a
+//! provided buffer ring where the kernel supports it, plain recv where not). On mio the same
+//! operations are emulated over epoll readiness.
+//!
+//! Other threads reach an I/O worker with [`Handle::run_on_io`](crate::runtime::Handle::run_on_io):
+//! the closure travels over the runtime's ring mesh (batched like any cross-core message) and
+//! runs on the I/O worker with an [`IoCtx`]. I/O workers are mesh nodes themselves, so a handler
+//! can `try_tell` an actor directly; the message goes over the I/O worker's ring to that core.
+//!
+//! Backend choice: [`IoBackend::Auto`](crate::runtime::config::IoBackend) uses io_uring when the
+//! probe succeeds and mio otherwise, with one log line saying which and why; `PERCORE_IO=uring|mio`
+//! or the builder override it.
+//!
+//! ```
+//! use percore::runtime::Runtime;
+//!
+//! let rt = Runtime::testing(1).unwrap();
+//! let h = rt.handle();
+//! let (tx, rx) = std::sync::mpsc::channel();
+//! h.run_on_io(0, move |ctx| {
+//!     tx.send(ctx.backend()).unwrap();
+//! })
+//! .unwrap();
+//! println!("I/O worker 0 runs on {:?}", rx.recv().unwrap());
+//! rt.shutdown();
+//! ```
+
+mod mio_backend;
+mod uring_backend;
+pub(crate) mod worker;
+
+use std::any::Any;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+pub use worker::IoWorkerStats;
+
+/// The event loop an I/O worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// io_uring: operations are submitted as SQEs in batches and complete as CQEs.
+    Uring,
+    /// mio (epoll): readiness events, with the operations performed by the worker.
+    Mio,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Uring => "uring",
+            BackendKind::Mio => "mio",
+        })
+    }
+}
+
+/// Index of a handler on its I/O worker (a slab key; reused after the handler is removed).
+pub type Token = usize;
+
+/// A handler's identity that survives token reuse: the token plus a generation. `Copy + Send`,
+/// so it can travel to app workers and come back with a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HandlerId {
+    /// The I/O worker (0-based among I/O workers).
+    pub worker: usize,
+    /// The slab key.
+    pub token: Token,
+    /// Generation of the slot; a stale id (handler removed, token reused) matches nothing.
+    pub generation: u64,
+}
+
+/// What an operation produced, delivered to the handler that asked for it.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A connection was accepted on a listener armed with [`IoCtx::accept`]. The fd is
+    /// non-blocking and close-on-exec; the handler now owns it and must [`IoCtx::close`] it.
+    Accepted(RawFd),
+    /// Accepting failed (e.g. `EMFILE`); the listener stays armed.
+    AcceptError(io::Error),
+    /// Bytes received on a socket armed with [`IoCtx::recv`]. The slice is only valid during
+    /// the call (it is a provided buffer that goes back to the kernel afterwards).
+    Data(&'a [u8]),
+    /// The peer closed its write side; no more `Data` for this fd.
+    Eof,
+    /// Receiving failed (e.g. `ECONNRESET`); no more `Data` for this fd.
+    RecvError(io::Error),
+    /// A buffer passed to [`IoCtx::send`] was written completely; here it is back for reuse.
+    Sent(Vec<u8>),
+    /// Writing failed; the queued buffers for this fd are dropped.
+    SendError(io::Error),
+    /// A [`IoCtx::connect`] finished.
+    Connected(io::Result<()>),
+    /// The handler asked for a retry with [`IoCtx::retry_soon`].
+    Retry,
+    /// Periodic tick (see [`IoCtx::set_ticks`]), about every [`TICK`].
+    Tick(Instant),
+    /// The I/O worker is stopping: close what you own.
+    Shutdown,
+}
+
+/// Period of [`Event::Tick`].
+pub const TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A state machine living on an I/O worker thread (a listener, a connection, …). Receives the
+/// events of the operations it asked for. Never blocks: every call runs on the loop.
+pub trait IoHandler: Any {
+    /// Handles one event.
+    fn on_event(&mut self, ctx: &mut IoCtx<'_>, event: Event<'_>);
+}
+
+pub(crate) enum BackendImpl {
+    Uring(uring_backend::UringBackend),
+    Mio(mio_backend::MioBackend),
+}
+
+pub(crate) struct Slot {
+    generation: u64,
+    handler: Option<Box<dyn IoHandler>>,
+    removed: bool,
+    ticks: bool,
+}
+
+/// The handlers of one I/O worker.
+#[derive(Default)]
+pub(crate) struct Handlers {
+    slab: slab::Slab<Slot>,
+    next_gen: u64,
+    retry: Vec<(Token, u64)>,
+}
+
+/// What a handler (or a closure sent with `run_on_io`) can do on its I/O worker.
+pub struct IoCtx<'a> {
+    pub(crate) backend: &'a mut BackendImpl,
+    pub(crate) handlers: &'a mut Handlers,
+    pub(crate) worker: usize,
+    pub(crate) node: usize,
+    pub(crate) current: Option<(Token, u64)>,
+    pub(crate) now: Instant,
+    pub(crate) stopping: bool,
+}
+
+impl IoCtx<'_> {
+    /// Which backend this worker runs.
+    pub fn backend(&self) -> BackendKind {
+        match self.backend {
+            BackendImpl::Uring(_) => BackendKind::Uring,
+            BackendImpl::Mio(_) => BackendKind::Mio,
+        }
+    }
+
+    /// This I/O worker's index (0-based among I/O workers).
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// This I/O worker's node in the runtime's mesh.
+    pub fn node(&self) -> usize {
+        self.node
+    }
+
+    /// The loop's clock for this turn.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// True once the worker is stopping (after [`Event::Shutdown`] was sent).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// The token of the handler being called (`None` inside a `run_on_io` closure).
+    pub fn token(&self) -> Option<Token> {
+        self.current.map(|c| c.0)
+    }
+
+    /// The id of the handler being called (`None` inside a `run_on_io` closure).
+    pub fn id(&self) -> Option<HandlerId> {
+        self.current.map(|(token, generation)| HandlerId {
+            worker: self.worker,
+            token,
+            generation,
+        })
+    }
+
+    /// Registers a handler and returns its id. It receives events for operations started with
+    /// its token.
+    pub fn register(&mut self, handler: Box<dyn IoHandler>) -> HandlerId {
+        let h = &mut *self.handlers;
+        h.next_gen += 1;
+        let generation = h.next_gen;
+        let token = h.slab.insert(Slot {
+            generation,
+            handler: Some(handler),
+            removed: false,
+            ticks: false,
+        });
+        HandlerId {
+            worker: self.worker,
+            token,
+            generation,
+        }
+    }
+
+    /// True when io_uring receives into a provided buffer ring (false: plain recv, or mio).
+    pub fn uses_buffer_ring(&self) -> bool {
+        match &*self.backend {
+            BackendImpl::Uring(b) => b.uses_buf_ring(),
+            BackendImpl::Mio(_) => false,
+        }
+    }
+
+    /// Removes a handler (the one being called is dropped when its call returns). Its fds are
+    /// not closed: close them first.
+    pub fn remove(&mut self, token: Token) {
+        let h = &mut *self.handlers;
+        if self.current.is_some_and(|c| c.0 == token) {
+            if let Some(s) = h.slab.get_mut(token) {
+                s.removed = true;
+            }
+        } else if h.slab.contains(token) {
+            h.slab.remove(token);
+        }
+    }
+
+    /// Number of live handlers.
+    pub fn handler_count(&self) -> usize {
+        self.handlers.slab.len()
+    }
+
+    /// Turns [`Event::Tick`] on or off for `token`.
+    pub fn set_ticks(&mut self, token: Token, on: bool) {
+        if let Some(s) = self.handlers.slab.get_mut(token) {
+            s.ticks = on;
+        }
+    }
+
+    /// Asks for an [`Event::Retry`] on the next loop turn (used to retry a hand-off to a full
+    /// mailbox without busy-looping: the loop then waits at most 1 ms for other events).
+    pub fn retry_soon(&mut self, token: Token) {
+        if let Some(s) = self.handlers.slab.get(token) {
+            self.handlers.retry.push((token, s.generation));
+        }
+    }
+
+    /// Calls `f` with the handler `id` if it still exists and is a `H` (not while it is the
+    /// handler being called). Returns `None` when it is gone.
+    pub fn with_handler<H: IoHandler, R>(
+        &mut self,
+        id: HandlerId,
+        f: impl FnOnce(&mut H, &mut IoCtx<'_>) -> R,
+    ) -> Option<R> {
+        if id.worker != self.worker {
+            return None;
+        }
+        let slot = self.handlers.slab.get_mut(id.token)?;
+        if slot.generation != id.generation || slot.removed {
+            return None;
+        }
+        let mut boxed = slot.handler.take()?;
+        let saved = self.current.replace((id.token, id.generation));
+        let r = match (&mut *boxed as &mut dyn Any).downcast_mut::<H>() {
+            Some(h) => Some(f(h, self)),
+            None => None,
+        };
+        self.current = saved;
+        put_back(self.handlers, id.token, id.generation, boxed);
+        r
+    }
+
+    /// Arms continuous accepting on the listening socket `fd` (multishot accept on io_uring).
+    /// Each connection arrives as [`Event::Accepted`].
+    pub fn accept(&mut self, token: Token, fd: RawFd) {
+        match self.backend {
+            BackendImpl::Uring(b) => b.accept(token, fd),
+            BackendImpl::Mio(b) => b.accept(token, fd),
+        }
+    }
+
+    /// Arms continuous receiving on the connected socket `fd` (multishot recv with a provided
+    /// buffer ring on io_uring). Calling it again after [`IoCtx::stop_recv`] resumes.
+    pub fn recv(&mut self, token: Token, fd: RawFd) {
+        match self.backend {
+            BackendImpl::Uring(b) => b.recv(token, fd),
+            BackendImpl::Mio(b) => b.recv(token, fd),
+        }
+    }
+
+    /// Stops receiving on `fd` (backpressure: the kernel's socket buffer fills and TCP tells
+    /// the peer to slow down). A few `Data` events already in flight may still arrive.
+    pub fn stop_recv(&mut self, fd: RawFd) {
+        match self.backend {
+            BackendImpl::Uring(b) => b.stop_recv(fd),
+            BackendImpl::Mio(b) => b.stop_recv(fd),
+        }
+    }
+
+    /// True while `fd` is armed for receiving.
+    pub fn is_receiving(&self, fd: RawFd) -> bool {
+        match &*self.backend {
+            BackendImpl::Uring(b) => b.is_receiving(fd),
+            BackendImpl::Mio(b) => b.is_receiving(fd),
+        }
+    }
+
+    /// Queues `buf` to be written completely to `fd`, after what is already queued (writes on
+    /// one fd never reorder). [`Event::Sent`] hands the buffer back.
+    pub fn send(&mut self, token: Token, fd: RawFd, buf: Vec<u8>) {
+        match self.backend {
+            BackendImpl::Uring(b) => b.send(token, fd, buf),
+            BackendImpl::Mio(b) => b.send(token, fd, buf),
+        }
+    }
+
+    /// Bytes queued for `fd` and not yet written.
+    pub fn send_queued(&self, fd: RawFd) -> usize {
+        match &*self.backend {
+            BackendImpl::Uring(b) => b.send_queued(fd),
+            BackendImpl::Mio(b) => b.send_queued(fd),
+        }
+    }
+
+    /// Creates a non-blocking TCP socket and connects it to `addr`; [`Event::Connected`]
+    /// follows. Returns the fd at once (the handler owns it).
+    pub fn connect(&mut self, token: Token, addr: SocketAddr) -> io::Result<RawFd> {
+        let fd = new_socket(&addr, libc::SOCK_STREAM)?;
+        match self.backend {
+            BackendImpl::Uring(b) => b.connect(token, fd, addr),
+            BackendImpl::Mio(b) => b.connect(token, fd, addr),
+        }
+        Ok(fd)
+    }
+
+    /// Cancels every operation on `fd` and closes it. Events for it stop.
+    pub fn close(&mut self, fd: RawFd) {
+        match self.backend {
+            BackendImpl::Uring(b) => b.close(fd),
+            BackendImpl::Mio(b) => b.close(fd),
+        }
+    }
+}
+
+pub(crate) fn put_back(
+    h: &mut Handlers,
+    token: Token,
+    generation: u64,
+    handler: Box<dyn IoHandler>,
+) {
+    if let Some(s) = h.slab.get_mut(token)
+        && s.generation == generation
+    {
+        if s.removed {
+            h.slab.remove(token);
+        } else {
+            s.handler = Some(handler);
+        }
+    }
+}
+
+/// A non-blocking, close-on-exec socket of `kind` for `addr`'s family.
+pub fn new_socket(addr: &SocketAddr, kind: libc::c_int) -> io::Result<RawFd> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain syscall with constant arguments; the result is checked.
+    let fd = unsafe { libc::socket(domain, kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// `addr` as a `sockaddr_storage` and its length.
+pub fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            let sin = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+/// Reads `SO_ERROR` of `fd` (the outcome of a non-blocking connect).
+pub fn take_socket_error(fd: RawFd) -> io::Result<()> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: err and len are valid for writes of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut err as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if err != 0 {
+        return Err(io::Error::from_raw_os_error(err));
+    }
+    Ok(())
+}
+
+/// Closes `fd`, ignoring errors (there is nothing useful to do with them). Only for fds no
+/// I/O worker knows about; others go through [`IoCtx::close`].
+pub fn close_fd(fd: RawFd) {
+    // SAFETY: the caller owns fd and never uses it again.
+    unsafe {
+        libc::close(fd);
+    }
+}

@@ -1,0 +1,778 @@
+//! The io_uring backend: owns the ring, the table of in-flight operations, the per-fd state
+//! (armed multishot ops, the send queue) and the provided-buffer ring. Operations become SQEs
+//! that are submitted in one `io_uring_enter` per loop turn (or earlier if the SQ fills);
+//! multishot accept and multishot recv over a provided buffer ring keep the number of SQEs per
+//! connection low. Where buffer rings are not supported, recv falls back to one plain `Recv`
+//! with an owned buffer per connection.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use super::Token;
+use super::worker::Completion;
+
+/// user_data of the eventfd poll that wakes the loop.
+const WAKE_UD: u64 = u64::MAX;
+/// user_data of fire-and-forget SQEs (cancel): their CQEs are ignored.
+const IGNORE_UD: u64 = u64::MAX - 1;
+/// Buffer group id of the provided buffer ring.
+const BGID: u16 = 7;
+/// Size of one provided buffer and of a plain-recv buffer.
+pub(crate) const BUF_SIZE: usize = 4096;
+/// Number of provided buffers (a power of two).
+const BUF_COUNT: u16 = 2048;
+
+enum OpKind {
+    Accept,
+    RecvMulti,
+    RecvPlain(Vec<u8>),
+    Send {
+        buf: Vec<u8>,
+        off: usize,
+    },
+    /// The address the kernel reads until the connect completes (kept alive here).
+    #[allow(dead_code)]
+    Connect(Box<(libc::sockaddr_storage, libc::socklen_t)>),
+}
+
+struct Op {
+    token: Token,
+    fd: RawFd,
+    epoch: u64,
+    kind: OpKind,
+    /// The fd was closed: complete silently.
+    orphan: bool,
+}
+
+struct UFd {
+    token: Token,
+    epoch: u64,
+    recv_wanted: bool,
+    recv_op: Option<usize>,
+    accept_op: Option<usize>,
+    send_op: Option<usize>,
+    connect_op: Option<usize>,
+    sends: VecDeque<(Token, Vec<u8>)>,
+    queued: usize,
+}
+
+/// Provided buffers: one page-aligned ring of entries plus the buffer memory. Owned by the
+/// worker (not the backend) so handlers can borrow a buffer while the backend is borrowed
+/// mutably; unregistered when the ring (owned by the backend) is dropped first.
+pub(crate) struct BufRing {
+    entries: *mut types::BufRingEntry,
+    entries_layout: std::alloc::Layout,
+    mem: *mut u8,
+    mem_layout: std::alloc::Layout,
+    tail: u16,
+    published: u16,
+}
+
+impl BufRing {
+    /// The bytes of buffer `bid` (`len` of them).
+    pub(crate) fn slice(&self, bid: u16, len: usize) -> &[u8] {
+        let len = len.min(BUF_SIZE);
+        let bid = (bid % BUF_COUNT) as usize;
+        // SAFETY: `mem` holds BUF_COUNT buffers of BUF_SIZE bytes; bid and len are clamped into
+        // range; the kernel wrote this buffer and will not touch it until it is recycled.
+        unsafe { std::slice::from_raw_parts(self.mem.add(bid * BUF_SIZE), len) }
+    }
+
+    /// Gives buffer `bid` back to the kernel (visible after [`BufRing::publish`]).
+    pub(crate) fn recycle(&mut self, bid: u16) {
+        let bid = bid % BUF_COUNT;
+        let idx = (self.tail & (BUF_COUNT - 1)) as usize;
+        // SAFETY: idx < BUF_COUNT entries; the kernel only reads entries below the published
+        // tail, and this one is above it until `publish`.
+        unsafe {
+            let e = &mut *self.entries.add(idx);
+            e.set_addr(self.mem.add(bid as usize * BUF_SIZE) as u64);
+            e.set_len(BUF_SIZE as u32);
+            e.set_bid(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Publishes recycled buffers with one Release store of the tail.
+    pub(crate) fn publish(&mut self) {
+        if self.tail == self.published {
+            return;
+        }
+        // SAFETY: the tail field lives in the first entry of the ring we allocated; the kernel
+        // reads it with acquire semantics.
+        unsafe {
+            let tail =
+                types::BufRingEntry::tail(self.entries) as *const std::sync::atomic::AtomicU16;
+            (*tail).store(self.tail, std::sync::atomic::Ordering::Release);
+        }
+        self.published = self.tail;
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: both blocks were allocated with these layouts in `UringBackend::new`, and the
+        // ring that used them is gone (the backend is dropped before the worker's BufRing).
+        unsafe {
+            std::alloc::dealloc(self.entries as *mut u8, self.entries_layout);
+            std::alloc::dealloc(self.mem, self.mem_layout);
+        }
+    }
+}
+
+pub(crate) struct UringBackend {
+    ring: IoUring,
+    ops: slab::Slab<Op>,
+    fds: HashMap<RawFd, UFd>,
+    next_epoch: u64,
+    eventfd: RawFd,
+    wake_armed: bool,
+    buf_ring: bool,
+    /// fds whose multishot recv ended for lack of buffers: re-armed next turn.
+    rearm: Vec<RawFd>,
+    cqes: Vec<(u64, i32, u32)>,
+    /// Completions produced outside `poll`.
+    ready: VecDeque<Completion>,
+    /// Syscalls made (`io_uring_enter`), for the stats.
+    pub(crate) enters: u64,
+}
+
+impl UringBackend {
+    /// Creates the ring (and, where supported, the provided buffer ring).
+    pub(crate) fn new() -> io::Result<(Self, Option<BufRing>)> {
+        let ring = IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .setup_single_issuer()
+            .setup_cqsize(8192)
+            .build(1024)
+            .or_else(|_| IoUring::new(1024))?;
+        // SAFETY: plain syscall; the result is checked.
+        let eventfd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if eventfd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut b = UringBackend {
+            ring,
+            ops: slab::Slab::with_capacity(1024),
+            fds: HashMap::new(),
+            next_epoch: 0,
+            eventfd,
+            wake_armed: false,
+            buf_ring: false,
+            rearm: Vec::new(),
+            cqes: Vec::with_capacity(1024),
+            ready: VecDeque::new(),
+            enters: 0,
+        };
+        let bufs = b.setup_buf_ring();
+        b.buf_ring = bufs.is_some();
+        b.arm_wake();
+        Ok((b, bufs))
+    }
+
+    fn setup_buf_ring(&mut self) -> Option<BufRing> {
+        let entries_layout = std::alloc::Layout::from_size_align(
+            BUF_COUNT as usize * std::mem::size_of::<types::BufRingEntry>(),
+            4096,
+        )
+        .ok()?;
+        let mem_layout =
+            std::alloc::Layout::from_size_align(BUF_COUNT as usize * BUF_SIZE, 4096).ok()?;
+        // SAFETY: both layouts have non-zero size.
+        let (entries, mem) = unsafe {
+            (
+                std::alloc::alloc_zeroed(entries_layout) as *mut types::BufRingEntry,
+                std::alloc::alloc(mem_layout),
+            )
+        };
+        if entries.is_null() || mem.is_null() {
+            return None;
+        }
+        let mut br = BufRing {
+            entries,
+            entries_layout,
+            mem,
+            mem_layout,
+            tail: 0,
+            published: 0,
+        };
+        // SAFETY: the entries block is page-aligned, BUF_COUNT entries long, and lives (in the
+        // worker's BufRing) until after the ring is dropped, which unregisters it.
+        let r = unsafe {
+            self.ring
+                .submitter()
+                .register_buf_ring_with_flags(entries as u64, BUF_COUNT, BGID, 0)
+        };
+        if let Err(e) = r {
+            tracing::info!(%e, "io_uring: provided buffer rings unsupported; using plain recv");
+            return None;
+        }
+        for bid in 0..BUF_COUNT {
+            br.recycle(bid);
+        }
+        br.publish();
+        Some(br)
+    }
+
+    pub(crate) fn uses_buf_ring(&self) -> bool {
+        self.buf_ring
+    }
+
+    pub(crate) fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
+        let fd = self.eventfd;
+        Arc::new(move || {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a valid u64 to an eventfd that lives as long as the
+            // backend; the worker only closes it after the mesh stops waking it (at exit a
+            // stray write fails with EBADF, harmlessly).
+            unsafe {
+                libc::write(fd, &one as *const u64 as *const libc::c_void, 8);
+            }
+        })
+    }
+
+    fn arm_wake(&mut self) {
+        let sqe = opcode::PollAdd::new(types::Fd(self.eventfd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(WAKE_UD);
+        self.push(sqe);
+        self.wake_armed = true;
+    }
+
+    fn push(&mut self, sqe: squeue::Entry) {
+        loop {
+            // SAFETY: every pointer an SQE carries (buffers, sockaddrs) is owned by `self.ops`
+            // and stays put until its CQE arrives.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                return;
+            }
+            self.enters += 1;
+            if let Err(e) = self.ring.submit() {
+                tracing::warn!(%e, "io_uring submit failed while the SQ was full");
+                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn fd_entry(&mut self, token: Token, fd: RawFd) -> &mut UFd {
+        let epoch = &mut self.next_epoch;
+        let e = self.fds.entry(fd).or_insert_with(|| {
+            *epoch += 1;
+            UFd {
+                token,
+                epoch: *epoch,
+                recv_wanted: false,
+                recv_op: None,
+                accept_op: None,
+                send_op: None,
+                connect_op: None,
+                sends: VecDeque::new(),
+                queued: 0,
+            }
+        });
+        e.token = token;
+        e
+    }
+
+    pub(crate) fn epoch(&self, fd: RawFd) -> Option<u64> {
+        self.fds.get(&fd).map(|e| e.epoch)
+    }
+
+    pub(crate) fn accept(&mut self, token: Token, fd: RawFd) {
+        let e = self.fd_entry(token, fd);
+        if e.accept_op.is_some() {
+            return;
+        }
+        let epoch = e.epoch;
+        let key = self.ops.insert(Op {
+            token,
+            fd,
+            epoch,
+            kind: OpKind::Accept,
+            orphan: false,
+        });
+        self.fds.get_mut(&fd).expect("entry made above").accept_op = Some(key);
+        let sqe = opcode::AcceptMulti::new(types::Fd(fd))
+            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(key as u64);
+        self.push(sqe);
+    }
+
+    pub(crate) fn recv(&mut self, token: Token, fd: RawFd) {
+        let e = self.fd_entry(token, fd);
+        e.recv_wanted = true;
+        if e.recv_op.is_none() {
+            self.arm_recv(fd, None);
+        }
+    }
+
+    fn arm_recv(&mut self, fd: RawFd, reuse: Option<Vec<u8>>) {
+        let Some(e) = self.fds.get(&fd) else {
+            return;
+        };
+        let (token, epoch) = (e.token, e.epoch);
+        if self.buf_ring {
+            let key = self.ops.insert(Op {
+                token,
+                fd,
+                epoch,
+                kind: OpKind::RecvMulti,
+                orphan: false,
+            });
+            let sqe = opcode::RecvMulti::new(types::Fd(fd), BGID)
+                .build()
+                .user_data(key as u64);
+            self.fds.get_mut(&fd).expect("checked above").recv_op = Some(key);
+            self.push(sqe);
+        } else {
+            let mut buf = reuse.unwrap_or_default();
+            buf.resize(BUF_SIZE, 0);
+            let ptr = buf.as_mut_ptr();
+            let key = self.ops.insert(Op {
+                token,
+                fd,
+                epoch,
+                kind: OpKind::RecvPlain(buf),
+                orphan: false,
+            });
+            let sqe = opcode::Recv::new(types::Fd(fd), ptr, BUF_SIZE as u32)
+                .build()
+                .user_data(key as u64);
+            self.fds.get_mut(&fd).expect("checked above").recv_op = Some(key);
+            self.push(sqe);
+        }
+    }
+
+    pub(crate) fn stop_recv(&mut self, fd: RawFd) {
+        let Some(e) = self.fds.get_mut(&fd) else {
+            return;
+        };
+        e.recv_wanted = false;
+        if let Some(key) = e.recv_op {
+            let sqe = opcode::AsyncCancel::new(key as u64)
+                .build()
+                .user_data(IGNORE_UD);
+            self.push(sqe);
+        }
+    }
+
+    pub(crate) fn is_receiving(&self, fd: RawFd) -> bool {
+        self.fds.get(&fd).is_some_and(|e| e.recv_wanted)
+    }
+
+    /// The worker is done with a plain-recv buffer: re-arm with it if still wanted.
+    pub(crate) fn plain_recv_done(&mut self, fd: RawFd, epoch: u64, buf: Vec<u8>) {
+        if self
+            .fds
+            .get(&fd)
+            .is_some_and(|e| e.epoch == epoch && e.recv_wanted && e.recv_op.is_none())
+        {
+            self.arm_recv(fd, Some(buf));
+        }
+    }
+
+    pub(crate) fn send(&mut self, token: Token, fd: RawFd, buf: Vec<u8>) {
+        let e = self.fd_entry(token, fd);
+        e.queued += buf.len();
+        e.sends.push_back((token, buf));
+        if e.send_op.is_none() && e.connect_op.is_none() {
+            self.start_send(fd);
+        }
+    }
+
+    pub(crate) fn send_queued(&self, fd: RawFd) -> usize {
+        self.fds.get(&fd).map_or(0, |e| e.queued)
+    }
+
+    /// Submits the next queued buffer of `fd` (one send in flight per fd keeps the order).
+    fn start_send(&mut self, fd: RawFd) {
+        let Some(e) = self.fds.get_mut(&fd) else {
+            return;
+        };
+        let Some((token, buf)) = e.sends.pop_front() else {
+            return;
+        };
+        let epoch = e.epoch;
+        if buf.is_empty() {
+            self.ready.push_back(Completion::Sent {
+                token,
+                fd,
+                epoch,
+                buf,
+            });
+            return self.start_send(fd);
+        }
+        let (ptr, len) = (buf.as_ptr(), buf.len());
+        let key = self.ops.insert(Op {
+            token,
+            fd,
+            epoch,
+            kind: OpKind::Send { buf, off: 0 },
+            orphan: false,
+        });
+        e.send_op = Some(key);
+        let sqe = opcode::Send::new(types::Fd(fd), ptr, len as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(key as u64);
+        self.push(sqe);
+    }
+
+    pub(crate) fn connect(&mut self, token: Token, fd: RawFd, addr: SocketAddr) {
+        let epoch = self.fd_entry(token, fd).epoch;
+        let sa = Box::new(super::sockaddr(&addr));
+        let (ptr, len) = (&sa.0 as *const _ as *const libc::sockaddr, sa.1);
+        let key = self.ops.insert(Op {
+            token,
+            fd,
+            epoch,
+            kind: OpKind::Connect(sa),
+            orphan: false,
+        });
+        self.fds.get_mut(&fd).expect("entry made above").connect_op = Some(key);
+        let sqe = opcode::Connect::new(types::Fd(fd), ptr, len)
+            .build()
+            .user_data(key as u64);
+        self.push(sqe);
+    }
+
+    pub(crate) fn close(&mut self, fd: RawFd) {
+        if let Some(e) = self.fds.remove(&fd) {
+            if let Some(key) = e.connect_op
+                && let Some(op) = self.ops.get_mut(key)
+            {
+                op.orphan = true;
+            }
+            for key in [e.recv_op, e.accept_op].into_iter().flatten() {
+                if let Some(op) = self.ops.get_mut(key) {
+                    op.orphan = true;
+                }
+                let sqe = opcode::AsyncCancel::new(key as u64)
+                    .build()
+                    .user_data(IGNORE_UD);
+                self.push(sqe);
+            }
+            if let Some(key) = e.send_op
+                && let Some(op) = self.ops.get_mut(key)
+            {
+                // The kernel may still read the buffer: it stays in `ops` until the CQE.
+                op.orphan = true;
+            }
+        }
+        // The cancels must reach the kernel before the fd number can be reused.
+        self.enters += 1;
+        let _ = self.ring.submit();
+        super::close_fd(fd);
+    }
+
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.is_empty() || !self.rearm.is_empty()
+    }
+
+    /// Submits what is queued, waits up to `timeout` for at least one completion, and turns
+    /// the CQEs into completions in `out`.
+    pub(crate) fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        out: &mut VecDeque<Completion>,
+        bufs: Option<&mut BufRing>,
+    ) -> io::Result<()> {
+        for fd in std::mem::take(&mut self.rearm) {
+            if self
+                .fds
+                .get(&fd)
+                .is_some_and(|e| e.recv_wanted && e.recv_op.is_none())
+            {
+                self.arm_recv(fd, None);
+            }
+        }
+        if !self.wake_armed {
+            self.arm_wake();
+        }
+        let busy = !self.ready.is_empty();
+        let r = match timeout {
+            Some(t) if t.is_zero() || busy => self.ring.submit(),
+            Some(t) => {
+                let ts = types::Timespec::from(t);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            None => self.ring.submit_and_wait(1),
+        };
+        self.enters += 1;
+        if let Err(e) = r {
+            match e.raw_os_error() {
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                _ => return Err(e),
+            }
+        }
+        self.cqes.clear();
+        for cqe in self.ring.completion() {
+            self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
+        }
+        let mut bufs = bufs;
+        let cqes = std::mem::take(&mut self.cqes);
+        for &(ud, res, flags) in &cqes {
+            self.complete(ud, res, flags, out, bufs.as_deref_mut());
+        }
+        self.cqes = cqes;
+        out.extend(self.ready.drain(..));
+        Ok(())
+    }
+
+    fn complete(
+        &mut self,
+        ud: u64,
+        res: i32,
+        flags: u32,
+        out: &mut VecDeque<Completion>,
+        bufs: Option<&mut BufRing>,
+    ) {
+        if ud == IGNORE_UD {
+            return;
+        }
+        if ud == WAKE_UD {
+            let mut v: u64 = 0;
+            // SAFETY: reads 8 bytes into a valid u64 from our non-blocking eventfd.
+            unsafe {
+                libc::read(self.eventfd, &mut v as *mut u64 as *mut libc::c_void, 8);
+            }
+            if !cqueue::more(flags) {
+                self.wake_armed = false;
+            }
+            return;
+        }
+        let key = ud as usize;
+        let more = cqueue::more(flags);
+        let Some(op) = self.ops.get_mut(key) else {
+            return;
+        };
+        let (token, fd, epoch, orphan) = (op.token, op.fd, op.epoch, op.orphan);
+        match &mut op.kind {
+            OpKind::Accept => {
+                if !orphan {
+                    if res >= 0 {
+                        out.push_back(Completion::Accepted { token, fd: res });
+                    } else if res != -libc::ECANCELED {
+                        out.push_back(Completion::AcceptError {
+                            token,
+                            err: io::Error::from_raw_os_error(-res),
+                        });
+                    }
+                } else if res >= 0 {
+                    super::close_fd(res);
+                }
+                if !more {
+                    self.ops.remove(key);
+                    if let Some(e) = self.fds.get_mut(&fd)
+                        && e.accept_op == Some(key)
+                    {
+                        e.accept_op = None;
+                        if !orphan && res != -libc::ECANCELED {
+                            self.accept(token, fd);
+                        }
+                    }
+                }
+            }
+            OpKind::RecvMulti => {
+                let bid = cqueue::buffer_select(flags);
+                if orphan {
+                    if let (Some(bid), Some(b)) = (bid, bufs) {
+                        b.recycle(bid);
+                    }
+                } else if res > 0 {
+                    match bid {
+                        Some(bid) => out.push_back(Completion::BufData {
+                            token,
+                            fd,
+                            epoch,
+                            bid,
+                            len: res as usize,
+                        }),
+                        None => tracing::warn!(fd, "io_uring: recv CQE without a buffer"),
+                    }
+                } else if res == 0 {
+                    out.push_back(Completion::Eof { token, fd, epoch });
+                } else if res == -libc::ENOBUFS {
+                    // Out of provided buffers: re-armed (below) next turn, after recycling.
+                } else if res != -libc::ECANCELED {
+                    out.push_back(Completion::RecvError {
+                        token,
+                        fd,
+                        epoch,
+                        err: io::Error::from_raw_os_error(-res),
+                    });
+                }
+                if !more {
+                    self.ops.remove(key);
+                    if let Some(e) = self.fds.get_mut(&fd)
+                        && e.recv_op == Some(key)
+                    {
+                        e.recv_op = None;
+                        let resumable = res > 0 || res == -libc::ENOBUFS || res == -libc::ECANCELED;
+                        if e.recv_wanted && resumable {
+                            // Ended by the kernel (CQ pressure, no buffers) or by a cancel the
+                            // handler has since overridden with a new `recv`: re-arm.
+                            if !self.rearm.contains(&fd) {
+                                self.rearm.push(fd);
+                            }
+                        } else if !resumable {
+                            e.recv_wanted = false;
+                        }
+                    }
+                }
+            }
+            OpKind::RecvPlain(_) => {
+                let Op { kind, .. } = self.ops.remove(key);
+                let OpKind::RecvPlain(buf) = kind else {
+                    unreachable!("matched RecvPlain above")
+                };
+                if let Some(e) = self.fds.get_mut(&fd)
+                    && e.recv_op == Some(key)
+                {
+                    e.recv_op = None;
+                }
+                if orphan {
+                    return;
+                }
+                if res > 0 {
+                    out.push_back(Completion::OwnedData {
+                        token,
+                        fd,
+                        epoch,
+                        buf,
+                        len: res as usize,
+                    });
+                } else if res == 0 {
+                    self.stop_recv_state(fd);
+                    out.push_back(Completion::Eof { token, fd, epoch });
+                } else if res == -libc::ECANCELED || res == -libc::EAGAIN {
+                    if res == -libc::EAGAIN {
+                        self.rearm_plain(fd, buf);
+                    }
+                } else {
+                    self.stop_recv_state(fd);
+                    out.push_back(Completion::RecvError {
+                        token,
+                        fd,
+                        epoch,
+                        err: io::Error::from_raw_os_error(-res),
+                    });
+                }
+            }
+            OpKind::Send { buf, off } => {
+                if orphan {
+                    self.ops.remove(key);
+                    return;
+                }
+                if res < 0 {
+                    self.ops.remove(key);
+                    if let Some(e) = self.fds.get_mut(&fd) {
+                        e.send_op = None;
+                        e.sends.clear();
+                        e.queued = 0;
+                    }
+                    out.push_back(Completion::SendError {
+                        token,
+                        fd,
+                        epoch,
+                        err: io::Error::from_raw_os_error(-res),
+                    });
+                    return;
+                }
+                *off += res as usize;
+                if let Some(e) = self.fds.get_mut(&fd) {
+                    e.queued = e.queued.saturating_sub(res as usize);
+                }
+                if *off < buf.len() {
+                    // Short write: send the rest with the same op.
+                    let (ptr, len) = (buf[*off..].as_ptr(), (buf.len() - *off) as u32);
+                    let sqe = opcode::Send::new(types::Fd(fd), ptr, len)
+                        .flags(libc::MSG_NOSIGNAL)
+                        .build()
+                        .user_data(key as u64);
+                    self.push(sqe);
+                    return;
+                }
+                let Op { kind, .. } = self.ops.remove(key);
+                let OpKind::Send { buf, .. } = kind else {
+                    unreachable!("matched Send above")
+                };
+                out.push_back(Completion::Sent {
+                    token,
+                    fd,
+                    epoch,
+                    buf,
+                });
+                if let Some(e) = self.fds.get_mut(&fd) {
+                    e.send_op = None;
+                }
+                self.start_send(fd);
+            }
+            OpKind::Connect(_) => {
+                self.ops.remove(key);
+                if let Some(e) = self.fds.get_mut(&fd)
+                    && e.connect_op == Some(key)
+                {
+                    e.connect_op = None;
+                }
+                if !orphan {
+                    let r = if res < 0 {
+                        Err(io::Error::from_raw_os_error(-res))
+                    } else {
+                        Ok(())
+                    };
+                    out.push_back(Completion::Connected {
+                        token,
+                        fd,
+                        epoch,
+                        res: r,
+                    });
+                    if let Some(e) = self.fds.get(&fd)
+                        && !e.sends.is_empty()
+                        && e.send_op.is_none()
+                    {
+                        self.start_send(fd);
+                    }
+                }
+            }
+        }
+    }
+
+    fn stop_recv_state(&mut self, fd: RawFd) {
+        if let Some(e) = self.fds.get_mut(&fd) {
+            e.recv_wanted = false;
+        }
+    }
+
+    fn rearm_plain(&mut self, fd: RawFd, buf: Vec<u8>) {
+        if self.fds.get(&fd).is_some_and(|e| e.recv_wanted) {
+            self.arm_recv(fd, Some(buf));
+        }
+    }
+
+    /// Closes every fd still known (worker exit).
+    pub(crate) fn close_all(&mut self) {
+        let fds: Vec<RawFd> = self.fds.keys().copied().collect();
+        for fd in fds {
+            self.close(fd);
+        }
+    }
+}
+
+impl Drop for UringBackend {
+    fn drop(&mut self) {
+        super::close_fd(self.eventfd);
+    }
+}

@@ -1,0 +1,765 @@
+//! The I/O worker thread: joins the mesh as an external node, owns one backend and its
+//! handlers, and loops — run closures sent to it, wait for completions (sleeping in the kernel
+//! when idle), dispatch them to handlers, tick, publish outgoing ring messages. Owns nothing of
+//! the protocols its handlers speak.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::mio_backend::MioBackend;
+use super::uring_backend::{BufRing, UringBackend};
+use super::{BackendImpl, BackendKind, Event, Handlers, IoCtx, TICK, Token};
+use crate::runtime::config::IoBackend;
+use crate::runtime::detect::probe_io_uring;
+use crate::runtime::{ExternalNode, Handle};
+
+/// A finished (or ready) operation, as backends report it to the worker.
+pub(crate) enum Completion {
+    /// mio: the listener is readable; the worker accepts until `EAGAIN`.
+    Acceptable {
+        token: Token,
+        fd: RawFd,
+        epoch: u64,
+    },
+    /// io_uring: one accepted connection.
+    Accepted {
+        token: Token,
+        fd: RawFd,
+    },
+    AcceptError {
+        token: Token,
+        err: io::Error,
+    },
+    /// mio: the socket is readable; the worker reads until `EAGAIN`.
+    Readable {
+        token: Token,
+        fd: RawFd,
+        epoch: u64,
+    },
+    /// io_uring: data in provided buffer `bid`.
+    BufData {
+        token: Token,
+        fd: RawFd,
+        epoch: u64,
+        bid: u16,
+        len: usize,
+    },
+    /// io_uring without buffer rings: data in an owned buffer.
+    OwnedData {
+        token: Token,
+        fd: RawFd,
+        epoch: u64,
+        buf: Vec<u8>,
+        len: usize,
+    },
+    Eof {
+        token: Token,
+        fd: RawFd,
+        epoch: u64,
+    },
+    RecvError {
+        token: Token,
+        fd: RawFd,
+        epoch: u64,
+        err: io::Error,
+    },
+    Sent {
+        token: Token,
+        fd: RawFd,
+        epoch: u64,
+        buf: Vec<u8>,
+    },
+    SendError {
+        token: Token,
+        fd: RawFd,
+        epoch: u64,
+        err: io::Error,
+    },
+    Connected {
+        token: Token,
+        fd: RawFd,
+        epoch: u64,
+        res: io::Result<()>,
+    },
+}
+
+/// Counters of one I/O worker.
+#[derive(Debug, Default)]
+pub struct IoWorkerStats {
+    /// Loop turns.
+    pub turns: AtomicU64,
+    /// Completions dispatched to handlers.
+    pub completions: AtomicU64,
+    /// Kernel entries (`io_uring_enter` or `epoll_wait`).
+    pub syscalls: AtomicU64,
+    /// Handlers alive.
+    pub handlers: AtomicU64,
+}
+
+pub(crate) struct IoState {
+    /// Declared before `bufs`: the ring must go (unregistering the buffers) before the memory.
+    backend: BackendImpl,
+    bufs: Option<BufRing>,
+    handlers: Handlers,
+    completions: VecDeque<Completion>,
+    readbuf: Vec<u8>,
+    worker: usize,
+    node: usize,
+    stopping: bool,
+}
+
+thread_local! {
+    static IO: RefCell<Option<IoState>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the current I/O worker's context. `None` when this thread is not an I/O
+/// worker (or is inside a handler call, where the handler already has its context).
+pub(crate) fn with_io<R>(f: impl FnOnce(&mut IoCtx<'_>) -> R) -> Option<R> {
+    IO.with(|cell| {
+        let mut g = cell.try_borrow_mut().ok()?;
+        let st = g.as_mut()?;
+        let mut ctx = IoCtx {
+            backend: &mut st.backend,
+            handlers: &mut st.handlers,
+            worker: st.worker,
+            node: st.node,
+            current: None,
+            now: Instant::now(),
+            stopping: st.stopping,
+        };
+        Some(f(&mut ctx))
+    })
+}
+
+/// Calls handler `token` with `event`.
+fn call(
+    backend: &mut BackendImpl,
+    handlers: &mut Handlers,
+    worker: usize,
+    node: usize,
+    stopping: bool,
+    now: Instant,
+    token: Token,
+    event: Event<'_>,
+) {
+    let Some(slot) = handlers.slab.get_mut(token) else {
+        return;
+    };
+    if slot.removed {
+        return;
+    }
+    let Some(mut h) = slot.handler.take() else {
+        return;
+    };
+    let generation = slot.generation;
+    let mut ctx = IoCtx {
+        backend,
+        handlers,
+        worker,
+        node,
+        current: Some((token, generation)),
+        now,
+        stopping,
+    };
+    h.on_event(&mut ctx, event);
+    super::put_back(handlers, token, generation, h);
+}
+
+impl IoState {
+    fn epoch(&self, fd: RawFd) -> Option<u64> {
+        match &self.backend {
+            BackendImpl::Uring(b) => b.epoch(fd),
+            BackendImpl::Mio(b) => b.epoch(fd),
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant) -> usize {
+        let mut n = 0;
+        while let Some(c) = self.completions.pop_front() {
+            n += 1;
+            let (w, nd, st) = (self.worker, self.node, self.stopping);
+            match c {
+                Completion::Accepted { token, fd } => call(
+                    &mut self.backend,
+                    &mut self.handlers,
+                    w,
+                    nd,
+                    st,
+                    now,
+                    token,
+                    Event::Accepted(fd),
+                ),
+                Completion::AcceptError { token, err } => call(
+                    &mut self.backend,
+                    &mut self.handlers,
+                    w,
+                    nd,
+                    st,
+                    now,
+                    token,
+                    Event::AcceptError(err),
+                ),
+                Completion::Acceptable { token, fd, epoch } => {
+                    self.accept_ready(now, token, fd, epoch)
+                }
+                Completion::Readable { token, fd, epoch } => self.read_ready(now, token, fd, epoch),
+                Completion::BufData {
+                    token,
+                    fd,
+                    epoch,
+                    bid,
+                    len,
+                } => {
+                    if self.epoch(fd) == Some(epoch)
+                        && let Some(bufs) = &self.bufs
+                    {
+                        let data = bufs.slice(bid, len);
+                        call(
+                            &mut self.backend,
+                            &mut self.handlers,
+                            w,
+                            nd,
+                            st,
+                            now,
+                            token,
+                            Event::Data(data),
+                        );
+                    }
+                    if let Some(bufs) = &mut self.bufs {
+                        bufs.recycle(bid);
+                    }
+                }
+                Completion::OwnedData {
+                    token,
+                    fd,
+                    epoch,
+                    buf,
+                    len,
+                } => {
+                    if self.epoch(fd) == Some(epoch) {
+                        call(
+                            &mut self.backend,
+                            &mut self.handlers,
+                            w,
+                            nd,
+                            st,
+                            now,
+                            token,
+                            Event::Data(&buf[..len]),
+                        );
+                        if let BackendImpl::Uring(b) = &mut self.backend {
+                            b.plain_recv_done(fd, epoch, buf);
+                        }
+                    }
+                }
+                Completion::Eof { token, fd, epoch } => {
+                    if self.epoch(fd) == Some(epoch) {
+                        call(
+                            &mut self.backend,
+                            &mut self.handlers,
+                            w,
+                            nd,
+                            st,
+                            now,
+                            token,
+                            Event::Eof,
+                        )
+                    }
+                }
+                Completion::RecvError {
+                    token,
+                    fd,
+                    epoch,
+                    err,
+                } => {
+                    if self.epoch(fd) == Some(epoch) {
+                        call(
+                            &mut self.backend,
+                            &mut self.handlers,
+                            w,
+                            nd,
+                            st,
+                            now,
+                            token,
+                            Event::RecvError(err),
+                        )
+                    }
+                }
+                Completion::Sent {
+                    token,
+                    fd,
+                    epoch,
+                    buf,
+                } => {
+                    if self.epoch(fd) == Some(epoch) {
+                        call(
+                            &mut self.backend,
+                            &mut self.handlers,
+                            w,
+                            nd,
+                            st,
+                            now,
+                            token,
+                            Event::Sent(buf),
+                        )
+                    }
+                }
+                Completion::SendError {
+                    token,
+                    fd,
+                    epoch,
+                    err,
+                } => {
+                    if self.epoch(fd) == Some(epoch) {
+                        call(
+                            &mut self.backend,
+                            &mut self.handlers,
+                            w,
+                            nd,
+                            st,
+                            now,
+                            token,
+                            Event::SendError(err),
+                        )
+                    }
+                }
+                Completion::Connected {
+                    token,
+                    fd,
+                    epoch,
+                    res,
+                } => {
+                    if self.epoch(fd) == Some(epoch) {
+                        call(
+                            &mut self.backend,
+                            &mut self.handlers,
+                            w,
+                            nd,
+                            st,
+                            now,
+                            token,
+                            Event::Connected(res),
+                        )
+                    }
+                }
+            }
+        }
+        if let Some(b) = &mut self.bufs {
+            b.publish();
+        }
+        n
+    }
+
+    /// mio: accept until `EAGAIN` (at most 64 per turn, then yield to other work).
+    fn accept_ready(&mut self, now: Instant, token: Token, fd: RawFd, epoch: u64) {
+        let (w, nd, st) = (self.worker, self.node, self.stopping);
+        for _ in 0..64 {
+            let BackendImpl::Mio(b) = &self.backend else {
+                return;
+            };
+            if !b.wants_read(fd, epoch) {
+                return;
+            }
+            // SAFETY: accept4 with null address pointers is allowed; the result is checked.
+            let c = unsafe {
+                libc::accept4(
+                    fd,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if c < 0 {
+                let err = io::Error::last_os_error();
+                match err.kind() {
+                    io::ErrorKind::WouldBlock => return,
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
+                    _ => {
+                        call(
+                            &mut self.backend,
+                            &mut self.handlers,
+                            w,
+                            nd,
+                            st,
+                            now,
+                            token,
+                            Event::AcceptError(err),
+                        );
+                        return;
+                    }
+                }
+            }
+            call(
+                &mut self.backend,
+                &mut self.handlers,
+                w,
+                nd,
+                st,
+                now,
+                token,
+                Event::Accepted(c),
+            );
+        }
+        if let BackendImpl::Mio(b) = &mut self.backend {
+            b.reread(Completion::Acceptable { token, fd, epoch });
+        }
+    }
+
+    /// mio: read until `EAGAIN` (at most 16 reads per turn, then yield to other sockets).
+    fn read_ready(&mut self, now: Instant, token: Token, fd: RawFd, epoch: u64) {
+        let (w, nd, st) = (self.worker, self.node, self.stopping);
+        for _ in 0..16 {
+            let BackendImpl::Mio(b) = &mut self.backend else {
+                return;
+            };
+            if !b.wants_read(fd, epoch) {
+                return;
+            }
+            // SAFETY: readbuf is valid for writes of its length.
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    self.readbuf.as_mut_ptr() as *mut libc::c_void,
+                    self.readbuf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
+                let data = &self.readbuf[..n as usize];
+                call(
+                    &mut self.backend,
+                    &mut self.handlers,
+                    w,
+                    nd,
+                    st,
+                    now,
+                    token,
+                    Event::Data(data),
+                );
+                continue;
+            }
+            if n == 0 {
+                b.recv_ended(fd);
+                call(
+                    &mut self.backend,
+                    &mut self.handlers,
+                    w,
+                    nd,
+                    st,
+                    now,
+                    token,
+                    Event::Eof,
+                );
+                return;
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock => return,
+                io::ErrorKind::Interrupted => continue,
+                _ => {
+                    b.recv_ended(fd);
+                    call(
+                        &mut self.backend,
+                        &mut self.handlers,
+                        w,
+                        nd,
+                        st,
+                        now,
+                        token,
+                        Event::RecvError(err),
+                    );
+                    return;
+                }
+            }
+        }
+        if let BackendImpl::Mio(b) = &mut self.backend {
+            b.reread(Completion::Readable { token, fd, epoch });
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let tokens: Vec<Token> = self
+            .handlers
+            .slab
+            .iter()
+            .filter(|(_, s)| s.ticks && !s.removed)
+            .map(|(t, _)| t)
+            .collect();
+        let (w, nd, st) = (self.worker, self.node, self.stopping);
+        for t in tokens {
+            call(
+                &mut self.backend,
+                &mut self.handlers,
+                w,
+                nd,
+                st,
+                now,
+                t,
+                Event::Tick(now),
+            );
+        }
+    }
+
+    fn retries(&mut self, now: Instant) {
+        let list = std::mem::take(&mut self.handlers.retry);
+        let (w, nd, st) = (self.worker, self.node, self.stopping);
+        for (t, g) in list {
+            if self.handlers.slab.get(t).is_some_and(|s| s.generation == g) {
+                call(
+                    &mut self.backend,
+                    &mut self.handlers,
+                    w,
+                    nd,
+                    st,
+                    now,
+                    t,
+                    Event::Retry,
+                );
+            }
+        }
+    }
+
+    fn has_ready(&self) -> bool {
+        !self.completions.is_empty()
+            || match &self.backend {
+                BackendImpl::Uring(b) => b.has_ready(),
+                BackendImpl::Mio(b) => b.has_ready(),
+            }
+    }
+
+    fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        match &mut self.backend {
+            BackendImpl::Uring(b) => b.poll(timeout, &mut self.completions, self.bufs.as_mut()),
+            BackendImpl::Mio(b) => b.poll(timeout, &mut self.completions),
+        }
+    }
+
+    fn shutdown(&mut self, now: Instant) {
+        self.stopping = true;
+        let tokens: Vec<Token> = self.handlers.slab.iter().map(|(t, _)| t).collect();
+        let (w, nd) = (self.worker, self.node);
+        for t in tokens {
+            call(
+                &mut self.backend,
+                &mut self.handlers,
+                w,
+                nd,
+                true,
+                now,
+                t,
+                Event::Shutdown,
+            );
+        }
+        match &mut self.backend {
+            BackendImpl::Uring(b) => b.close_all(),
+            BackendImpl::Mio(b) => b.close_all(),
+        }
+        self.handlers.slab.clear();
+    }
+}
+
+/// Picks the backend for `choice`: (`kind`, why).
+pub(crate) fn resolve_backend(choice: IoBackend) -> (BackendKind, String) {
+    match choice {
+        IoBackend::Mio => (BackendKind::Mio, "configured (io_backend = mio)".into()),
+        IoBackend::Uring => (BackendKind::Uring, "configured (io_backend = uring)".into()),
+        IoBackend::Auto => {
+            let p = probe_io_uring();
+            if p.available {
+                (
+                    BackendKind::Uring,
+                    "auto: the io_uring probe succeeded".into(),
+                )
+            } else {
+                (
+                    BackendKind::Mio,
+                    format!("auto: io_uring unavailable ({})", p.reason),
+                )
+            }
+        }
+    }
+}
+
+/// What the runtime keeps of a started I/O worker.
+pub(crate) struct IoWorkerHandle {
+    pub(crate) thread: std::thread::JoinHandle<()>,
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) wake: Arc<dyn Fn() + Send + Sync>,
+    pub(crate) kind: BackendKind,
+    pub(crate) stats: Arc<IoWorkerStats>,
+}
+
+fn make_backend(kind: BackendKind) -> io::Result<(BackendImpl, Option<BufRing>)> {
+    match kind {
+        BackendKind::Uring => {
+            let (b, bufs) = UringBackend::new()?;
+            Ok((BackendImpl::Uring(b), bufs))
+        }
+        BackendKind::Mio => Ok((BackendImpl::Mio(MioBackend::new()?), None)),
+    }
+}
+
+/// Starts I/O worker `index` with backend `kind` (falling back to mio, with a warning, if an
+/// io_uring ring cannot be created while `may_fall_back`).
+pub(crate) fn spawn(
+    handle: Handle,
+    index: usize,
+    kind: BackendKind,
+    may_fall_back: bool,
+    pin: Option<usize>,
+) -> io::Result<IoWorkerHandle> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(IoWorkerStats::default());
+    let (tx, rx) =
+        std::sync::mpsc::channel::<io::Result<(BackendKind, Arc<dyn Fn() + Send + Sync>)>>();
+    let stop2 = stop.clone();
+    let stats2 = stats.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("percore-io-{index}"))
+        .spawn(move || {
+            if let Some(cpu) = pin
+                && !core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+            {
+                tracing::warn!(io_worker = index, cpu, "could not pin I/O worker; running unpinned");
+            }
+            let made = match make_backend(kind) {
+                Ok(b) => Ok((b, kind)),
+                Err(e) if kind == BackendKind::Uring && may_fall_back => {
+                    tracing::warn!(io_worker = index, %e, "io_uring setup failed; this I/O worker uses mio");
+                    make_backend(BackendKind::Mio).map(|b| (b, BackendKind::Mio))
+                }
+                Err(e) => Err(e),
+            };
+            let ((backend, bufs), kind) = match made {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let node = match handle.attach_external(index) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx.send(Err(io::Error::other(e.to_string())));
+                    return;
+                }
+            };
+            let raw_wake = match &backend {
+                BackendImpl::Uring(b) => b.waker(),
+                BackendImpl::Mio(b) => b.waker(),
+            };
+            let sleeping = Arc::new(AtomicBool::new(false));
+            let s2 = sleeping.clone();
+            let rw = raw_wake.clone();
+            node.set_wake(Arc::new(move || {
+                if s2.swap(false, Ordering::SeqCst) {
+                    rw();
+                }
+            }));
+            let st = IoState {
+                backend,
+                bufs,
+                handlers: Handlers::default(),
+                completions: VecDeque::with_capacity(1024),
+                readbuf: vec![0; 64 * 1024],
+                worker: index,
+                node: node.id(),
+                stopping: false,
+            };
+            IO.with(|c| *c.borrow_mut() = Some(st));
+            let _ = tx.send(Ok((kind, raw_wake)));
+            drop(tx);
+            let span = tracing::info_span!("io_worker", id = index, backend = %kind);
+            let _g = span.enter();
+            run_loop(node, &stop2, &sleeping, &stats2);
+            IO.with(|c| {
+                if let Some(mut st) = c.borrow_mut().take() {
+                    st.shutdown(Instant::now());
+                }
+            });
+        })?;
+    let (kind, wake) = rx
+        .recv()
+        .map_err(|_| io::Error::other("I/O worker thread exited during start"))??;
+    Ok(IoWorkerHandle {
+        thread,
+        stop,
+        wake,
+        kind,
+        stats,
+    })
+}
+
+fn run_loop(
+    mut node: ExternalNode,
+    stop: &AtomicBool,
+    sleeping: &AtomicBool,
+    stats: &IoWorkerStats,
+) {
+    let mut next_tick = Instant::now() + TICK;
+    loop {
+        // Closures from other threads (they reach the state through `with_io`).
+        node.run_pending(1024);
+        let stop_now = stop.load(Ordering::Acquire);
+        let pending = node.has_pending();
+        let r = IO.with(|c| {
+            let mut g = c.borrow_mut();
+            let st = g
+                .as_mut()
+                .expect("I/O state installed before the loop starts");
+            let now = Instant::now();
+            let busy = pending || st.has_ready() || stop_now;
+            let mut timeout = if busy {
+                Some(Duration::ZERO)
+            } else if !st.handlers.retry.is_empty() {
+                // A hand-off waits for mailbox room: look again soon, without spinning.
+                Some(Duration::from_millis(1))
+            } else {
+                Some(next_tick.saturating_duration_since(now))
+            };
+            if !busy {
+                sleeping.store(true, Ordering::SeqCst);
+                if node.has_pending() {
+                    timeout = Some(Duration::ZERO);
+                }
+            }
+            let r = st.poll(timeout);
+            sleeping.store(false, Ordering::SeqCst);
+            let now = Instant::now();
+            let n = st.dispatch(now);
+            st.retries(now);
+            if now >= next_tick {
+                st.tick(now);
+                next_tick = now + TICK;
+            }
+            stats.turns.fetch_add(1, Ordering::Relaxed);
+            stats.completions.fetch_add(n as u64, Ordering::Relaxed);
+            stats
+                .handlers
+                .store(st.handlers.slab.len() as u64, Ordering::Relaxed);
+            stats.syscalls.store(
+                match &st.backend {
+                    BackendImpl::Uring(b) => b.enters,
+                    BackendImpl::Mio(_) => stats.turns.load(Ordering::Relaxed),
+                },
+                Ordering::Relaxed,
+            );
+            r
+        });
+        if let Err(e) = r {
+            tracing::error!(%e, "I/O worker poll failed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        node.flush();
+        if stop_now {
+            break;
+        }
+    }
+    // Last closures (e.g. replies in flight) are dropped with the node.
+    node.flush();
+}

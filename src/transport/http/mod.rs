@@ -1,0 +1,495 @@
+//! HTTP/1.1 server on the I/O workers: requests are parsed (`httparse`) and routed on the I/O
+//! worker, handed to app actors as [`HttpCall`] messages, and their [`Response`]s are encoded
+//! on the app worker and written in request order (keep-alive and pipelining). Limits answer
+//! with 400, 408, 413 or 431 and close only that connection. Owns HTTP semantics; sockets and
+//! buffers belong to [`crate::transport::server`].
+//!
+//! Routing: [`Router`] matches method and path; `:name` segments become path parameters and a
+//! final `*name` takes the rest. An unknown path gets 404 and a known path with another method
+//! 405, both answered on the I/O worker.
+
+pub mod date;
+pub mod request;
+
+use std::net::SocketAddr;
+
+pub use request::{Limits, Method, ParseError, Request};
+
+use super::TransportError;
+use super::server::{
+    Decoded, Dispatched, Responder, Server, ServerOptions, ServerProtocol, Target,
+};
+use crate::runtime::{Handle, TrySendError};
+
+/// A response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers (`Content-Length`, `Date`, `Server` and `Connection` are added).
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A response with `status`, no headers, empty body.
+    pub fn new(status: u16) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// A `text/plain` response.
+    pub fn text(status: u16, body: impl Into<String>) -> Response {
+        Response::new(status)
+            .header("Content-Type", "text/plain; charset=utf-8")
+            .body(body.into().into_bytes())
+    }
+
+    /// An `application/json` response with `value` serialized (500 if it cannot be).
+    pub fn json<T: serde::Serialize>(status: u16, value: &T) -> Response {
+        match serde_json::to_vec(value) {
+            Ok(b) => Response::new(status)
+                .header("Content-Type", "application/json")
+                .body(b),
+            Err(e) => Response::text(500, format!("could not serialize the response: {e}")),
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Response {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Response {
+        self.body = body.into();
+        self
+    }
+
+    /// Encodes the response (status line, headers, body) into `out`. `head` leaves the body
+    /// out (HEAD requests); `close` adds `Connection: close`.
+    pub fn encode(&self, out: &mut Vec<u8>, head: bool, close: bool) {
+        out.reserve(128 + self.body.len());
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_num(out, self.status as usize);
+        out.push(b' ');
+        out.extend_from_slice(reason(self.status).as_bytes());
+        out.extend_from_slice(b"\r\nServer: percore\r\nDate: ");
+        date::append_now(out);
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        push_num(out, self.body.len());
+        if close {
+            out.extend_from_slice(b"\r\nConnection: close");
+        }
+        for (n, v) in &self.headers {
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(n.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+        if !head {
+            out.extend_from_slice(&self.body);
+        }
+    }
+}
+
+fn push_num(out: &mut Vec<u8>, mut v: usize) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// The reason phrase of `status`.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+fn error_bytes(status: u16, msg: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    Response::text(status, format!("{msg}\n")).encode(&mut out, false, true);
+    out
+}
+
+/// A request and the way to answer it: the message HTTP handler actors receive.
+#[derive(Debug)]
+pub struct HttpCall {
+    /// The request (with path parameters filled in).
+    pub req: Request,
+    resp: Responder,
+}
+
+impl HttpCall {
+    /// Sends `response`. The connection stays open if the request allows keep-alive.
+    pub fn respond(self, response: Response) {
+        let close = !self.req.keep_alive;
+        let mut out = Vec::with_capacity(128 + response.body.len());
+        response.encode(&mut out, self.req.method == Method::Head, close);
+        self.resp.send(out, close);
+    }
+
+    /// Splits into the request and a [`HttpReply`] to answer later (e.g. after an `ask`).
+    pub fn into_parts(self) -> (Request, HttpReply) {
+        let reply = HttpReply {
+            head: self.req.method == Method::Head,
+            keep_alive: self.req.keep_alive,
+            resp: self.resp,
+        };
+        (self.req, reply)
+    }
+}
+
+/// The answering half of an [`HttpCall`].
+#[derive(Debug)]
+pub struct HttpReply {
+    head: bool,
+    keep_alive: bool,
+    resp: Responder,
+}
+
+impl HttpReply {
+    /// Sends `response`.
+    pub fn respond(self, response: Response) {
+        let close = !self.keep_alive;
+        let mut out = Vec::with_capacity(128 + response.body.len());
+        response.encode(&mut out, self.head, close);
+        self.resp.send(out, close);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Seg {
+    Lit(String),
+    Param(String),
+    Rest(String),
+}
+
+struct Route {
+    method: Method,
+    segs: Vec<Seg>,
+    target: Target<HttpCall>,
+}
+
+/// Method + path routing to actors.
+#[derive(Default)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    /// An empty router (everything is 404).
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// Routes `method` + `pattern` to `target` (an `Addr<A>` or `ShardedAddr<A, K>` of an
+    /// actor whose message is [`HttpCall`], or a [`Target`]). Patterns: `/users/:id`,
+    /// `/static/*path`.
+    pub fn route(
+        mut self,
+        method: Method,
+        pattern: &str,
+        target: impl Into<Target<HttpCall>>,
+    ) -> Router {
+        let segs = pattern
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                if let Some(p) = s.strip_prefix(':') {
+                    Seg::Param(p.to_string())
+                } else if let Some(p) = s.strip_prefix('*') {
+                    Seg::Rest(p.to_string())
+                } else {
+                    Seg::Lit(s.to_string())
+                }
+            })
+            .collect();
+        self.routes.push(Route {
+            method,
+            segs,
+            target: target.into(),
+        });
+        self
+    }
+
+    /// `route(Method::Get, ..)`.
+    pub fn get(self, pattern: &str, target: impl Into<Target<HttpCall>>) -> Router {
+        self.route(Method::Get, pattern, target)
+    }
+
+    /// `route(Method::Post, ..)`.
+    pub fn post(self, pattern: &str, target: impl Into<Target<HttpCall>>) -> Router {
+        self.route(Method::Post, pattern, target)
+    }
+
+    /// `route(Method::Put, ..)`.
+    pub fn put(self, pattern: &str, target: impl Into<Target<HttpCall>>) -> Router {
+        self.route(Method::Put, pattern, target)
+    }
+
+    /// `route(Method::Delete, ..)`.
+    pub fn delete(self, pattern: &str, target: impl Into<Target<HttpCall>>) -> Router {
+        self.route(Method::Delete, pattern, target)
+    }
+
+    /// Finds the route for `method` and `path`: Ok((target, params)), or Err(405 or 404).
+    fn find(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Result<(&Target<HttpCall>, Vec<(String, String)>), u16> {
+        let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let mut path_matched = false;
+        for r in &self.routes {
+            let Some(params) = match_segs(&r.segs, &parts) else {
+                continue;
+            };
+            // HEAD is served by GET routes.
+            if r.method == *method || (*method == Method::Head && r.method == Method::Get) {
+                return Ok((&r.target, params));
+            }
+            path_matched = true;
+        }
+        Err(if path_matched { 405 } else { 404 })
+    }
+}
+
+fn match_segs(segs: &[Seg], parts: &[&str]) -> Option<Vec<(String, String)>> {
+    let mut params = Vec::new();
+    for (i, s) in segs.iter().enumerate() {
+        match s {
+            Seg::Rest(name) => {
+                params.push((name.clone(), parts.get(i..).unwrap_or(&[]).join("/")));
+                return Some(params);
+            }
+            Seg::Lit(l) => {
+                if parts.get(i) != Some(&l.as_str()) {
+                    return None;
+                }
+            }
+            Seg::Param(name) => params.push((name.clone(), (*parts.get(i)?).to_string())),
+        }
+    }
+    (parts.len() == segs.len()).then_some(params)
+}
+
+/// The HTTP/1.1 [`ServerProtocol`]: parse, route, answer errors.
+pub struct HttpProtocol {
+    router: Router,
+    limits: Limits,
+}
+
+impl HttpProtocol {
+    /// A protocol serving `router` within `limits`.
+    pub fn new(router: Router, limits: Limits) -> Self {
+        HttpProtocol { router, limits }
+    }
+}
+
+impl ServerProtocol for HttpProtocol {
+    type Request = HttpCallParts;
+
+    fn decode(&self, input: &[u8]) -> Decoded<HttpCallParts> {
+        match request::parse(input, &self.limits) {
+            Ok(Some((req, used))) => Decoded::Request(HttpCallParts(req), used),
+            Ok(None) => Decoded::Incomplete,
+            Err(e) => Decoded::Reject {
+                response: Some(error_bytes(e.status(), &e.to_string())),
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    fn dispatch(
+        &self,
+        req: HttpCallParts,
+        resp: Responder,
+        conn: u64,
+    ) -> Dispatched<HttpCallParts> {
+        let mut req = req.0;
+        match self.router.find(&req.method, &req.path) {
+            Ok((target, params)) => {
+                req.params = params;
+                match target.try_send(HttpCall { req, resp }, conn) {
+                    Ok(()) => Dispatched::Sent,
+                    Err(TrySendError::Full(c)) => Dispatched::Full(HttpCallParts(c.req), c.resp),
+                    Err(TrySendError::Stopped(c)) => {
+                        c.resp.discard();
+                        Dispatched::Answer(error_bytes(503, "the handler has stopped"), true)
+                    }
+                }
+            }
+            Err(status) => {
+                resp.discard();
+                let close = !req.keep_alive;
+                let mut out = Vec::new();
+                let msg = if status == 404 {
+                    "no route for this path"
+                } else {
+                    "method not allowed for this path"
+                };
+                Response::text(status, format!("{msg}\n")).encode(
+                    &mut out,
+                    req.method == Method::Head,
+                    close,
+                );
+                Dispatched::Answer(out, close)
+            }
+        }
+    }
+
+    fn timeout_response(&self) -> Option<Vec<u8>> {
+        Some(error_bytes(408, "request not completed in time"))
+    }
+
+    fn unavailable_response(&self) -> Option<Vec<u8>> {
+        Some(error_bytes(503, "the handler has stopped"))
+    }
+
+    fn dropped_response(&self) -> Option<Vec<u8>> {
+        Some(error_bytes(
+            500,
+            "the handler dropped the request without answering",
+        ))
+    }
+}
+
+/// A parsed request on its way through the router (internal to [`HttpProtocol`]).
+#[derive(Debug)]
+pub struct HttpCallParts(Request);
+
+/// Options of an [`HttpServer`].
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// Connection limits and timeouts.
+    pub server: ServerOptions,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+/// An HTTP/1.1 server.
+pub struct HttpServer {
+    server: Server,
+}
+
+impl HttpServer {
+    /// Serves `router` on `addr` with default options.
+    pub fn bind(
+        handle: &Handle,
+        addr: SocketAddr,
+        router: Router,
+    ) -> Result<HttpServer, TransportError> {
+        Self::bind_with(handle, addr, router, HttpOptions::default())
+    }
+
+    /// Serves `router` on `addr` with `opts`.
+    pub fn bind_with(
+        handle: &Handle,
+        addr: SocketAddr,
+        router: Router,
+        opts: HttpOptions,
+    ) -> Result<HttpServer, TransportError> {
+        let proto = HttpProtocol::new(router, opts.limits);
+        Ok(HttpServer {
+            server: Server::bind(handle, addr, proto, opts.server)?,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &super::ServerStats {
+        self.server.stats()
+    }
+
+    /// Stops accepting.
+    pub fn stop(&self) {
+        self.server.stop()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_params_and_rest() {
+        let segs = |p: &str| {
+            Router::new()
+                .route(Method::Get, p, Target::from_fn(|_, _| Ok(())))
+                .routes
+                .remove(0)
+                .segs
+        };
+        assert_eq!(
+            match_segs(&segs("/users/:id"), &["users", "42"]),
+            Some(vec![("id".into(), "42".into())])
+        );
+        assert_eq!(match_segs(&segs("/users/:id"), &["users"]), None);
+        assert_eq!(match_segs(&segs("/users/:id"), &["users", "1", "x"]), None);
+        assert_eq!(
+            match_segs(&segs("/static/*p"), &["static", "a", "b.css"]),
+            Some(vec![("p".into(), "a/b.css".into())])
+        );
+        assert_eq!(match_segs(&segs("/"), &[]), Some(vec![]));
+    }
+
+    #[test]
+    fn encodes_response() {
+        let mut out = Vec::new();
+        Response::text(200, "hi").encode(&mut out, false, true);
+        let s = String::from_utf8(out).unwrap();
+        assert!(
+            s.starts_with("HTTP/1.1 200 OK\r\nServer: percore\r\nDate: "),
+            "{s}"
+        );
+        assert!(
+            s.contains("\r\nContent-Length: 2\r\nConnection: close\r\n"),
+            "{s}"
+        );
+        assert!(s.ends_with("\r\n\r\nhi"), "{s}");
+    }
+}

@@ -1,0 +1,810 @@
+//! Protocol-agnostic TCP serving on the I/O workers: listeners (one `SO_REUSEPORT` socket per
+//! I/O worker, so the kernel spreads connections), connection state machines that decode
+//! requests on the I/O worker and hand them to app actors over the mesh, ordered replies
+//! (pipelining), backpressure, connection limits and timeouts. Owns sockets and per-connection
+//! buffers; knows no protocol: a [`ServerProtocol`] (HTTP, a framed codec, yours) says how bytes
+//! become requests.
+//!
+//! Backpressure: a connection stops reading (so TCP's window closes on the peer) while its
+//! hand-off to a full mailbox waits, while `max_in_flight` requests wait for replies, or while
+//! unsent replies exceed `max_unsent` bytes. Nothing is buffered without bound.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::runtime::io::{Event, HandlerId, IoCtx, IoHandler, Token};
+use crate::runtime::{Actor, Addr, Handle, ShardedAddr, TrySendError};
+
+use super::TransportError;
+
+/// What decoding produced.
+pub enum Decoded<R> {
+    /// One request, and how many input bytes it used.
+    Request(R, usize),
+    /// More bytes are needed.
+    Incomplete,
+    /// The input is invalid: write `response` (if any), then close the connection.
+    Reject {
+        /// Bytes to send before closing (e.g. an HTTP 400), or none.
+        response: Option<Vec<u8>>,
+        /// Why, for the log.
+        reason: String,
+    },
+}
+
+/// What the protocol did with a decoded request on the I/O worker.
+pub enum Dispatched<R> {
+    /// Handed to an actor; the reply comes later through the [`Responder`].
+    Sent,
+    /// The target's mailbox is full: the connection stops reading and retries soon.
+    Full(R, Responder),
+    /// Answered on the I/O worker (e.g. 404); `close` closes after writing.
+    Answer(Vec<u8>, bool),
+}
+
+/// A server-side protocol: how bytes become requests on the I/O worker, and where requests go.
+/// Implement it to serve your own binary protocol (see `examples/custom_protocol.rs`).
+pub trait ServerProtocol: Send + Sync + 'static {
+    /// A decoded request.
+    type Request: Send + 'static;
+
+    /// Decodes one request from the front of `input` (all unconsumed bytes of the connection).
+    /// Must reject input that can never complete within the protocol's limits.
+    fn decode(&self, input: &[u8]) -> Decoded<Self::Request>;
+
+    /// Routes a request (on the I/O worker). `conn` is a per-connection number, useful to pick
+    /// a shard so one connection's requests stay on one core.
+    fn dispatch(&self, req: Self::Request, resp: Responder, conn: u64)
+    -> Dispatched<Self::Request>;
+
+    /// Bytes to write when a request stays incomplete longer than the request timeout (HTTP:
+    /// 408), before closing.
+    fn timeout_response(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Bytes to write when the target actor has stopped (HTTP: 503), before closing.
+    fn unavailable_response(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Bytes written when a [`Responder`] is dropped without replying (HTTP: 500).
+    fn dropped_response(&self) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// Limits of a server's connections.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Connections held at once (more are accepted and closed at once). Default: the
+    /// runtime's `max_connections`.
+    pub max_connections: Option<usize>,
+    /// A connection with no request in progress and nothing to write is closed after this.
+    pub idle_timeout: Duration,
+    /// A request must be complete this long after its first byte arrived (slow clients).
+    pub request_timeout: Duration,
+    /// Requests of one connection awaiting replies before it stops reading (pipelining depth).
+    pub max_in_flight: usize,
+    /// Unsent reply bytes of one connection before it stops reading.
+    pub max_unsent: usize,
+    /// Set `TCP_NODELAY` on accepted connections.
+    pub nodelay: bool,
+    /// `listen(2)` backlog.
+    pub backlog: i32,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_connections: None,
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
+            max_in_flight: 64,
+            max_unsent: 1 << 20,
+            nodelay: true,
+            backlog: 1024,
+        }
+    }
+}
+
+/// Counters of a server.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections open now.
+    pub open: AtomicUsize,
+    /// Connections accepted in total.
+    pub accepted: AtomicU64,
+    /// Connections refused because of `max_connections`.
+    pub refused: AtomicU64,
+    /// Requests decoded.
+    pub requests: AtomicU64,
+    /// Connections closed because of invalid input.
+    pub rejected: AtomicU64,
+    /// Connections closed by the request or idle timeout.
+    pub timed_out: AtomicU64,
+}
+
+struct Shared<P: ServerProtocol> {
+    proto: P,
+    opts: ServerOptions,
+    max_conns: usize,
+    stats: Arc<ServerStats>,
+    handle: Handle,
+    stopped: AtomicBool,
+    next_conn: AtomicU64,
+}
+
+/// The way back from an app worker to the connection a request came from. Send exactly one
+/// reply with [`Responder::send`]; dropping it unanswered sends the protocol's
+/// `dropped_response` (HTTP: 500).
+pub struct Responder {
+    handle: Handle,
+    id: HandlerId,
+    seq: u64,
+    done: bool,
+    deliver: fn(&mut IoCtx<'_>, HandlerId, u64, Option<Vec<u8>>, bool),
+}
+
+impl Responder {
+    /// Sends `bytes` as the reply; `close` closes the connection after it is written.
+    pub fn send(mut self, bytes: Vec<u8>, close: bool) {
+        self.done = true;
+        self.post(Some(bytes), close);
+    }
+
+    /// Gives up this responder without replying, for a protocol that answers the request on
+    /// the I/O worker with [`Dispatched::Answer`].
+    pub fn discard(mut self) {
+        self.done = true;
+    }
+
+    /// The I/O worker and connection this request came from.
+    pub fn connection(&self) -> HandlerId {
+        self.id
+    }
+
+    fn post(&self, bytes: Option<Vec<u8>>, close: bool) {
+        let (id, seq, deliver) = (self.id, self.seq, self.deliver);
+        let _ = self
+            .handle
+            .run_on_io(id.worker, move |ctx| deliver(ctx, id, seq, bytes, close));
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if !self.done {
+            self.post(None, true);
+        }
+    }
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("conn", &self.id)
+            .field("seq", &self.seq)
+            .finish()
+    }
+}
+
+/// Where requests go: an actor, or one of a sharded actor's shards (chosen per connection).
+pub struct Target<M>(Arc<dyn Fn(M, u64) -> Result<(), TrySendError<M>> + Send + Sync>);
+
+impl<M> Clone for Target<M> {
+    fn clone(&self) -> Self {
+        Target(self.0.clone())
+    }
+}
+
+impl<M: Send + 'static> Target<M> {
+    /// Delivers `msg` (without waiting); `conn` picks a shard for sharded targets.
+    pub fn try_send(&self, msg: M, conn: u64) -> Result<(), TrySendError<M>> {
+        (self.0)(msg, conn)
+    }
+
+    /// A target from a closure (e.g. to pick a shard from the message).
+    pub fn from_fn(
+        f: impl Fn(M, u64) -> Result<(), TrySendError<M>> + Send + Sync + 'static,
+    ) -> Self {
+        Target(Arc::new(f))
+    }
+
+    /// Every connection goes to one shard of `s` (connection number modulo shard count), so a
+    /// connection's requests are served on one core.
+    pub fn sharded<A, K>(s: ShardedAddr<A, K>) -> Self
+    where
+        A: Actor<Msg = M>,
+        K: ?Sized + 'static,
+    {
+        Target(Arc::new(move |m, conn| {
+            let all = s.all();
+            all[(conn as usize) % all.len()].try_tell(m)
+        }))
+    }
+}
+
+impl<A: Actor> From<Addr<A>> for Target<A::Msg> {
+    fn from(a: Addr<A>) -> Self {
+        Target(Arc::new(move |m, _| a.try_tell(m)))
+    }
+}
+
+impl<A: Actor, K: ?Sized + 'static> From<ShardedAddr<A, K>> for Target<A::Msg> {
+    fn from(s: ShardedAddr<A, K>) -> Self {
+        Target::sharded(s)
+    }
+}
+
+/// A running server: its listeners on every I/O worker. Dropping it does not stop it; call
+/// [`Server::stop`] (runtime shutdown also closes everything).
+pub struct Server {
+    addr: SocketAddr,
+    stats: Arc<ServerStats>,
+    stop: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Server {
+    /// Binds `addr` on every I/O worker of `handle`'s runtime and serves `proto`.
+    pub fn bind<P: ServerProtocol>(
+        handle: &Handle,
+        addr: SocketAddr,
+        proto: P,
+        opts: ServerOptions,
+    ) -> Result<Server, TransportError> {
+        let n = handle.io_workers();
+        if n == 0 {
+            return Err(TransportError::NoIoWorkers);
+        }
+        let mut fds = Vec::with_capacity(n);
+        let mut bound = addr;
+        for _ in 0..n {
+            match listen_socket(bound, opts.backlog) {
+                Ok((fd, local)) => {
+                    bound = local;
+                    fds.push(fd);
+                }
+                Err(e) => {
+                    for fd in fds {
+                        crate::runtime::io::close_fd(fd);
+                    }
+                    return Err(TransportError::Bind { addr, source: e });
+                }
+            }
+        }
+        let stats = Arc::new(ServerStats::default());
+        let shared = Arc::new(Shared {
+            max_conns: opts
+                .max_connections
+                .unwrap_or(handle.config().max_connections)
+                .max(1),
+            proto,
+            opts,
+            stats: stats.clone(),
+            handle: handle.clone(),
+            stopped: AtomicBool::new(false),
+            next_conn: AtomicU64::new(0),
+        });
+        let ids: Arc<std::sync::Mutex<Vec<HandlerId>>> = Arc::default();
+        for (i, fd) in fds.into_iter().enumerate() {
+            let sh = shared.clone();
+            let ids2 = ids.clone();
+            handle
+                .run_on_io(i, move |ctx| {
+                    let id = ctx.register(Box::new(Listener { fd, shared: sh }));
+                    ctx.accept(id.token, fd);
+                    ids2.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+                })
+                .map_err(TransportError::Runtime)?;
+        }
+        tracing::info!(%bound, io_workers = n, "server listening");
+        let h2 = handle.clone();
+        let sh2 = shared.clone();
+        let stop = Arc::new(move || {
+            sh2.stopped.store(true, Ordering::SeqCst);
+            for id in ids.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+                let _ = h2.run_on_io(id.worker, move |ctx| {
+                    ctx.with_handler::<Listener<P>, _>(id, |l, ctx| {
+                        ctx.close(l.fd);
+                        ctx.remove(id.token);
+                    });
+                });
+            }
+        });
+        Ok(Server {
+            addr: bound,
+            stats,
+            stop,
+        })
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    /// Stops accepting (open connections finish what they are doing and stay until idle).
+    pub fn stop(&self) {
+        (self.stop)()
+    }
+}
+
+/// A listening, non-blocking socket with `SO_REUSEADDR` and `SO_REUSEPORT`.
+fn listen_socket(addr: SocketAddr, backlog: i32) -> std::io::Result<(RawFd, SocketAddr)> {
+    let fd = crate::runtime::io::new_socket(&addr, libc::SOCK_STREAM)?;
+    let one: libc::c_int = 1;
+    for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        // SAFETY: `one` is a valid c_int for the option value.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &one as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    let (ss, len) = crate::runtime::io::sockaddr(&addr);
+    // SAFETY: ss is a valid sockaddr of length len.
+    if unsafe { libc::bind(fd, &ss as *const _ as *const libc::sockaddr, len) } < 0
+        // SAFETY: plain syscall on our fd.
+        || unsafe { libc::listen(fd, backlog) } < 0
+    {
+        let e = std::io::Error::last_os_error();
+        crate::runtime::io::close_fd(fd);
+        return Err(e);
+    }
+    let local = local_addr(fd)?;
+    Ok((fd, local))
+}
+
+/// The local address of socket `fd`.
+pub(crate) fn local_addr(fd: RawFd) -> std::io::Result<SocketAddr> {
+    // SAFETY: sockaddr_storage is plain data; getsockname fills at most `len` bytes.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: ss/len are valid for writes.
+    if unsafe { libc::getsockname(fd, &mut ss as *mut _ as *mut libc::sockaddr, &mut len) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    match ss.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this is a sockaddr_in.
+            let sin = unsafe { &*(&ss as *const _ as *const libc::sockaddr_in) };
+            Ok(SocketAddr::from((
+                sin.sin_addr.s_addr.to_ne_bytes(),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this is a sockaddr_in6.
+            let sin6 = unsafe { &*(&ss as *const _ as *const libc::sockaddr_in6) };
+            Ok(SocketAddr::from((
+                sin6.sin6_addr.s6_addr,
+                u16::from_be(sin6.sin6_port),
+            )))
+        }
+        f => Err(std::io::Error::other(format!(
+            "unexpected address family {f}"
+        ))),
+    }
+}
+
+pub(crate) fn set_nodelay(fd: RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: `one` is a valid c_int for the option value.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            &one as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+struct Listener<P: ServerProtocol> {
+    fd: RawFd,
+    shared: Arc<Shared<P>>,
+}
+
+impl<P: ServerProtocol> IoHandler for Listener<P> {
+    fn on_event(&mut self, ctx: &mut IoCtx<'_>, event: Event<'_>) {
+        match event {
+            Event::Accepted(fd) => {
+                let st = &self.shared.stats;
+                if self.shared.stopped.load(Ordering::Relaxed)
+                    || st.open.load(Ordering::Relaxed) >= self.shared.max_conns
+                {
+                    st.refused.fetch_add(1, Ordering::Relaxed);
+                    ctx.close(fd);
+                    return;
+                }
+                st.open.fetch_add(1, Ordering::Relaxed);
+                st.accepted.fetch_add(1, Ordering::Relaxed);
+                if self.shared.opts.nodelay {
+                    set_nodelay(fd);
+                }
+                let conn = self.shared.next_conn.fetch_add(1, Ordering::Relaxed);
+                let id = ctx.register(Box::new(Conn::<P> {
+                    fd,
+                    conn,
+                    shared: self.shared.clone(),
+                    input: Vec::new(),
+                    partial_since: None,
+                    last_activity: ctx.now(),
+                    next_seq: 0,
+                    write_seq: 0,
+                    replies: VecDeque::new(),
+                    in_flight: 0,
+                    blocked: None,
+                    close_after_write: false,
+                    read_closed: false,
+                    closed: false,
+                }));
+                ctx.set_ticks(id.token, true);
+                ctx.recv(id.token, fd);
+            }
+            Event::AcceptError(e) => {
+                tracing::warn!(error = %e, "accept failed; the listener stays open");
+            }
+            Event::Shutdown => ctx.close(self.fd),
+            _ => {}
+        }
+    }
+}
+
+struct Conn<P: ServerProtocol> {
+    fd: RawFd,
+    conn: u64,
+    shared: Arc<Shared<P>>,
+    /// Received bytes not yet decoded.
+    input: Vec<u8>,
+    /// When the request now being received began (for the request timeout).
+    partial_since: Option<Instant>,
+    last_activity: Instant,
+    /// Sequence number of the next decoded request.
+    next_seq: u64,
+    /// Sequence number of the next reply to write.
+    write_seq: u64,
+    /// Replies that arrived out of order, indexed by `seq - write_seq`.
+    replies: VecDeque<Option<(Option<Vec<u8>>, bool)>>,
+    in_flight: usize,
+    /// A request waiting for mailbox room.
+    blocked: Option<(P::Request, Responder)>,
+    close_after_write: bool,
+    read_closed: bool,
+    closed: bool,
+}
+
+fn deliver<P: ServerProtocol>(
+    ctx: &mut IoCtx<'_>,
+    id: HandlerId,
+    seq: u64,
+    bytes: Option<Vec<u8>>,
+    close: bool,
+) {
+    ctx.with_handler::<Conn<P>, _>(id, |c, ctx| c.on_reply(ctx, seq, bytes, close));
+}
+
+impl<P: ServerProtocol> Conn<P> {
+    fn token(&self, ctx: &IoCtx<'_>) -> Token {
+        ctx.token()
+            .expect("a connection is only called as a handler")
+    }
+
+    fn close(&mut self, ctx: &mut IoCtx<'_>) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        ctx.close(self.fd);
+        let t = self.token(ctx);
+        ctx.remove(t);
+        self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Writes `bytes` (if any) and closes once everything is written.
+    fn fail(&mut self, ctx: &mut IoCtx<'_>, bytes: Option<Vec<u8>>) {
+        ctx.stop_recv(self.fd);
+        self.close_after_write = true;
+        self.input.clear();
+        self.blocked = None;
+        match bytes {
+            Some(b) => {
+                let t = self.token(ctx);
+                ctx.send(t, self.fd, b);
+            }
+            None => self.maybe_finish(ctx),
+        }
+    }
+
+    fn maybe_finish(&mut self, ctx: &mut IoCtx<'_>) {
+        let nothing_owed = self.in_flight == 0 && self.blocked.is_none();
+        if (self.close_after_write || (self.read_closed && nothing_owed))
+            && ctx.send_queued(self.fd) == 0
+            && (nothing_owed || self.close_after_write)
+        {
+            self.close(ctx);
+        }
+    }
+
+    fn responder(&mut self, ctx: &IoCtx<'_>) -> Responder {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Responder {
+            handle: self.shared.handle.clone(),
+            id: ctx.id().expect("a connection is only called as a handler"),
+            seq,
+            done: false,
+            deliver: deliver::<P>,
+        }
+    }
+
+    /// Decodes and dispatches as many requests as the limits allow.
+    fn process(&mut self, ctx: &mut IoCtx<'_>) {
+        if let Some((req, resp)) = self.blocked.take()
+            && !self.hand_off(ctx, req, resp)
+        {
+            return;
+        }
+        while !self.closed && !self.close_after_write && self.blocked.is_none() {
+            if self.in_flight >= self.shared.opts.max_in_flight
+                || ctx.send_queued(self.fd) > self.shared.opts.max_unsent
+            {
+                ctx.stop_recv(self.fd);
+                return;
+            }
+            if self.input.is_empty() {
+                self.partial_since = None;
+                break;
+            }
+            match self.shared.proto.decode(&self.input) {
+                Decoded::Incomplete => {
+                    self.partial_since.get_or_insert(ctx.now());
+                    break;
+                }
+                Decoded::Reject { response, reason } => {
+                    self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(conn = self.conn, %reason, "invalid input; closing the connection");
+                    self.fail(ctx, response);
+                    return;
+                }
+                Decoded::Request(req, used) => {
+                    self.input.drain(..used.min(self.input.len()));
+                    self.partial_since = None;
+                    self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+                    let resp = self.responder(ctx);
+                    self.in_flight += 1;
+                    if !self.hand_off(ctx, req, resp) {
+                        return;
+                    }
+                }
+            }
+        }
+        if !self.closed && !self.close_after_write && !self.read_closed && self.blocked.is_none() {
+            let t = self.token(ctx);
+            if !ctx.is_receiving(self.fd) {
+                ctx.recv(t, self.fd);
+            }
+        }
+        if self.read_closed {
+            self.maybe_finish(ctx);
+        }
+    }
+
+    /// Gives a request to the protocol's target. False when it must wait (mailbox full).
+    fn hand_off(&mut self, ctx: &mut IoCtx<'_>, req: P::Request, resp: Responder) -> bool {
+        match self.shared.proto.dispatch(req, resp, self.conn) {
+            Dispatched::Sent => true,
+            Dispatched::Full(req, resp) => {
+                self.blocked = Some((req, resp));
+                ctx.stop_recv(self.fd);
+                let t = self.token(ctx);
+                ctx.retry_soon(t);
+                false
+            }
+            Dispatched::Answer(bytes, close) => {
+                // Answered here: takes the place of a reply, in order. The responder that
+                // `dispatch` dropped has already posted a "dropped" reply for this seq, so the
+                // answer is recorded first and that reply is ignored.
+                let seq = self.next_seq - 1;
+                self.on_reply(ctx, seq, Some(bytes), close);
+                !self.close_after_write
+            }
+        }
+    }
+
+    fn on_reply(&mut self, ctx: &mut IoCtx<'_>, seq: u64, bytes: Option<Vec<u8>>, close: bool) {
+        if self.closed || seq < self.write_seq {
+            return;
+        }
+        let idx = (seq - self.write_seq) as usize;
+        while self.replies.len() <= idx {
+            self.replies.push_back(None);
+        }
+        if self.replies[idx].is_some() {
+            return; // already answered (see hand_off)
+        }
+        let bytes = bytes.or_else(|| self.shared.proto.dropped_response());
+        self.replies[idx] = Some((bytes, close));
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let t = self.token(ctx);
+        while let Some(Some(_)) = self.replies.front() {
+            let (bytes, close) = self
+                .replies
+                .pop_front()
+                .flatten()
+                .expect("checked Some above");
+            self.write_seq += 1;
+            if let Some(b) = bytes {
+                ctx.send(t, self.fd, b);
+            }
+            if close {
+                self.close_after_write = true;
+                ctx.stop_recv(self.fd);
+                self.replies.clear();
+                break;
+            }
+        }
+        self.last_activity = ctx.now();
+        if self.close_after_write {
+            self.maybe_finish(ctx);
+        } else {
+            self.process(ctx);
+        }
+    }
+}
+
+impl<P: ServerProtocol> IoHandler for Conn<P> {
+    fn on_event(&mut self, ctx: &mut IoCtx<'_>, event: Event<'_>) {
+        if self.closed {
+            return;
+        }
+        match event {
+            Event::Data(d) => {
+                self.last_activity = ctx.now();
+                if self.close_after_write {
+                    return;
+                }
+                self.input.extend_from_slice(d);
+                if self.blocked.is_none() {
+                    self.process(ctx);
+                }
+            }
+            Event::Eof => {
+                self.read_closed = true;
+                if self.blocked.is_none() {
+                    self.process(ctx);
+                }
+                self.maybe_finish(ctx);
+            }
+            Event::RecvError(_) | Event::SendError(_) => self.close(ctx),
+            Event::Sent(_) => {
+                if self.close_after_write || self.read_closed {
+                    self.maybe_finish(ctx);
+                } else if !ctx.is_receiving(self.fd) && self.blocked.is_none() {
+                    self.process(ctx);
+                }
+            }
+            Event::Retry => {
+                if self.blocked.is_some() {
+                    self.process(ctx);
+                }
+            }
+            Event::Tick(now) => {
+                let o = &self.shared.opts;
+                if let Some(t0) = self.partial_since
+                    && now.duration_since(t0) > o.request_timeout
+                    && self.in_flight == 0
+                {
+                    self.shared.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                    let r = self.shared.proto.timeout_response();
+                    self.fail(ctx, r);
+                } else if self.input.is_empty()
+                    && self.in_flight == 0
+                    && self.blocked.is_none()
+                    && now.duration_since(self.last_activity) > o.idle_timeout
+                {
+                    self.shared.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                    self.close(ctx);
+                }
+            }
+            Event::Shutdown => self.close(ctx),
+            Event::Accepted(fd) => ctx.close(fd),
+            Event::AcceptError(_) | Event::Connected(_) => {}
+        }
+    }
+}
+
+/// A protocol on top of a [`Codec`](super::Codec): each decoded frame goes to `target` as a
+/// [`FrameCall`], whose reply is encoded with the same codec on the app worker.
+pub struct CodecProtocol<C: super::Codec> {
+    codec: C,
+    target: Target<FrameCall<C>>,
+}
+
+impl<C> CodecProtocol<C>
+where
+    C: super::Codec + Clone + Send + Sync + 'static,
+    C::In: Send,
+{
+    /// Frames decoded with `codec` go to `target`.
+    pub fn new(codec: C, target: impl Into<Target<FrameCall<C>>>) -> Self {
+        CodecProtocol {
+            codec,
+            target: target.into(),
+        }
+    }
+}
+
+/// One decoded frame and the way to answer it.
+pub struct FrameCall<C: super::Codec> {
+    /// The frame.
+    pub frame: C::In,
+    codec: C,
+    resp: Responder,
+}
+
+impl<C: super::Codec> FrameCall<C> {
+    /// Encodes `msg` with the server's codec and sends it as the reply.
+    pub fn reply(mut self, msg: &C::Out) -> Result<(), super::CodecError> {
+        let mut out = Vec::new();
+        self.codec.encode(msg, &mut out)?;
+        self.resp.send(out, false);
+        Ok(())
+    }
+
+    /// Replies with raw bytes (already encoded); `close` closes the connection afterwards.
+    pub fn reply_raw(self, bytes: Vec<u8>, close: bool) {
+        self.resp.send(bytes, close);
+    }
+}
+
+impl<C> ServerProtocol for CodecProtocol<C>
+where
+    C: super::Codec + Clone + Send + Sync + 'static,
+    C::In: Send,
+{
+    type Request = C::In;
+
+    fn decode(&self, input: &[u8]) -> Decoded<C::In> {
+        let mut codec = self.codec.clone();
+        match codec.decode(input) {
+            Ok(Some((m, used))) => Decoded::Request(m, used),
+            Ok(None) => Decoded::Incomplete,
+            Err(e) => Decoded::Reject {
+                response: None,
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    fn dispatch(&self, frame: C::In, resp: Responder, conn: u64) -> Dispatched<C::In> {
+        let call = FrameCall {
+            frame,
+            codec: self.codec.clone(),
+            resp,
+        };
+        match self.target.try_send(call, conn) {
+            Ok(()) => Dispatched::Sent,
+            Err(TrySendError::Full(c)) => Dispatched::Full(c.frame, c.resp),
+            Err(TrySendError::Stopped(c)) => {
+                c.resp.discard();
+                Dispatched::Answer(Vec::new(), true)
+            }
+        }
+    }
+}
