@@ -192,6 +192,7 @@ fn print_configs(configs: &[Config]) {
         ("profile", Box::new(|c| c.profile.to_string())),
         ("app_workers", Box::new(|c| c.app_workers.to_string())),
         ("io_workers", Box::new(|c| c.io_workers.to_string())),
+        ("io_colocated", Box::new(|c| c.io_colocated.to_string())),
         ("accel_workers", Box::new(|c| c.accel_workers.to_string())),
         ("pin_workers", Box::new(|c| c.pin_workers.to_string())),
         ("numa_aware", Box::new(|c| c.numa_aware.to_string())),

@@ -147,6 +147,10 @@ impl Builder<Ready> {
     pub fn io_backend(self, b: IoBackend) -> Self {
         self.set(|c| c.io_backend = b)
     }
+    /// Run an event loop on every app worker (true) or on dedicated I/O threads (false).
+    pub fn io_colocated(self, on: bool) -> Self {
+        self.set(|c| c.io_colocated = on)
+    }
     /// Idle spin before sleeping.
     pub fn spin_before_park(self, d: Duration) -> Self {
         self.set(|c| c.spin_before_park = d)

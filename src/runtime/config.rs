@@ -209,6 +209,13 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// I/O event loop. Rule: Auto.
     pub io_backend: IoBackend,
+    /// Where the I/O event loops run. `true`: every app worker runs its own event loop between
+    /// tasks (the Seastar/glommio layout; a request handed to an actor on the same core never
+    /// crosses a thread), and `io_workers` is not used. `false`: `io_workers` dedicated
+    /// threads. Rule: true below 8 cores (where a dedicated I/O thread would share a core with
+    /// an app worker and pay a cross-thread wake-up per hand-off), false from 8 cores; Testing
+    /// false (it exercises the dedicated path).
+    pub io_colocated: bool,
     /// Transport connection limit (1..=10^7). Rule: usable memory / 64 KiB, at most 1,000,000;
     /// Testing, Minimal and Embedded 1024.
     pub max_connections: usize,
@@ -284,6 +291,7 @@ impl Config {
                 _ => 10,
             }),
             io_backend: IoBackend::Auto,
+            io_colocated: cores < 8 && profile != Testing,
             max_connections: match profile {
                 Testing | Minimal | Embedded => 1024,
                 _ => ((hw.usable_memory() / (64 * 1024)) as usize).clamp(1024, 1_000_000),
@@ -380,6 +388,19 @@ impl Config {
                 }
             };
         }
+        if let Some(v) = env("PERCORE_IO_COLOCATED") {
+            self.io_colocated = match v.trim().to_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => {
+                    return Err(invalid(
+                        "PERCORE_IO_COLOCATED",
+                        v,
+                        "true or false (1/0, yes/no, on/off)",
+                    ));
+                }
+            };
+        }
         if let Some(v) = env("PERCORE_RING_CAPACITY") {
             self.ring_capacity = num("PERCORE_RING_CAPACITY", &v, 2, 65536)? as usize;
             if !self.ring_capacity.is_power_of_two() {
@@ -443,6 +464,7 @@ impl Config {
             tasks_per_tick: Option<u64>,
             shutdown_timeout_ms: Option<u64>,
             io_backend: Option<String>,
+            io_colocated: Option<bool>,
             max_connections: Option<u64>,
             seed: Option<u64>,
         }
@@ -470,6 +492,8 @@ impl Config {
             f.io_backend.map(|v| ("PERCORE_IO".to_string(), v)),
             f.pin_workers
                 .map(|v| ("PERCORE_PIN".to_string(), v.to_string())),
+            f.io_colocated
+                .map(|v| ("PERCORE_IO_COLOCATED".to_string(), v.to_string())),
         ];
         // Same checks as the environment, reported with the TOML key name.
         let lookup = |k: &str| {
@@ -591,6 +615,7 @@ fn toml_key(env: &str) -> &str {
         "PERCORE_SEED" => "seed",
         "PERCORE_IO" => "io_backend",
         "PERCORE_PIN" => "pin_workers",
+        "PERCORE_IO_COLOCATED" => "io_colocated",
         other => other,
     }
 }

@@ -313,8 +313,16 @@ pub fn parse_cpu_max(s: &str) -> Option<f64> {
     Some(quota.parse::<f64>().ok()? / period)
 }
 
-/// Creates a small io_uring and probes the opcodes percore uses. Never panics.
+/// Creates a small io_uring and probes the opcodes percore uses, once per process (the result
+/// is cached: a thread that has used io_uring can see `EINTR` from a blocking socket call with
+/// a timeout when the kernel later runs io_uring task work on it, so the probe should not run
+/// again and again on the caller's thread). Never panics.
 pub fn probe_io_uring() -> IoUringSupport {
+    static PROBE: std::sync::OnceLock<IoUringSupport> = std::sync::OnceLock::new();
+    PROBE.get_or_init(probe_io_uring_uncached).clone()
+}
+
+fn probe_io_uring_uncached() -> IoUringSupport {
     let kernel = read(Path::new("/proc/sys/kernel/osrelease")).unwrap_or_default();
     let kernel = kernel.trim().to_string();
     let multishot = kernel

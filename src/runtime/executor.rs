@@ -57,6 +57,14 @@ impl Notifier {
             target: NotifyTarget::Custom(f),
         })
     }
+    /// A notifier that takes part in the sleeping-flag handshake but wakes with `f` (e.g. an
+    /// eventfd write that interrupts an event-loop wait) instead of unparking a thread.
+    pub(crate) fn custom_handshake(f: Arc<dyn Fn() + Send + Sync>) -> Arc<Self> {
+        Arc::new(Notifier {
+            sleeping: AtomicBool::new(false),
+            target: NotifyTarget::Custom(f),
+        })
+    }
     pub(crate) fn notify(&self) {
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.sleeping.load(Ordering::SeqCst) {

@@ -95,7 +95,18 @@ impl Runtime {
             tasks_cancelled: AtomicU64::new(0),
         });
         let mut threads = Vec::with_capacity(config.app_workers);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<usize>();
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<(usize, Result<Option<BackendKind>, String>)>();
+        let colocated_io = if config.io_colocated {
+            let (kind, why) = io_worker::resolve_backend(config.io_backend);
+            tracing::info!(backend = %kind, reason = %why, "I/O backend: {kind} ({why}); one event loop on every app worker");
+            Some((kind, config.io_backend == super::config::IoBackend::Auto))
+        } else {
+            None
+        };
+        let colocated_stats: Vec<Arc<IoWorkerStats>> = (0..config.app_workers)
+            .map(|_| Arc::new(IoWorkerStats::default()))
+            .collect();
         for (i, ends) in ends.into_iter().enumerate() {
             let pin = if config.pin_workers {
                 config.placement.app.get(i).copied().flatten()
@@ -104,6 +115,8 @@ impl Runtime {
             };
             let wcfg = WorkerCfg {
                 idx: i,
+                io: colocated_io,
+                io_stats: colocated_stats[i].clone(),
                 pin,
                 spin: config.spin_before_park,
                 tasks_per_tick: config.tasks_per_tick.max(1),
@@ -117,10 +130,16 @@ impl Runtime {
             threads.push((i, t));
         }
         drop(ready_tx);
+        let mut kinds = vec![None; config.app_workers];
+        let mut failed = None;
         for _ in 0..config.app_workers {
-            ready_rx
+            let (i, r) = ready_rx
                 .recv()
                 .expect("worker threads report ready before anything else can fail");
+            match r {
+                Ok(k) => kinds[i] = k,
+                Err(e) => failed = Some((i, e)),
+            }
         }
         let mut rt = Runtime {
             inner,
@@ -128,7 +147,19 @@ impl Runtime {
             io: Vec::new(),
             done: false,
         };
-        rt.start_io_workers()?;
+        if let Some((index, e)) = failed {
+            return Err(RuntimeError::IoWorker {
+                index,
+                backend: colocated_io.map_or("?".into(), |k| k.0.to_string()),
+                source: std::io::Error::other(e),
+            });
+        }
+        if config.io_colocated {
+            let _ = rt.inner.io_kinds.set(kinds.into_iter().flatten().collect());
+            let _ = rt.inner.io_stats.set(colocated_stats);
+        } else {
+            rt.start_io_workers()?;
+        }
         tracing::info!(
             profile = ?config.profile,
             app_workers = config.app_workers,
@@ -181,6 +212,11 @@ impl Runtime {
 
     /// Stops the I/O workers: each closes what its handlers own; then joins them.
     fn stop_io_workers(&mut self, end: Instant) -> Vec<usize> {
+        if self.inner.config.io_colocated {
+            for w in 0..self.inner.config.app_workers {
+                mesh::send(&self.inner.mesh, w, Box::new(io_worker::shutdown_current));
+            }
+        }
         for h in &self.io {
             h.stop.store(true, Ordering::SeqCst);
             (h.wake)();
@@ -588,14 +624,31 @@ impl Handle {
     where
         F: FnOnce(&mut IoCtx<'_>) + Send + 'static,
     {
-        let n = self.inner.config.io_workers;
+        let n = self.io_workers();
         if io_worker >= n {
             return Err(RuntimeError::NoIoWorker {
                 index: io_worker,
                 io_workers: n,
             });
         }
-        let node = self.inner.mesh.app_workers + io_worker;
+        let node = self.io_node(io_worker);
+        if mesh::current_node(self.inner.mesh.id) == Some(node) {
+            // Already on that loop's thread (co-located): run it now if the loop is not in the
+            // middle of a handler call; else it goes through the injector like any message.
+            let mut f = Some(f);
+            if io_worker::with_io(|ctx| (f.take().expect("taken once"))(ctx)).is_some() {
+                return Ok(());
+            }
+            let f = f.expect("not taken: with_io did not run it");
+            mesh::send(
+                &self.inner.mesh,
+                node,
+                Box::new(move || {
+                    let _ = io_worker::with_io(f);
+                }),
+            );
+            return Ok(());
+        }
         mesh::send(
             &self.inner.mesh,
             node,
@@ -611,9 +664,23 @@ impl Handle {
         Ok(())
     }
 
-    /// Number of I/O workers.
+    /// Number of I/O event loops: the app workers when `io_colocated`, else the dedicated
+    /// I/O workers.
     pub fn io_workers(&self) -> usize {
-        self.inner.config.io_workers
+        if self.inner.config.io_colocated {
+            self.inner.config.app_workers
+        } else {
+            self.inner.config.io_workers
+        }
+    }
+
+    /// The mesh node running I/O loop `i` (the app worker itself when co-located).
+    fn io_node(&self, i: usize) -> usize {
+        if self.inner.config.io_colocated {
+            i
+        } else {
+            self.inner.mesh.app_workers + i
+        }
     }
 
     /// The backend I/O worker `i` runs (`None` if there is no such worker).
@@ -681,6 +748,9 @@ pub fn spawn_actor_with_capacity<A: Actor>(
 
 struct WorkerCfg {
     idx: usize,
+    /// Co-located event loop: (backend, may fall back to mio).
+    io: Option<(BackendKind, bool)>,
+    io_stats: Arc<IoWorkerStats>,
     pin: Option<usize>,
     spin: Duration,
     tasks_per_tick: usize,
@@ -690,7 +760,7 @@ fn worker_main(
     inner: Arc<RtInner>,
     ends: NodeEnds,
     cfg: WorkerCfg,
-    ready: std::sync::mpsc::Sender<usize>,
+    ready: std::sync::mpsc::Sender<(usize, Result<Option<BackendKind>, String>)>,
 ) {
     let idx = cfg.idx;
     if let Some(cpu) = cfg.pin
@@ -706,7 +776,23 @@ fn worker_main(
     let _span = span.enter();
     let mesh = inner.mesh.clone();
     let node = &mesh.nodes[idx];
-    let notifier = Notifier::for_current_thread();
+    // A co-located event loop sleeps in the kernel (io_uring_enter / epoll_wait) instead of
+    // parking the thread, so wake-ups go through the loop's eventfd / mio waker.
+    let mut io_kind = None;
+    let notifier = match cfg.io {
+        Some((kind, may_fall_back)) => match io_worker::install(idx, idx, kind, may_fall_back) {
+            Ok((k, wake)) => {
+                io_kind = Some(k);
+                Notifier::custom_handshake(wake)
+            }
+            Err(e) => {
+                let _ = ready.send((idx, Err(e.to_string())));
+                return;
+            }
+        },
+        None => Notifier::for_current_thread(),
+    };
+    let colocated = io_kind.is_some();
     let _ = node.notifier.set(notifier.clone());
     let exec = Executor::new(notifier.clone(), Some(idx));
     let _ = node.exec_id.set(exec.shared.id);
@@ -715,7 +801,7 @@ fn worker_main(
     let mut inbound = Inbound {
         consumers: ends.inbound,
     };
-    let _ = ready.send(idx);
+    let _ = ready.send((idx, Ok(io_kind)));
     drop(ready);
     let budget = cfg.tasks_per_tick.max(32);
     let m = &node.metrics;
@@ -726,6 +812,9 @@ fn worker_main(
         did += exec.drain_remote();
         did += exec.fire_timers(t0);
         did += exec.run_ready(cfg.tasks_per_tick);
+        if colocated && io_worker::active() {
+            did += io_turn(Some(Duration::ZERO), &cfg.io_stats);
+        }
         let overflow = mesh::flush_current();
         if did > 0 {
             m.busy_ns
@@ -763,12 +852,24 @@ fn worker_main(
             if spins.is_multiple_of(32) && Instant::now() >= spin_end {
                 break;
             }
+            // Network events need a syscall to be seen: look every 256 checks (~20 µs).
+            if colocated && spins.is_multiple_of(256) && io_worker::active() {
+                let n = io_turn(Some(Duration::ZERO), &cfg.io_stats);
+                mesh::flush_current();
+                if n > 0 {
+                    found = true;
+                    break;
+                }
+            }
         }
         if found {
             continue;
         }
         notifier.set_sleeping(true);
-        if has_work(&inbound) || inner.stop.load(Ordering::SeqCst) {
+        if has_work(&inbound)
+            || inner.stop.load(Ordering::SeqCst)
+            || (colocated && io_worker::has_ready())
+        {
             notifier.set_sleeping(false);
             continue;
         }
@@ -782,13 +883,20 @@ fn worker_main(
                 w.min(Duration::from_micros(50))
             }));
         }
-        match wait {
-            Some(w) => std::thread::park_timeout(w),
-            None => std::thread::park(),
+        if colocated {
+            io_turn(wait, &cfg.io_stats);
+        } else {
+            match wait {
+                Some(w) => std::thread::park_timeout(w),
+                None => std::thread::park(),
+            }
         }
         notifier.set_sleeping(false);
     }
 
+    if colocated {
+        io_worker::uninstall();
+    }
     // Shutdown: cancel what is left (dropping futures here, on their own thread). Envelopes
     // still waiting are dropped without running: their actors may be gone (see MailboxPtr).
     let cancelled = exec.cancel_all();
@@ -798,4 +906,15 @@ fn worker_main(
     mesh::flush_current();
     inbound.discard(node);
     let _ = Outbound::uninstall();
+}
+
+/// One turn of a co-located event loop; errors are logged (the worker keeps running).
+fn io_turn(timeout: Option<Duration>, stats: &IoWorkerStats) -> usize {
+    match io_worker::turn(timeout, stats) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(%e, "event loop poll failed");
+            0
+        }
+    }
 }

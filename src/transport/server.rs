@@ -215,8 +215,9 @@ impl<M: Send + 'static> Target<M> {
         Target(Arc::new(f))
     }
 
-    /// Every connection goes to one shard of `s` (connection number modulo shard count), so a
-    /// connection's requests are served on one core.
+    /// Requests go to the shard on the calling core when there is one (a co-located event
+    /// loop: the hand-off never leaves the core), else to shard `connection % shards`, so a
+    /// connection's requests are always served on one core.
     pub fn sharded<A, K>(s: ShardedAddr<A, K>) -> Self
     where
         A: Actor<Msg = M>,
@@ -224,6 +225,11 @@ impl<M: Send + 'static> Target<M> {
     {
         Target(Arc::new(move |m, conn| {
             let all = s.all();
+            if let Some(w) = crate::runtime::current_worker()
+                && let Some(a) = all.iter().find(|a| a.worker() == w)
+            {
+                return a.try_tell(m);
+            }
             all[(conn as usize) % all.len()].try_tell(m)
         }))
     }

@@ -111,6 +111,7 @@ pub(crate) struct IoState {
     worker: usize,
     node: usize,
     stopping: bool,
+    next_tick: Instant,
 }
 
 thread_local! {
@@ -604,8 +605,137 @@ fn make_backend(kind: BackendKind) -> io::Result<(BackendImpl, Option<BufRing>)>
     }
 }
 
-/// Starts I/O worker `index` with backend `kind` (falling back to mio, with a warning, if an
-/// io_uring ring cannot be created while `may_fall_back`).
+/// Creates the backend and installs the event-loop state on the calling thread (I/O worker
+/// `index`, mesh node `node`). Returns the backend actually used and its raw wake function.
+pub(crate) fn install(
+    index: usize,
+    node: usize,
+    kind: BackendKind,
+    may_fall_back: bool,
+) -> io::Result<(BackendKind, Arc<dyn Fn() + Send + Sync>)> {
+    let made = match make_backend(kind) {
+        Ok(b) => Ok((b, kind)),
+        Err(e) if kind == BackendKind::Uring && may_fall_back => {
+            tracing::warn!(io_worker = index, %e, "io_uring setup failed; this event loop uses mio");
+            make_backend(BackendKind::Mio).map(|b| (b, BackendKind::Mio))
+        }
+        Err(e) => Err(e),
+    };
+    let ((backend, bufs), kind) = made?;
+    let wake = match &backend {
+        BackendImpl::Uring(b) => b.waker(),
+        BackendImpl::Mio(b) => b.waker(),
+    };
+    let st = IoState {
+        backend,
+        bufs,
+        handlers: Handlers::default(),
+        completions: VecDeque::with_capacity(1024),
+        readbuf: vec![0; 64 * 1024],
+        worker: index,
+        node,
+        stopping: false,
+        next_tick: Instant::now() + TICK,
+    };
+    IO.with(|c| *c.borrow_mut() = Some(st));
+    Ok((kind, wake))
+}
+
+/// True when the installed loop has completions to hand out without waiting (or a hand-off
+/// to retry), so the caller must not sleep long.
+pub(crate) fn has_ready() -> bool {
+    IO.with(|c| {
+        c.try_borrow()
+            .ok()
+            .and_then(|g| g.as_ref().map(|st| st.has_ready()))
+            .unwrap_or(false)
+    })
+}
+
+/// True when handlers are registered on this thread's loop (so it is worth polling).
+pub(crate) fn active() -> bool {
+    IO.with(|c| {
+        c.try_borrow()
+            .ok()
+            .and_then(|g| {
+                g.as_ref()
+                    .map(|st| !st.handlers.slab.is_empty() || st.has_ready())
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// One turn of this thread's loop: wait up to `timeout` (shortened for ticks and retries),
+/// dispatch completions, retries and ticks. Returns the completions dispatched.
+pub(crate) fn turn(timeout: Option<Duration>, stats: &IoWorkerStats) -> io::Result<usize> {
+    IO.with(|c| {
+        let Ok(mut g) = c.try_borrow_mut() else {
+            return Ok(0);
+        };
+        let Some(st) = g.as_mut() else {
+            return Ok(0);
+        };
+        let now = Instant::now();
+        let mut timeout = timeout;
+        if st.has_ready() {
+            timeout = Some(Duration::ZERO);
+        } else if !st.handlers.retry.is_empty() {
+            // A hand-off waits for mailbox room: look again soon, without spinning.
+            timeout = Some(timeout.map_or(Duration::from_millis(1), |t| {
+                t.min(Duration::from_millis(1))
+            }));
+        }
+        if !st.handlers.slab.is_empty() {
+            let to_tick = st.next_tick.saturating_duration_since(now);
+            timeout = Some(timeout.map_or(to_tick, |t| t.min(to_tick)));
+        }
+        let r = st.poll(timeout);
+        let now = Instant::now();
+        let n = st.dispatch(now);
+        st.retries(now);
+        if now >= st.next_tick {
+            st.tick(now);
+            st.next_tick = now + TICK;
+        }
+        stats.turns.fetch_add(1, Ordering::Relaxed);
+        stats.completions.fetch_add(n as u64, Ordering::Relaxed);
+        stats
+            .handlers
+            .store(st.handlers.slab.len() as u64, Ordering::Relaxed);
+        let sys = match &st.backend {
+            BackendImpl::Uring(b) => b.enters,
+            BackendImpl::Mio(_) => stats.turns.load(Ordering::Relaxed),
+        };
+        stats.syscalls.store(sys, Ordering::Relaxed);
+        r.map(|_| n)
+    })
+}
+
+/// Tells every handler of this thread's loop to stop (they close what they own) and closes
+/// whatever fds remain. The loop stays installed (stopping) until [`uninstall`].
+pub(crate) fn shutdown_current() {
+    IO.with(|c| {
+        if let Ok(mut g) = c.try_borrow_mut()
+            && let Some(st) = g.as_mut()
+            && !st.stopping
+        {
+            st.shutdown(Instant::now());
+        }
+    });
+}
+
+/// Shuts down (if not yet) and removes this thread's loop.
+pub(crate) fn uninstall() {
+    shutdown_current();
+    IO.with(|c| {
+        if let Ok(mut g) = c.try_borrow_mut() {
+            g.take();
+        }
+    });
+}
+
+/// Starts dedicated I/O worker `index` with backend `kind` (falling back to mio, with a
+/// warning, if an io_uring ring cannot be created while `may_fall_back`).
 pub(crate) fn spawn(
     handle: Handle,
     index: usize,
@@ -625,23 +755,12 @@ pub(crate) fn spawn(
             if let Some(cpu) = pin
                 && !core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
             {
-                tracing::warn!(io_worker = index, cpu, "could not pin I/O worker; running unpinned");
+                tracing::warn!(
+                    io_worker = index,
+                    cpu,
+                    "could not pin I/O worker; running unpinned"
+                );
             }
-            let made = match make_backend(kind) {
-                Ok(b) => Ok((b, kind)),
-                Err(e) if kind == BackendKind::Uring && may_fall_back => {
-                    tracing::warn!(io_worker = index, %e, "io_uring setup failed; this I/O worker uses mio");
-                    make_backend(BackendKind::Mio).map(|b| (b, BackendKind::Mio))
-                }
-                Err(e) => Err(e),
-            };
-            let ((backend, bufs), kind) = match made {
-                Ok(x) => x,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            };
             let node = match handle.attach_external(index) {
                 Ok(n) => n,
                 Err(e) => {
@@ -649,9 +768,12 @@ pub(crate) fn spawn(
                     return;
                 }
             };
-            let raw_wake = match &backend {
-                BackendImpl::Uring(b) => b.waker(),
-                BackendImpl::Mio(b) => b.waker(),
+            let (kind, raw_wake) = match install(index, node.id(), kind, may_fall_back) {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
             };
             let sleeping = Arc::new(AtomicBool::new(false));
             let s2 = sleeping.clone();
@@ -661,27 +783,12 @@ pub(crate) fn spawn(
                     rw();
                 }
             }));
-            let st = IoState {
-                backend,
-                bufs,
-                handlers: Handlers::default(),
-                completions: VecDeque::with_capacity(1024),
-                readbuf: vec![0; 64 * 1024],
-                worker: index,
-                node: node.id(),
-                stopping: false,
-            };
-            IO.with(|c| *c.borrow_mut() = Some(st));
             let _ = tx.send(Ok((kind, raw_wake)));
             drop(tx);
             let span = tracing::info_span!("io_worker", id = index, backend = %kind);
             let _g = span.enter();
             run_loop(node, &stop2, &sleeping, &stats2);
-            IO.with(|c| {
-                if let Some(mut st) = c.borrow_mut().take() {
-                    st.shutdown(Instant::now());
-                }
-            });
+            uninstall();
         })?;
     let (kind, wake) = rx
         .recv()
@@ -701,56 +808,21 @@ fn run_loop(
     sleeping: &AtomicBool,
     stats: &IoWorkerStats,
 ) {
-    let mut next_tick = Instant::now() + TICK;
     loop {
         // Closures from other threads (they reach the state through `with_io`).
         node.run_pending(1024);
         let stop_now = stop.load(Ordering::Acquire);
-        let pending = node.has_pending();
-        let r = IO.with(|c| {
-            let mut g = c.borrow_mut();
-            let st = g
-                .as_mut()
-                .expect("I/O state installed before the loop starts");
-            let now = Instant::now();
-            let busy = pending || st.has_ready() || stop_now;
-            let mut timeout = if busy {
-                Some(Duration::ZERO)
-            } else if !st.handlers.retry.is_empty() {
-                // A hand-off waits for mailbox room: look again soon, without spinning.
-                Some(Duration::from_millis(1))
-            } else {
-                Some(next_tick.saturating_duration_since(now))
-            };
-            if !busy {
-                sleeping.store(true, Ordering::SeqCst);
-                if node.has_pending() {
-                    timeout = Some(Duration::ZERO);
-                }
+        let mut timeout = None;
+        if node.has_pending() || stop_now {
+            timeout = Some(Duration::ZERO);
+        } else {
+            sleeping.store(true, Ordering::SeqCst);
+            if node.has_pending() {
+                timeout = Some(Duration::ZERO);
             }
-            let r = st.poll(timeout);
-            sleeping.store(false, Ordering::SeqCst);
-            let now = Instant::now();
-            let n = st.dispatch(now);
-            st.retries(now);
-            if now >= next_tick {
-                st.tick(now);
-                next_tick = now + TICK;
-            }
-            stats.turns.fetch_add(1, Ordering::Relaxed);
-            stats.completions.fetch_add(n as u64, Ordering::Relaxed);
-            stats
-                .handlers
-                .store(st.handlers.slab.len() as u64, Ordering::Relaxed);
-            stats.syscalls.store(
-                match &st.backend {
-                    BackendImpl::Uring(b) => b.enters,
-                    BackendImpl::Mio(_) => stats.turns.load(Ordering::Relaxed),
-                },
-                Ordering::Relaxed,
-            );
-            r
-        });
+        }
+        let r = turn(timeout, stats);
+        sleeping.store(false, Ordering::SeqCst);
         if let Err(e) = r {
             tracing::error!(%e, "I/O worker poll failed");
             std::thread::sleep(Duration::from_millis(10));
@@ -760,6 +832,5 @@ fn run_loop(
             break;
         }
     }
-    // Last closures (e.g. replies in flight) are dropped with the node.
     node.flush();
 }
