@@ -29,7 +29,7 @@ pub mod executor;
 pub mod io;
 pub(crate) mod mesh;
 pub mod metrics;
-mod oneshot;
+pub mod oneshot;
 pub mod partition;
 pub mod ring;
 mod rt;

@@ -26,20 +26,29 @@ impl<T> Shared<T> {
 }
 
 /// Sending half; dropping it without sending closes the channel.
-pub(crate) struct Sender<T> {
+pub struct Sender<T> {
     shared: Option<Arc<Shared<T>>>,
 }
 
 /// Receiving half: a future resolving to the value, or `Err(Closed)` if the sender went away.
-pub(crate) struct Receiver<T> {
+pub struct Receiver<T> {
     shared: Arc<Shared<T>>,
 }
 
 /// The sender was dropped without sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Closed;
+pub struct Closed;
 
-pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the sender was dropped without sending")
+    }
+}
+
+impl std::error::Error for Closed {}
+
+/// A new one-value channel.
+pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         slot: Mutex::new(Slot {
             value: None,
@@ -58,7 +67,7 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
 
 impl<T> Sender<T> {
     /// Sends the value; gives it back if the receiver is gone.
-    pub(crate) fn send(mut self, value: T) -> Result<(), T> {
+    pub fn send(mut self, value: T) -> Result<(), T> {
         let shared = self
             .shared
             .take()
@@ -79,7 +88,7 @@ impl<T> Sender<T> {
     }
 
     /// True when the receiver has been dropped.
-    pub(crate) fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         self.shared.as_ref().is_none_or(|s| s.lock().receiver_gone)
     }
 }

@@ -62,6 +62,28 @@ pub trait Codec {
     }
 }
 
+/// No framing: every decode takes all bytes received so far as one message (a byte stream, as
+/// an echo server or a proxy sees it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawBytes;
+
+impl Codec for RawBytes {
+    type In = Vec<u8>;
+    type Out = [u8];
+
+    fn decode(&mut self, buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, CodecError> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((buf.to_vec(), buf.len())))
+    }
+
+    fn encode(&mut self, msg: &[u8], dst: &mut Vec<u8>) -> Result<(), CodecError> {
+        dst.extend_from_slice(msg);
+        Ok(())
+    }
+}
+
 /// Size of the [`LengthPrefixed`] header in bytes.
 pub const LENGTH_HEADER: usize = 4;
 

@@ -30,8 +30,9 @@
 pub mod codec;
 pub mod http;
 pub mod server;
+pub mod tcp;
 
-pub use codec::{Codec, CodecError, LengthPrefixed};
+pub use codec::{Codec, CodecError, LengthPrefixed, RawBytes};
 pub use server::{
     CodecProtocol, Decoded, Dispatched, FrameCall, Responder, Server, ServerOptions,
     ServerProtocol, ServerStats, Target,

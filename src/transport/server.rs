@@ -346,7 +346,10 @@ impl Server {
 }
 
 /// A listening, non-blocking socket with `SO_REUSEADDR` and `SO_REUSEPORT`.
-fn listen_socket(addr: SocketAddr, backlog: i32) -> std::io::Result<(RawFd, SocketAddr)> {
+pub(crate) fn listen_socket(
+    addr: SocketAddr,
+    backlog: i32,
+) -> std::io::Result<(RawFd, SocketAddr)> {
     let fd = crate::runtime::io::new_socket(&addr, libc::SOCK_STREAM)?;
     let one: libc::c_int = 1;
     for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {

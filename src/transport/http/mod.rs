@@ -8,11 +8,13 @@
 //! final `*name` takes the rest. An unknown path gets 404 and a known path with another method
 //! 405, both answered on the I/O worker.
 
+pub mod client;
 pub mod date;
 pub mod request;
 
 use std::net::SocketAddr;
 
+pub use client::{Client, ClientError};
 pub use request::{Limits, Method, ParseError, Request};
 
 use super::TransportError;

@@ -250,7 +250,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Pa
 }
 
 /// Decodes a chunked body from the front of `buf`: `Some((body, bytes used))` when complete.
-fn dechunk(buf: &[u8], max: usize) -> Result<Option<(Vec<u8>, usize)>, ParseError> {
+pub(crate) fn dechunk(buf: &[u8], max: usize) -> Result<Option<(Vec<u8>, usize)>, ParseError> {
     let mut pos = 0;
     let mut body = Vec::new();
     loop {

@@ -1,0 +1,241 @@
+//! TCP streams, listeners, framed servers and the HTTP client over real loopback sockets, on
+//! io_uring and mio, with dedicated and co-located event loops.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use percore::runtime::config::{IoBackend, Profile};
+use percore::runtime::partition::RoundRobin;
+use percore::runtime::{Actor, Context, Runtime, ShardedAddr, spawn_local};
+use percore::transport::http::{Client, HttpCall, HttpServer, Response, Router};
+use percore::transport::tcp::{TcpListener, TcpStream};
+use percore::transport::{CodecProtocol, FrameCall, LengthPrefixed, Server, ServerOptions};
+
+fn modes() -> Vec<(IoBackend, bool)> {
+    vec![
+        (IoBackend::Uring, false),
+        (IoBackend::Mio, false),
+        (IoBackend::Uring, true),
+        (IoBackend::Mio, true),
+    ]
+}
+
+fn runtime(backend: IoBackend, colocated: bool) -> Runtime {
+    Runtime::builder()
+        .profile(Profile::Testing)
+        .io_backend(backend)
+        .io_colocated(colocated)
+        .io_workers(1)
+        .build()
+        .expect("runtime starts")
+}
+
+fn read_retry(s: &mut std::net::TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+#[test]
+fn stream_echo_half_close_and_large_transfers() {
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let h = rt.handle();
+        let listener = TcpListener::bind(&h, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr();
+        // 3 MiB through a server that echoes until EOF, then half-closes: exercises partial
+        // writes, the read buffer limit (backpressure) and EOF after shutdown_write.
+        let payload: Vec<u8> = (0..3 << 20).map(|i| (i * 7 % 251) as u8).collect();
+        let expect = payload.clone();
+        let got = rt.block_on(async move {
+            let server = spawn_local(async move {
+                let mut s = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = s.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    s.write_all(buf[..n].to_vec()).await.unwrap();
+                }
+                s.shutdown_write().unwrap();
+            });
+            let mut c = TcpStream::connect(&h, addr, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let mut w = c.try_clone();
+            let writer = spawn_local(async move {
+                for chunk in payload.chunks(100_000) {
+                    w.write_all(chunk.to_vec()).await.unwrap();
+                }
+                w.shutdown_write().unwrap();
+            });
+            let mut out = Vec::new();
+            c.read_to_end(&mut out).await.unwrap();
+            writer.await.unwrap();
+            server.await.unwrap();
+            out
+        });
+        assert_eq!(got.len(), expect.len(), "{b:?}/{co}");
+        assert!(got == expect, "{b:?}/{co}: echoed bytes differ");
+        rt.shutdown();
+    }
+}
+
+#[test]
+fn connect_errors_and_timeouts_are_reported() {
+    let rt = runtime(IoBackend::Uring, false);
+    let h = rt.handle();
+    // Nothing listens on this port: refused, quickly.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let r = rt.block_on(TcpStream::connect(&h, addr, Duration::from_secs(5)));
+    assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionRefused);
+    // A black-hole address (TEST-NET-1): either unreachable at once or timed out at the limit.
+    let t0 = Instant::now();
+    let r = rt.block_on(TcpStream::connect(
+        &h,
+        "192.0.2.1:9".parse().unwrap(),
+        Duration::from_millis(300),
+    ));
+    assert!(r.is_err());
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    rt.shutdown();
+}
+
+struct FramedEcho;
+impl Actor for FramedEcho {
+    type Msg = FrameCall<LengthPrefixed>;
+    async fn handle(&mut self, mut call: FrameCall<LengthPrefixed>, _ctx: &mut Context<Self>) {
+        let f = std::mem::take(&mut call.frame);
+        call.reply(&f).unwrap();
+    }
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+#[test]
+fn framed_server_echoes_and_oversize_frames_close_only_their_connection() {
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let echo: ShardedAddr<FramedEcho, ()> = rt
+            .spawn_sharded(|_| FramedEcho, RoundRobin::default())
+            .unwrap();
+        let srv = Server::bind(
+            &rt.handle(),
+            "127.0.0.1:0".parse().unwrap(),
+            CodecProtocol::new(LengthPrefixed::new(1024), echo),
+            ServerOptions::default(),
+        )
+        .unwrap();
+        let addr = srv.local_addr();
+        let mut good = std::net::TcpStream::connect(addr).unwrap();
+        good.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // Several frames in one write, one frame split over writes.
+        let mut batch = Vec::new();
+        for i in 0..10u8 {
+            batch.extend(frame(&vec![i; i as usize * 10]));
+        }
+        good.write_all(&batch).unwrap();
+        let f = frame(b"split frame");
+        good.write_all(&f[..3]).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        good.write_all(&f[3..]).unwrap();
+        let want: Vec<u8> = batch.iter().chain(f.iter()).copied().collect();
+        let mut got = vec![0u8; want.len()];
+        let mut off = 0;
+        while off < got.len() {
+            let n = read_retry(&mut good, &mut got[off..]).unwrap();
+            assert!(n > 0);
+            off += n;
+        }
+        assert_eq!(got, want, "{b:?}/{co}");
+        // An oversize frame header: that connection is closed.
+        let mut bad = std::net::TcpStream::connect(addr).unwrap();
+        bad.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        bad.write_all(&(5000u32).to_be_bytes()).unwrap();
+        let mut tmp = [0u8; 8];
+        let r = read_retry(&mut bad, &mut tmp);
+        assert!(matches!(r, Ok(0)) || r.is_err(), "{r:?}");
+        // The good connection still works.
+        good.write_all(&frame(b"still here")).unwrap();
+        let mut back = vec![0u8; 14];
+        let mut off = 0;
+        while off < back.len() {
+            off += read_retry(&mut good, &mut back[off..]).unwrap();
+        }
+        assert_eq!(back, frame(b"still here"));
+        assert_eq!(
+            srv.stats()
+                .rejected
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        rt.shutdown();
+    }
+}
+
+struct Hello;
+impl Actor for Hello {
+    type Msg = HttpCall;
+    async fn handle(&mut self, call: HttpCall, _ctx: &mut Context<Self>) {
+        let body = call.req.body.clone();
+        let r = if body.is_empty() {
+            Response::text(200, format!("hello {}", call.req.path))
+        } else {
+            Response::new(201).body(body)
+        };
+        call.respond(r);
+    }
+}
+
+#[test]
+fn http_client_reuses_connections_and_reads_bodies() {
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let hello = rt.spawn_actor_on(1, || Hello).unwrap();
+        let srv = HttpServer::bind(
+            &rt.handle(),
+            "127.0.0.1:0".parse().unwrap(),
+            Router::new().get("/*p", hello.clone()).post("/*p", hello),
+        )
+        .unwrap();
+        let base = format!("http://{}", srv.local_addr());
+        let h = rt.handle();
+        let (a, bb, c) = rt.block_on(async move {
+            let client = Client::new(&h);
+            let a = client.get(&format!("{base}/one")).await.unwrap();
+            let b = client.get(&format!("{base}/two")).await.unwrap();
+            let c = client
+                .post(
+                    &format!("{base}/up"),
+                    "application/octet-stream",
+                    vec![7u8; 100_000],
+                )
+                .await
+                .unwrap();
+            (a, b, c)
+        });
+        assert_eq!((a.status, a.body.as_slice()), (200, &b"hello /one"[..]));
+        assert_eq!((bb.status, bb.body.as_slice()), (200, &b"hello /two"[..]));
+        assert_eq!(c.status, 201);
+        assert_eq!(c.body, vec![7u8; 100_000]);
+        // Three requests, one connection.
+        assert_eq!(
+            srv.stats()
+                .accepted
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "{b:?}/{co}"
+        );
+        rt.shutdown();
+    }
+}
