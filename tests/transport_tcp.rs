@@ -239,3 +239,34 @@ fn http_client_reuses_connections_and_reads_bodies() {
         rt.shutdown();
     }
 }
+
+#[test]
+fn udp_datagrams_round_trip_on_every_backend() {
+    use percore::transport::udp::UdpSocket;
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let h = rt.handle();
+        let server = UdpSocket::bind(&h, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let client = UdpSocket::bind(&h, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let saddr = server.local_addr();
+        let got = rt.block_on(async move {
+            let echo = spawn_local(async move {
+                for _ in 0..200 {
+                    let (d, from) = server.recv_from().await.unwrap();
+                    server.send_to(&d, from).unwrap();
+                }
+            });
+            let mut got = Vec::new();
+            for i in 0..200u32 {
+                client.send_to(&i.to_be_bytes(), saddr).unwrap();
+                let (d, from) = client.recv_from().await.unwrap();
+                assert_eq!(from, saddr);
+                got.push(u32::from_be_bytes(d.try_into().unwrap()));
+            }
+            echo.await.unwrap();
+            got
+        });
+        assert_eq!(got, (0..200).collect::<Vec<_>>(), "{b:?}/{co}");
+        rt.shutdown();
+    }
+}

@@ -733,7 +733,7 @@ impl<P: ServerProtocol> IoHandler for Conn<P> {
             }
             Event::Shutdown => self.close(ctx),
             Event::Accepted(fd) => ctx.close(fd),
-            Event::AcceptError(_) | Event::Connected(_) => {}
+            Event::AcceptError(_) | Event::Connected(_) | Event::Readable => {}
         }
     }
 }

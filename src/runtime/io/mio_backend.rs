@@ -27,6 +27,7 @@ struct MFd {
     recv: bool,
     accept: bool,
     connecting: bool,
+    poll_read: bool,
     sends: VecDeque<(Token, Vec<u8>)>,
     /// Bytes of the front buffer already written.
     off: usize,
@@ -80,6 +81,7 @@ impl MioBackend {
                 recv: false,
                 accept: false,
                 connecting: false,
+                poll_read: false,
                 sends: VecDeque::new(),
                 off: 0,
                 queued: 0,
@@ -119,6 +121,24 @@ impl MioBackend {
             // Edge-triggered: data may already be waiting, so try at once.
             self.ready
                 .push_back(Completion::Readable { token, fd, epoch });
+        }
+    }
+
+    pub(crate) fn poll_readable(&mut self, token: Token, fd: RawFd) {
+        let e = self.entry(token, fd, Interest::READABLE);
+        e.poll_read = true;
+        let epoch = e.epoch;
+        // Edge-triggered: an edge that came while not armed is lost, so look now.
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        if unsafe { libc::poll(&mut p, 1, 0) } > 0 {
+            e.poll_read = false;
+            self.ready
+                .push_back(Completion::PollReady { token, fd, epoch });
         }
     }
 
@@ -322,6 +342,10 @@ impl MioBackend {
                 if ok && !e.sends.is_empty() {
                     writable.push(fd);
                 }
+            }
+            if e.poll_read && (ev.is_readable() || ev.is_error()) {
+                e.poll_read = false;
+                out.push_back(Completion::PollReady { token, fd, epoch });
             }
             if e.recv && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
                 out.push_back(Completion::Readable { token, fd, epoch });

@@ -99,6 +99,9 @@ pub enum Event<'a> {
     Sent(Vec<u8>),
     /// Writing failed; the queued buffers for this fd are dropped.
     SendError(io::Error),
+    /// The fd armed with [`IoCtx::poll_readable`] is readable (one-shot: arm again after
+    /// reading until `EAGAIN`).
+    Readable,
     /// A [`IoCtx::connect`] finished.
     Connected(io::Result<()>),
     /// The handler asked for a retry with [`IoCtx::retry_soon`].
@@ -310,6 +313,15 @@ impl IoCtx<'_> {
         match &*self.backend {
             BackendImpl::Uring(b) => b.is_receiving(fd),
             BackendImpl::Mio(b) => b.is_receiving(fd),
+        }
+    }
+
+    /// Asks for one [`Event::Readable`] when `fd` has data (for sockets the handler reads
+    /// itself, such as UDP).
+    pub fn poll_readable(&mut self, token: Token, fd: RawFd) {
+        match self.backend {
+            BackendImpl::Uring(b) => b.poll_readable(token, fd),
+            BackendImpl::Mio(b) => b.poll_readable(token, fd),
         }
     }
 

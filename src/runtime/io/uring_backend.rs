@@ -36,6 +36,7 @@ enum OpKind {
         buf: Vec<u8>,
         off: usize,
     },
+    Poll,
     /// The address the kernel reads until the connect completes (kept alive here).
     #[allow(dead_code)]
     Connect(Box<(libc::sockaddr_storage, libc::socklen_t)>),
@@ -58,6 +59,7 @@ struct UFd {
     accept_op: Option<usize>,
     send_op: Option<usize>,
     connect_op: Option<usize>,
+    poll_op: Option<usize>,
     sends: VecDeque<(Token, Vec<u8>)>,
     queued: usize,
 }
@@ -276,6 +278,7 @@ impl UringBackend {
                 accept_op: None,
                 send_op: None,
                 connect_op: None,
+                poll_op: None,
                 sends: VecDeque::new(),
                 queued: 0,
             }
@@ -352,6 +355,26 @@ impl UringBackend {
             self.fds.get_mut(&fd).expect("checked above").recv_op = Some(key);
             self.push(sqe);
         }
+    }
+
+    pub(crate) fn poll_readable(&mut self, token: Token, fd: RawFd) {
+        let e = self.fd_entry(token, fd);
+        if e.poll_op.is_some() {
+            return;
+        }
+        let epoch = e.epoch;
+        let key = self.ops.insert(Op {
+            token,
+            fd,
+            epoch,
+            kind: OpKind::Poll,
+            orphan: false,
+        });
+        self.fds.get_mut(&fd).expect("entry made above").poll_op = Some(key);
+        let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .build()
+            .user_data(key as u64);
+        self.push(sqe);
     }
 
     pub(crate) fn stop_recv(&mut self, fd: RawFd) {
@@ -454,7 +477,7 @@ impl UringBackend {
             {
                 op.orphan = true;
             }
-            for key in [e.recv_op, e.accept_op].into_iter().flatten() {
+            for key in [e.recv_op, e.accept_op, e.poll_op].into_iter().flatten() {
                 if let Some(op) = self.ops.get_mut(key) {
                     op.orphan = true;
                 }
@@ -719,6 +742,17 @@ impl UringBackend {
                     e.send_op = None;
                 }
                 self.start_send(fd);
+            }
+            OpKind::Poll => {
+                self.ops.remove(key);
+                if let Some(e) = self.fds.get_mut(&fd)
+                    && e.poll_op == Some(key)
+                {
+                    e.poll_op = None;
+                }
+                if !orphan && res != -libc::ECANCELED {
+                    out.push_back(Completion::PollReady { token, fd, epoch });
+                }
             }
             OpKind::Connect(_) => {
                 self.ops.remove(key);

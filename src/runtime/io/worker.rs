@@ -86,6 +86,7 @@ pub(crate) enum Completion {
         epoch: u64,
         res: io::Result<()>,
     },
+    PollReady { token: Token, fd: RawFd, epoch: u64 },
 }
 
 /// Counters of one I/O worker.
@@ -327,6 +328,11 @@ impl IoState {
                             token,
                             Event::SendError(err),
                         )
+                    }
+                }
+                Completion::PollReady { token, fd, epoch } => {
+                    if self.epoch(fd) == Some(epoch) {
+                        call(&mut self.backend, &mut self.handlers, w, nd, st, now, token, Event::Readable)
                     }
                 }
                 Completion::Connected {

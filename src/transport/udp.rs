@@ -1,0 +1,255 @@
+//! UDP sockets for tasks and actors: `recv_from` awaits a datagram that an event loop read
+//! (it polls the socket for readability and drains it), `send_to` sends directly. Owns the
+//! socket and a bounded queue of received datagrams; when the queue is full the socket is not
+//! read (the kernel's receive buffer then drops, as UDP does).
+//!
+//! ```
+//! use percore::runtime::Runtime;
+//! use percore::transport::udp::UdpSocket;
+//!
+//! let rt = Runtime::testing(1).unwrap();
+//! let h = rt.handle();
+//! let a = UdpSocket::bind(&h, "127.0.0.1:0".parse().unwrap()).unwrap();
+//! let b = UdpSocket::bind(&h, "127.0.0.1:0".parse().unwrap()).unwrap();
+//! a.send_to(b"ping", b.local_addr()).unwrap();
+//! let (data, from) = rt.block_on(b.recv_from()).unwrap();
+//! assert_eq!((data.as_slice(), from), (&b"ping"[..], a.local_addr()));
+//! rt.shutdown();
+//! ```
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+
+use crate::runtime::Handle;
+use crate::runtime::io::{Event, HandlerId, IoCtx, IoHandler};
+
+use super::TransportError;
+
+/// Datagrams queued per socket before the event loop stops reading it.
+pub const QUEUE_LIMIT: usize = 4096;
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<(Vec<u8>, SocketAddr)>,
+    waker: Option<Waker>,
+    /// The loop stopped polling because the queue was full.
+    paused: bool,
+    closed: bool,
+    error: Option<String>,
+}
+
+struct UdpHandler {
+    fd: RawFd,
+    state: Arc<Mutex<State>>,
+    buf: Vec<u8>,
+}
+
+impl IoHandler for UdpHandler {
+    fn on_event(&mut self, ctx: &mut IoCtx<'_>, event: Event<'_>) {
+        match event {
+            Event::Readable => {
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    if st.queue.len() >= QUEUE_LIMIT {
+                        st.paused = true;
+                        break;
+                    }
+                    // SAFETY: sockaddr_storage is plain data; recvfrom writes at most `len`.
+                    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+                    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                    // SAFETY: buf and ss are valid for writes of the lengths given.
+                    let n = unsafe {
+                        libc::recvfrom(
+                            self.fd,
+                            self.buf.as_mut_ptr() as *mut libc::c_void,
+                            self.buf.len(),
+                            libc::MSG_DONTWAIT,
+                            &mut ss as *mut _ as *mut libc::sockaddr,
+                            &mut len,
+                        )
+                    };
+                    if n < 0 {
+                        let e = io::Error::last_os_error();
+                        match e.kind() {
+                            io::ErrorKind::WouldBlock => break,
+                            io::ErrorKind::Interrupted => continue,
+                            _ => {
+                                st.error = Some(e.to_string());
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(from) = to_addr(&ss) {
+                        st.queue.push_back((self.buf[..n as usize].to_vec(), from));
+                    }
+                }
+                if let Some(w) = st.waker.take() {
+                    w.wake();
+                }
+                if !st.paused {
+                    let t = ctx.token().expect("called as a handler");
+                    ctx.poll_readable(t, self.fd);
+                }
+            }
+            Event::Shutdown => {
+                ctx.close(self.fd);
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                st.closed = true;
+                if let Some(w) = st.waker.take() {
+                    w.wake();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn to_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match ss.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this is a sockaddr_in.
+            let sin = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::from((
+                sin.sin_addr.s_addr.to_ne_bytes(),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this is a sockaddr_in6.
+            let sin6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::from((
+                sin6.sin6_addr.s6_addr,
+                u16::from_be(sin6.sin6_port),
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// A UDP socket used from tasks and actors.
+pub struct UdpSocket {
+    handle: Handle,
+    fd: RawFd,
+    addr: SocketAddr,
+    id: HandlerId,
+    state: Arc<Mutex<State>>,
+}
+
+impl UdpSocket {
+    /// Binds `addr`.
+    pub fn bind(handle: &Handle, addr: SocketAddr) -> Result<UdpSocket, TransportError> {
+        let n = handle.io_workers();
+        if n == 0 {
+            return Err(TransportError::NoIoWorkers);
+        }
+        let lp = crate::runtime::current_worker()
+            .filter(|w| handle.config().io_colocated && *w < n)
+            .unwrap_or(0);
+        let bind_err = |source| TransportError::Bind { addr, source };
+        let fd = crate::runtime::io::new_socket(&addr, libc::SOCK_DGRAM).map_err(bind_err)?;
+        let (ss, len) = crate::runtime::io::sockaddr(&addr);
+        // SAFETY: ss is a valid sockaddr of length len.
+        if unsafe { libc::bind(fd, &ss as *const _ as *const libc::sockaddr, len) } < 0 {
+            let e = io::Error::last_os_error();
+            crate::runtime::io::close_fd(fd);
+            return Err(bind_err(e));
+        }
+        let local = super::server::local_addr(fd).map_err(bind_err)?;
+        let state: Arc<Mutex<State>> = Arc::default();
+        let st = state.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        handle.run_on_io(lp, move |ctx| {
+            let id = ctx.register(Box::new(UdpHandler {
+                fd,
+                state: st,
+                buf: vec![0; 65536],
+            }));
+            ctx.poll_readable(id.token, fd);
+            let _ = tx.send(id);
+        })?;
+        let id = rx
+            .recv()
+            .map_err(|_| TransportError::Runtime(crate::runtime::RuntimeError::ShuttingDown))?;
+        Ok(UdpSocket {
+            handle: handle.clone(),
+            fd,
+            addr: local,
+            id,
+            state,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends one datagram to `to` (`WouldBlock` if the socket's send buffer is full).
+    pub fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        let (ss, len) = crate::runtime::io::sockaddr(&to);
+        // SAFETY: data and ss are valid for reads of the lengths given; the fd stays open
+        // while this socket exists (its handler closes it only after `Drop`).
+        let n = unsafe {
+            libc::sendto(
+                self.fd,
+                data.as_ptr() as *const libc::c_void,
+                data.len(),
+                libc::MSG_DONTWAIT,
+                &ss as *const _ as *const libc::sockaddr,
+                len,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Waits for the next datagram.
+    pub async fn recv_from(&self) -> io::Result<(Vec<u8>, SocketAddr)> {
+        let mut resume = false;
+        let r = poll_fn(|cx| {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(d) = st.queue.pop_front() {
+                if st.paused && st.queue.len() < QUEUE_LIMIT / 2 {
+                    st.paused = false;
+                    resume = true;
+                }
+                return Poll::Ready(Ok(d));
+            }
+            if let Some(e) = st.error.take() {
+                return Poll::Ready(Err(io::Error::other(e)));
+            }
+            if st.closed {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "socket closed")));
+            }
+            st.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        if resume {
+            let id = self.id;
+            let _ = self.handle.run_on_io(id.worker, move |ctx| {
+                ctx.with_handler::<UdpHandler, _>(id, |h, ctx| ctx.poll_readable(id.token, h.fd));
+            });
+        }
+        r
+    }
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        let id = self.id;
+        let _ = self.handle.run_on_io(id.worker, move |ctx| {
+            ctx.with_handler::<UdpHandler, _>(id, |h, ctx| {
+                ctx.close(h.fd);
+                ctx.remove(id.token);
+            });
+        });
+    }
+}
