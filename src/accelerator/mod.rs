@@ -1,2 +1,30 @@
 //! Accelerator: dedicated accelerator workers that own a wgpu device (or the CPU backend) and run
-//! compute tasks submitted by actors. Must not import transport or storage.
+//! compute tasks submitted by actors. Uses only the public API of `crate::runtime`; must not
+//! import transport, storage or ml.
+//!
+//! Modules, one concept each:
+//! - [`error`]: [`AccelError`], the typed errors of the layer.
+//! - [`policy`]: [`AccelBackend`] (`auto`/`gpu`/`cpu`, `PERCORE_ACCEL`), [`AccelOptions`] and
+//!   the pure selection rule [`choose`].
+//! - [`device`]: adapter enumeration ([`adapters`]) for `percore info`.
+//! - [`task`]: [`ComputeTask`], [`Kernel`], [`Tensor`] and the shape rules all backends share.
+//! - [`cpu`]: the CPU backend (matrixmultiply GEMM, scoped threads).
+//! - [`wgsl`]: the WGSL kernels.
+//! - `gpu` (feature `gpu`): one wgpu device with its pipeline cache, buffer pool and batching.
+
+pub mod cpu;
+pub mod device;
+pub mod error;
+#[cfg(feature = "gpu")]
+pub mod gpu;
+pub mod policy;
+pub mod task;
+pub mod wgsl;
+
+pub use device::{AdapterInfo, DeviceKind, KeyLimits, adapters, adapters_on};
+pub use error::AccelError;
+pub use policy::{AccelBackend, AccelOptions, ApiSet, Selection, choose};
+pub use task::{
+    Activation, AdamParams, BinaryOp, ComputeTask, DType, Kernel, Priority, Reduce, Shape, Tensor,
+    TensorData, UnaryOp,
+};

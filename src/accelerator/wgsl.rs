@@ -1,0 +1,296 @@
+//! WGSL sources of the GPU kernels and the uniform parameter blocks they read. One module per
+//! kernel family (matmul, elementwise, row ops, Adam); semantics match `cpu.rs` exactly, up to
+//! float rounding and summation order. Owns shader text and parameter layouts only: it must not
+//! touch devices, buffers or threads (built with or without the `gpu` feature; the constants
+//! also describe dispatch sizes).
+
+/// Matmul tile edge: a workgroup computes a `TILE x TILE` block of the output.
+pub const TILE: usize = 16;
+/// Invocations per workgroup of the elementwise and Adam kernels.
+pub const ELEMENTWISE_WG: usize = 256;
+/// Invocations per workgroup (one row each) of the row kernels.
+pub const ROW_WG: usize = 64;
+
+/// Which shader module a kernel uses (the pipeline cache key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Module {
+    /// Tiled matmul with fused bias and activation.
+    MatMul,
+    /// Binary and unary elementwise ops.
+    Elementwise,
+    /// Row reductions, softmax, log-softmax, cross-entropy.
+    Rows,
+    /// Fused Adam/AdamW.
+    Adam,
+}
+
+impl Module {
+    /// Every module.
+    pub const ALL: [Module; 4] = [
+        Module::MatMul,
+        Module::Elementwise,
+        Module::Rows,
+        Module::Adam,
+    ];
+
+    /// The WGSL source.
+    pub fn source(self) -> &'static str {
+        match self {
+            Module::MatMul => MATMUL,
+            Module::Elementwise => ELEMENTWISE,
+            Module::Rows => ROWS,
+            Module::Adam => ADAM,
+        }
+    }
+
+    /// Short name (labels).
+    pub fn name(self) -> &'static str {
+        match self {
+            Module::MatMul => "percore.matmul",
+            Module::Elementwise => "percore.elementwise",
+            Module::Rows => "percore.rows",
+            Module::Adam => "percore.adam",
+        }
+    }
+}
+
+/// Uniform parameter blocks are 16 words (64 bytes); unused words are zero.
+pub const PARAM_WORDS: usize = 16;
+
+/// Shared helpers: tanh clamped so that no driver's `tanh` overflows (tanh(15) is 1 in f32).
+const COMMON: &str = r#"
+fn tanh_c(x: f32) -> f32 { return tanh(clamp(x, -15.0, 15.0)); }
+fn gelu(x: f32) -> f32 { return 0.5 * x * (1.0 + tanh_c(0.7978846 * (x + 0.044715 * x * x * x))); }
+"#;
+
+const MATMUL_BODY: &str = r#"
+struct MM { m: u32, n: u32, k: u32, trans_a: u32, trans_b: u32, has_bias: u32, act: u32, pad: u32 }
+@group(0) @binding(0) var<uniform> P: MM;
+@group(0) @binding(1) var<storage, read> A: array<f32>;
+@group(0) @binding(2) var<storage, read> B: array<f32>;
+@group(0) @binding(3) var<storage, read> BIAS: array<f32>;
+@group(0) @binding(4) var<storage, read_write> C: array<f32>;
+var<workgroup> ta: array<array<f32, 16>, 16>;
+var<workgroup> tb: array<array<f32, 16>, 16>;
+
+fn act(x: f32, a: u32) -> f32 {
+    switch a {
+        case 1u: { return max(x, 0.0); }
+        case 2u: { return gelu(x); }
+        case 3u: { return tanh_c(x); }
+        default: { return x; }
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let row = wid.y * 16u + lid.y;
+    let col = wid.x * 16u + lid.x;
+    var acc = 0.0;
+    let tiles = (P.k + 15u) / 16u;
+    for (var t = 0u; t < tiles; t = t + 1u) {
+        let ka = t * 16u + lid.x;
+        var va = 0.0;
+        if (row < P.m && ka < P.k) {
+            if (P.trans_a == 1u) { va = A[ka * P.m + row]; } else { va = A[row * P.k + ka]; }
+        }
+        ta[lid.y][lid.x] = va;
+        let kb = t * 16u + lid.y;
+        var vb = 0.0;
+        if (kb < P.k && col < P.n) {
+            if (P.trans_b == 1u) { vb = B[col * P.k + kb]; } else { vb = B[kb * P.n + col]; }
+        }
+        tb[lid.y][lid.x] = vb;
+        workgroupBarrier();
+        for (var i = 0u; i < 16u; i = i + 1u) {
+            acc = acc + ta[lid.y][i] * tb[i][lid.x];
+        }
+        workgroupBarrier();
+    }
+    if (row < P.m && col < P.n) {
+        var v = acc;
+        if (P.has_bias == 1u) { v = v + BIAS[col]; }
+        C[row * P.n + col] = act(v, P.act);
+    }
+}
+"#;
+
+const ELEMENTWISE_BODY: &str = r#"
+struct EW { n: u32, op: u32, stride: u32, pad: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> P: EW;
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> Y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> O: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * P.stride;
+    if (i >= P.n) { return; }
+    let x = X[i];
+    var r = 0.0;
+    switch P.op {
+        case 0u: { r = x + Y[i]; }
+        case 1u: { r = x - Y[i]; }
+        case 2u: { r = x * Y[i]; }
+        case 3u: { r = x * P.scale; }
+        case 4u: { r = max(x, 0.0); }
+        case 5u: { r = gelu(x); }
+        case 6u: { r = tanh_c(x); }
+        default: { r = exp(x); }
+    }
+    O[i] = r;
+}
+"#;
+
+const ROWS_BODY: &str = r#"
+struct RP { rows: u32, cols: u32, mode: u32, groups_x: u32, inv_rows: f32 }
+@group(0) @binding(0) var<uniform> P: RP;
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> L: array<u32>;
+@group(0) @binding(3) var<storage, read_write> O: array<f32>;
+@group(0) @binding(4) var<storage, read_write> OI: array<u32>;
+var<workgroup> sv: array<f32, 64>;
+var<workgroup> si: array<u32, 64>;
+const LOWEST: f32 = -3.4028235e38;
+const NONE: u32 = 0xffffffffu;
+
+fn tree_sum(t: u32, x: f32) -> f32 {
+    sv[t] = x;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s = s >> 1u) {
+        if (t < s) { sv[t] = sv[t] + sv[t + s]; }
+        workgroupBarrier();
+    }
+    let r = sv[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn tree_max(t: u32, x: f32) -> f32 {
+    sv[t] = x;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s = s >> 1u) {
+        if (t < s) { sv[t] = max(sv[t], sv[t + s]); }
+        workgroupBarrier();
+    }
+    let r = sv[0];
+    workgroupBarrier();
+    return r;
+}
+
+// First index of the largest value; NONE marks an empty slot.
+fn tree_argmax(t: u32, x: f32, idx: u32) -> u32 {
+    sv[t] = x;
+    si[t] = idx;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s = s >> 1u) {
+        if (t < s) {
+            let ov = sv[t + s];
+            let oi = si[t + s];
+            if (oi != NONE && (si[t] == NONE || ov > sv[t] || (ov == sv[t] && oi < si[t]))) {
+                sv[t] = ov;
+                si[t] = oi;
+            }
+        }
+        workgroupBarrier();
+    }
+    let r = si[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let row = wid.x + wid.y * P.groups_x;
+    if (row >= P.rows) { return; }
+    let t = lid.x;
+    let base = row * P.cols;
+    let mode = P.mode;
+    if (mode == 0u) {
+        var acc = 0.0;
+        for (var c = t; c < P.cols; c = c + 64u) { acc = acc + X[base + c]; }
+        let s = tree_sum(t, acc);
+        if (t == 0u) { O[row] = s; }
+        return;
+    }
+    if (mode == 2u) {
+        var best = LOWEST;
+        var bi = NONE;
+        for (var c = t; c < P.cols; c = c + 64u) {
+            let x = X[base + c];
+            if (bi == NONE || x > best) { best = x; bi = c; }
+        }
+        let r = tree_argmax(t, best, bi);
+        if (t == 0u) { OI[row] = r; }
+        return;
+    }
+    var mx = LOWEST;
+    for (var c = t; c < P.cols; c = c + 64u) { mx = max(mx, X[base + c]); }
+    let m = tree_max(t, mx);
+    if (mode == 1u) {
+        if (t == 0u) { O[row] = m; }
+        return;
+    }
+    var acc = 0.0;
+    for (var c = t; c < P.cols; c = c + 64u) { acc = acc + exp(X[base + c] - m); }
+    let s = tree_sum(t, acc);
+    if (mode == 3u) {
+        for (var c = t; c < P.cols; c = c + 64u) { O[base + c] = exp(X[base + c] - m) / s; }
+    } else if (mode == 4u) {
+        let ls = log(s);
+        for (var c = t; c < P.cols; c = c + 64u) { O[base + c] = X[base + c] - m - ls; }
+    } else if (mode == 5u) {
+        if (t == 0u) { O[row] = m + log(s) - X[base + L[row]]; }
+    } else {
+        let hot = L[row];
+        for (var c = t; c < P.cols; c = c + 64u) {
+            var v = exp(X[base + c] - m) / s;
+            if (c == hot) { v = v - 1.0; }
+            O[base + c] = v * P.inv_rows;
+        }
+    }
+}
+"#;
+
+const ADAM_BODY: &str = r#"
+struct AP { n: u32, stride: u32, decoupled: u32, pad: u32, lr: f32, b1: f32, b2: f32, eps: f32, wd: f32, bc1: f32, bc2: f32 }
+@group(0) @binding(0) var<uniform> P: AP;
+@group(0) @binding(1) var<storage, read_write> W: array<f32>;
+@group(0) @binding(2) var<storage, read> G: array<f32>;
+@group(0) @binding(3) var<storage, read_write> M: array<f32>;
+@group(0) @binding(4) var<storage, read_write> V: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * P.stride;
+    if (i >= P.n) { return; }
+    let p = W[i];
+    var g = G[i];
+    if (P.decoupled == 0u) { g = g + P.wd * p; }
+    let m2 = P.b1 * M[i] + (1.0 - P.b1) * g;
+    let v2 = P.b2 * V[i] + (1.0 - P.b2) * g * g;
+    let mhat = m2 / P.bc1;
+    let vhat = v2 / P.bc2;
+    var upd = mhat / (sqrt(vhat) + P.eps);
+    if (P.decoupled == 1u) { upd = upd + P.wd * p; }
+    W[i] = p - P.lr * upd;
+    M[i] = m2;
+    V[i] = v2;
+}
+"#;
+
+/// Concatenates the shared helpers and a kernel body at compile time of the worker (a few
+/// hundred bytes; the pipeline cache compiles each module once per device).
+fn with_common(body: &str) -> String {
+    format!("{COMMON}\n{body}")
+}
+
+const MATMUL: &str = MATMUL_BODY;
+const ELEMENTWISE: &str = ELEMENTWISE_BODY;
+const ROWS: &str = ROWS_BODY;
+const ADAM: &str = ADAM_BODY;
+
+/// The full WGSL text of `module` (helpers included).
+pub fn full_source(module: Module) -> String {
+    with_common(module.source())
+}
