@@ -28,3 +28,10 @@ pub use task::{
     Activation, AdamParams, BinaryOp, ComputeTask, DType, Kernel, Priority, Reduce, Shape, Tensor,
     TensorData, UnaryOp,
 };
+pub mod pipeline;
+pub mod ticket;
+pub mod worker;
+
+pub use pipeline::{Crossover, Pipeline, Place, Ran, Stage};
+pub use ticket::Ticket;
+pub use worker::{Accel, Accelerator, Output, PipelineOutput, WorkerStats};

@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use super::error::AccelError;
+use super::pipeline::Place;
 
 /// Element type of a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -493,6 +494,8 @@ pub struct ComputeTask {
     pub inputs: Vec<Tensor>,
     /// Scheduling priority.
     pub priority: Priority,
+    /// Where it runs (default: the worker's device).
+    pub place: Place,
 }
 
 impl ComputeTask {
@@ -502,7 +505,14 @@ impl ComputeTask {
             kernel,
             inputs,
             priority: Priority::Normal,
+            place: Place::Device,
         }
+    }
+
+    /// Sets the placement (builder style).
+    pub fn with_place(mut self, place: Place) -> ComputeTask {
+        self.place = place;
+        self
     }
 
     /// Sets the priority (builder style).

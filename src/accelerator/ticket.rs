@@ -1,0 +1,160 @@
+//! Completion of submitted work: a [`Ticket`] is the submitter's end of a one-value slot that
+//! the accelerator worker fills. It can be polled ([`Ticket::try_take`]), blocked on
+//! ([`Ticket::wait`]) or awaited: it is a `Future`, and the worker wakes the awaiting task
+//! through its `Waker` (on a percore app worker that is the runtime's remote-wake path). A slot
+//! may instead carry a callback run on the worker thread (delivery as an actor message). Owns
+//! the slot only: it must not touch devices, queues or kernels.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use super::error::AccelError;
+
+type Callback<T> = Box<dyn FnOnce(Result<T, AccelError>) + Send>;
+
+struct State<T> {
+    result: Option<Result<T, AccelError>>,
+    waker: Option<Waker>,
+    callback: Option<Callback<T>>,
+    done: bool,
+}
+
+/// The worker's end of a ticket.
+pub(crate) struct Slot<T> {
+    state: Mutex<State<T>>,
+    cv: Condvar,
+}
+
+impl<T> Slot<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // Every critical section is a few field moves; a poisoned lock holds a consistent state.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn new(callback: Option<Callback<T>>) -> Arc<Slot<T>> {
+        Arc::new(Slot {
+            state: Mutex::new(State {
+                result: None,
+                waker: None,
+                callback,
+                done: false,
+            }),
+            cv: Condvar::new(),
+        })
+    }
+
+    /// Delivers the result (first call wins): runs the callback, or stores it and wakes.
+    pub(crate) fn complete(&self, r: Result<T, AccelError>) {
+        let mut st = self.lock();
+        if st.done {
+            return;
+        }
+        st.done = true;
+        if let Some(cb) = st.callback.take() {
+            drop(st);
+            cb(r);
+            return;
+        }
+        st.result = Some(r);
+        let w = st.waker.take();
+        drop(st);
+        self.cv.notify_all();
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+}
+
+static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
+
+/// A handle on submitted work: await it, poll it, or block on it.
+pub struct Ticket<T> {
+    slot: Arc<Slot<T>>,
+    id: u64,
+}
+
+impl<T> std::fmt::Debug for Ticket<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("id", &self.id)
+            .field("ready", &self.is_ready())
+            .finish()
+    }
+}
+
+impl<T> Ticket<T> {
+    pub(crate) fn new(slot: Arc<Slot<T>>) -> Ticket<T> {
+        Ticket {
+            slot,
+            id: NEXT_TICKET.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// A ticket that is already complete (for errors found before dispatch).
+    pub(crate) fn ready(r: Result<T, AccelError>) -> Ticket<T> {
+        let slot = Slot::new(None);
+        slot.complete(r);
+        Ticket::new(slot)
+    }
+
+    /// Process-unique id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// True once the result is available (or has been taken).
+    pub fn is_ready(&self) -> bool {
+        self.slot.lock().done
+    }
+
+    /// Takes the result if it is there. After it was taken once, returns `None` forever.
+    pub fn try_take(&mut self) -> Option<Result<T, AccelError>> {
+        self.slot.lock().result.take()
+    }
+
+    /// Blocks the calling thread until the result arrives. Do not call it on an app worker
+    /// (it would stall the worker's executor): `.await` the ticket there.
+    pub fn wait(self) -> Result<T, AccelError> {
+        let mut st = self.slot.lock();
+        loop {
+            if let Some(r) = st.result.take() {
+                return r;
+            }
+            if st.done {
+                return Err(AccelError::Stopped);
+            }
+            st = self.slot.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl<T> Future for Ticket<T> {
+    type Output = Result<T, AccelError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut st = self.slot.lock();
+        if let Some(r) = st.result.take() {
+            return Poll::Ready(r);
+        }
+        if st.done {
+            return Poll::Ready(Err(AccelError::Stopped));
+        }
+        match &st.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> Drop for Slot<T> {
+    fn drop(&mut self) {
+        // A callback never called (worker gone) learns that the work stopped.
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(cb) = st.callback.take() {
+            cb(Err(AccelError::Stopped));
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! Accelerator workers end to end: async submission from actors, delivery as messages,
+//! priorities, batching, the pipeline cache and buffer pool, hybrid pipelines, calibration, and
+//! the CPU fallback with every adapter hidden or the device destroyed. GPU parts run on the
+//! adapter `PERCORE_ACCEL=gpu` would pick (lavapipe in CI) and print a note when there is none.
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use percore::accelerator::{
+    Accel, AccelBackend, AccelError, AccelOptions, Activation, ApiSet, BinaryOp, ComputeTask,
+    Kernel, Output, Pipeline, Place, Priority, Ran, Reduce, Tensor, UnaryOp, cpu,
+};
+use percore::runtime::{Actor, Context, Reply, Runtime};
+
+fn mat(rows: usize, cols: usize, seed: u64) -> Tensor {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let v = (0..rows * cols)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::f32(rows, cols, v).unwrap()
+}
+
+fn close(a: &Tensor, b: &Tensor, tol: f32) {
+    assert_eq!(a.shape(), b.shape());
+    match (a.as_f32(), b.as_f32()) {
+        (Some(x), Some(y)) => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                assert!(
+                    (p - q).abs() <= tol * (1.0 + q.abs()),
+                    "index {i}: {p} vs {q}"
+                );
+            }
+        }
+        _ => assert_eq!(a.as_u32(), b.as_u32()),
+    }
+}
+
+/// A worker on a GPU adapter, or `None` (with a printed note) when the machine has none.
+fn gpu_accel() -> Option<Accel> {
+    let accel = Accel::start(AccelOptions::default().backend(AccelBackend::Gpu)).unwrap();
+    if accel.adapter().is_none() {
+        eprintln!("NOTE: no wgpu adapter on this machine; GPU part of this test skipped");
+        return None;
+    }
+    Some(accel)
+}
+
+fn matmul_task(m: usize, n: usize, k: usize) -> ComputeTask {
+    ComputeTask::new(
+        Kernel::MatMul {
+            trans_a: false,
+            trans_b: false,
+            bias: true,
+            act: Activation::Relu,
+        },
+        vec![mat(m, k, 1), mat(k, n, 2), mat(1, n, 3)],
+    )
+}
+
+#[test]
+fn hidden_adapters_fall_back_to_cpu_end_to_end() {
+    // Metal has no driver on this machine: with only Metal allowed, no adapter exists at all.
+    let opts = AccelOptions::default()
+        .backend(AccelBackend::Gpu)
+        .apis(ApiSet::METAL);
+    assert!(percore::accelerator::adapters_on(ApiSet::METAL).is_empty());
+    let accel = Accel::start(opts).unwrap();
+    assert!(accel.adapter().is_none());
+    let sel = accel.selection().unwrap();
+    assert!(sel.degraded, "{sel:?}");
+    assert!(!accel.on_gpu());
+    let t = matmul_task(33, 17, 20);
+    let want = cpu::run(&t, 1).unwrap();
+    let out = accel.submit(t).wait().unwrap();
+    assert_eq!(out.ran, Ran::CpuFallback);
+    close(&out.tensors[0], &want[0], 1e-5);
+    // A pipeline with GPU stages runs too.
+    let p = Pipeline::new()
+        .kernel(Kernel::Unary(UnaryOp::Exp), vec![], Place::Device)
+        .kernel(Kernel::Reduce(Reduce::Sum), vec![], Place::Device);
+    let out = accel.run_pipeline(p, vec![mat(4, 9, 5)]).wait().unwrap();
+    assert_eq!(out.stages, vec![Ran::Cpu, Ran::Cpu]);
+    let e = cpu::run(
+        &ComputeTask::new(Kernel::Unary(UnaryOp::Exp), vec![mat(4, 9, 5)]),
+        1,
+    )
+    .unwrap();
+    let s = cpu::run(&ComputeTask::new(Kernel::Reduce(Reduce::Sum), e), 1).unwrap();
+    close(&out.tensors[0], &s[0], 1e-6);
+    let st = accel.stats();
+    assert_eq!(st[0].backend, "cpu");
+    assert_eq!(st[0].fallback_tasks, 1);
+}
+
+#[test]
+fn policy_cpu_never_opens_a_device() {
+    let accel = Accel::start(AccelOptions::default().backend(AccelBackend::Cpu)).unwrap();
+    assert!(accel.adapter().is_none());
+    assert!(!accel.selection().unwrap().degraded);
+    let out = accel.submit(matmul_task(5, 6, 7)).wait().unwrap();
+    assert_eq!(out.ran, Ran::Cpu);
+}
+
+#[test]
+fn typed_errors_before_dispatch() {
+    let accel = Accel::start(AccelOptions::default().backend(AccelBackend::Cpu)).unwrap();
+    let bad = ComputeTask::new(
+        Kernel::Binary(BinaryOp::Add),
+        vec![mat(2, 3, 1), mat(3, 2, 2)],
+    );
+    assert!(matches!(
+        accel.submit(bad).wait(),
+        Err(AccelError::ShapeMismatch {
+            kernel: "binary",
+            ..
+        })
+    ));
+    let bad = ComputeTask::new(
+        Kernel::MatMul {
+            trans_a: false,
+            trans_b: false,
+            bias: false,
+            act: Activation::None,
+        },
+        vec![mat(2, 3, 1), mat(4, 2, 2)],
+    );
+    assert!(matches!(
+        accel.submit(bad).wait(),
+        Err(AccelError::ShapeMismatch {
+            kernel: "matmul",
+            ..
+        })
+    ));
+    let labels = Tensor::u32(2, 1, vec![0, 9]).unwrap();
+    let bad = ComputeTask::new(Kernel::CrossEntropy, vec![mat(2, 3, 1), labels]);
+    assert_eq!(
+        accel.submit(bad).wait(),
+        Err(AccelError::LabelOutOfRange {
+            row: 1,
+            label: 9,
+            classes: 3
+        })
+    );
+    let bad = ComputeTask::new(Kernel::Softmax, vec![]);
+    assert!(matches!(
+        accel.submit(bad).wait(),
+        Err(AccelError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        Tensor::f32(2, 2, vec![1.0; 3]),
+        Err(AccelError::BadTensor {
+            rows: 2,
+            cols: 2,
+            len: 3
+        })
+    ));
+    // Oversize against a given limit (what a GPU worker checks against its binding limit).
+    let t = ComputeTask::new(Kernel::Unary(UnaryOp::Relu), vec![mat(8, 8, 1)]);
+    assert_eq!(
+        t.validate(255),
+        Err(AccelError::BufferTooLarge {
+            kernel: "unary",
+            bytes: 256,
+            limit: 255
+        })
+    );
+    assert!(t.validate(256).is_ok());
+    assert!(accel.run_pipeline(Pipeline::new(), vec![]).wait().is_err());
+}
+
+#[test]
+fn oversize_output_is_rejected_by_a_gpu_worker() {
+    let Some(accel) = gpu_accel() else { return };
+    let limit = accel
+        .adapter()
+        .unwrap()
+        .limits
+        .max_storage_buffer_binding_size;
+    // A rank-1 product whose output alone exceeds the binding limit; inputs are small.
+    let n = ((limit / 4) as f64).sqrt() as usize + 2;
+    let t = ComputeTask::new(
+        Kernel::MatMul {
+            trans_a: false,
+            trans_b: false,
+            bias: false,
+            act: Activation::None,
+        },
+        vec![mat(n, 1, 1), mat(1, n, 2)],
+    );
+    match accel.submit(t).wait() {
+        Err(AccelError::BufferTooLarge {
+            kernel: "matmul",
+            bytes,
+            limit: l,
+        }) => {
+            assert_eq!(l, limit);
+            assert!(bytes > limit);
+        }
+        other => panic!("expected BufferTooLarge, got {other:?}"),
+    }
+}
+
+#[test]
+fn device_lost_reroutes_to_cpu_with_same_answers() {
+    let Some(accel) = gpu_accel() else { return };
+    let t = matmul_task(20, 19, 18);
+    let want = cpu::run(&t, 1).unwrap();
+    let out = accel.submit(t.clone()).wait().unwrap();
+    assert_eq!(out.ran, Ran::Gpu);
+    close(&out.tensors[0], &want[0], 1e-4);
+    assert_eq!(accel.destroy_devices(), 1);
+    for _ in 0..3 {
+        let out = accel.submit(t.clone()).wait().unwrap();
+        assert_eq!(out.ran, Ran::CpuFallback);
+        close(&out.tensors[0], &want[0], 1e-4);
+    }
+    assert!(!accel.on_gpu());
+    let st = &accel.stats()[0];
+    assert_eq!(st.backend, "cpu");
+    assert_eq!(st.fallback_tasks, 3);
+}
+
+/// Blocks the worker on a host pipeline stage until the barrier is released.
+fn block_worker(
+    accel: &Accel,
+) -> (
+    Arc<Barrier>,
+    percore::accelerator::Ticket<percore::accelerator::PipelineOutput>,
+) {
+    let entered = Arc::new(Barrier::new(2));
+    let release = Arc::new(Barrier::new(2));
+    let (e2, r2) = (entered.clone(), release.clone());
+    let p = Pipeline::new().host("block", move |x| {
+        e2.wait();
+        r2.wait();
+        Ok(x)
+    });
+    let t = accel.run_pipeline(p, vec![]);
+    entered.wait();
+    (release, t)
+}
+
+#[test]
+fn priorities_order_completions() {
+    // Completion order as seen by callbacks on the worker thread.
+    let rt = Runtime::testing(2).unwrap();
+    let accel = Accel::start_on(
+        &rt.handle(),
+        AccelOptions::default().backend(AccelBackend::Cpu),
+    )
+    .unwrap();
+    let log = rt.spawn_actor_on(0, || Log(Vec::new())).unwrap();
+    let (release, blocker) = block_worker(&accel);
+    let prios = [
+        Priority::Low,
+        Priority::Normal,
+        Priority::High,
+        Priority::Low,
+        Priority::High,
+    ];
+    for (i, p) in prios.into_iter().enumerate() {
+        let t = ComputeTask::new(Kernel::Unary(UnaryOp::Relu), vec![mat(1, 1, 1)]).with_priority(p);
+        accel.submit_to(t, log.clone(), move |r| LogMsg::Done(i, r.map(|o| o.ran)));
+    }
+    release.wait();
+    blocker.wait().unwrap();
+    let seen = rt.block_on(async {
+        loop {
+            let v = log.ask(LogMsg::Get, Duration::from_secs(5)).await.unwrap();
+            if v.len() == prios.len() {
+                break v;
+            }
+            percore::runtime::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    // High first (FIFO among equals), then Normal, then Low.
+    assert_eq!(seen, vec![2, 4, 1, 0, 3]);
+    drop(accel);
+    rt.shutdown();
+}
+
+struct Log(Vec<usize>);
+enum LogMsg {
+    Done(usize, Result<Ran, AccelError>),
+    Get(Reply<Vec<usize>>),
+}
+impl Actor for Log {
+    type Msg = LogMsg;
+    async fn handle(&mut self, msg: LogMsg, _ctx: &mut Context<Self>) {
+        match msg {
+            LogMsg::Done(i, r) => {
+                r.expect("task ran");
+                self.0.push(i);
+            }
+            LogMsg::Get(reply) => {
+                let _ = reply.send(self.0.clone());
+            }
+        }
+    }
+}
+
+#[test]
+fn small_tasks_share_one_submission_and_caches_are_reused() {
+    let Some(accel) = gpu_accel() else { return };
+    let (release, blocker) = block_worker(&accel);
+    let tasks: Vec<ComputeTask> = (0..10).map(|i| matmul_task(8 + i, 9, 10)).collect();
+    let tickets: Vec<_> = tasks.iter().map(|t| accel.submit(t.clone())).collect();
+    release.wait();
+    blocker.wait().unwrap();
+    for (t, k) in tasks.iter().zip(tickets) {
+        let out = k.wait().unwrap();
+        assert_eq!(out.ran, Ran::Gpu);
+        close(&out.tensors[0], &cpu::run(t, 1).unwrap()[0], 1e-4);
+    }
+    let st = &accel.stats()[0];
+    assert_eq!(st.largest_batch, 10, "{st:?}");
+    assert_eq!(st.batched_submissions, 1);
+    let g = st.gpu.unwrap();
+    assert_eq!(g.submissions, 1);
+    assert_eq!(g.modules_compiled, 1, "matmul compiled once");
+    // Same shapes again: every buffer comes from the pool.
+    let created = g.buffers_created;
+    for t in &tasks {
+        accel.submit(t.clone()).wait().unwrap();
+    }
+    let g = accel.stats()[0].gpu.unwrap();
+    assert_eq!(g.buffers_created, created, "{g:?}");
+    assert!(g.buffers_reused > 0);
+    assert_eq!(g.modules_compiled, 1);
+}
+
+struct Trainer {
+    accel: Arc<Accel>,
+}
+enum TMsg {
+    Step(Tensor, Reply<Result<Output, AccelError>>),
+}
+impl Actor for Trainer {
+    type Msg = TMsg;
+    async fn handle(&mut self, msg: TMsg, _ctx: &mut Context<Self>) {
+        match msg {
+            TMsg::Step(x, reply) => {
+                // Awaited on the app worker; the accelerator worker wakes this task.
+                let h = self
+                    .accel
+                    .submit(ComputeTask::new(Kernel::Softmax, vec![x]))
+                    .await;
+                let r = match h {
+                    Ok(o) => {
+                        self.accel
+                            .submit(ComputeTask::new(Kernel::Reduce(Reduce::Sum), o.tensors))
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
+}
+
+fn actors_await_results(opts: AccelOptions) {
+    let rt = Runtime::testing(2).unwrap();
+    let accel = Arc::new(Accel::start_on(&rt.handle(), opts).unwrap());
+    let a = accel.clone();
+    let trainer = rt.spawn_actor_on(1, move || Trainer { accel: a }).unwrap();
+    let sums = rt.block_on(async {
+        let mut v = Vec::new();
+        for i in 0..5 {
+            let r = trainer
+                .ask(
+                    |r| TMsg::Step(mat(3 + i, 7, i as u64), r),
+                    Duration::from_secs(20),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            v.push(r.tensors[0].clone());
+        }
+        v
+    });
+    for (i, s) in sums.iter().enumerate() {
+        assert_eq!(s.rows(), 3 + i);
+        for x in s.as_f32().unwrap() {
+            assert!((x - 1.0).abs() < 1e-5, "softmax rows sum to 1, got {x}");
+        }
+    }
+    drop(trainer);
+    rt.shutdown();
+}
+
+#[test]
+fn actors_await_results_cpu() {
+    actors_await_results(AccelOptions::default().backend(AccelBackend::Cpu));
+}
+
+#[test]
+fn actors_await_results_gpu() {
+    if gpu_accel().is_none() {
+        return;
+    }
+    actors_await_results(AccelOptions::default().backend(AccelBackend::Gpu));
+}
+
+#[test]
+fn hybrid_pipeline_keeps_data_on_the_device() {
+    let Some(accel) = gpu_accel() else { return };
+    let w = mat(12, 5, 7);
+    let decode = |x: Vec<Tensor>| -> Result<Vec<Tensor>, AccelError> {
+        // "Decode": bytes as u32 codes -> floats in [0, 1).
+        let codes = x[0]
+            .as_u32()
+            .ok_or(AccelError::Pipeline("want codes".into()))?;
+        Ok(vec![Tensor::f32(
+            x[0].rows(),
+            x[0].cols(),
+            codes.iter().map(|c| *c as f32 / 256.0).collect(),
+        )?])
+    };
+    let p = Pipeline::new()
+        .host("decode", decode)
+        .kernel(
+            Kernel::MatMul {
+                trans_a: false,
+                trans_b: false,
+                bias: false,
+                act: Activation::None,
+            },
+            vec![w.clone()],
+            Place::Device,
+        )
+        .kernel(Kernel::Unary(UnaryOp::Relu), vec![], Place::Auto)
+        .kernel(Kernel::Reduce(Reduce::ArgMax), vec![], Place::Device)
+        .host("histogram", |x: Vec<Tensor>| {
+            let mut h = vec![0u32; 5];
+            for &c in x[0].as_u32().unwrap_or(&[]) {
+                h[c as usize] += 1;
+            }
+            Ok(vec![Tensor::u32(1, 5, h)?])
+        });
+    let codes = Tensor::u32(40, 12, (0..480u32).map(|i| (i * 37) % 256).collect()).unwrap();
+    let before = accel.stats()[0].gpu.unwrap().submissions;
+    let out = accel
+        .run_pipeline(p.clone(), vec![codes.clone()])
+        .wait()
+        .unwrap();
+    assert_eq!(
+        out.stages,
+        vec![Ran::Cpu, Ran::Gpu, Ran::Gpu, Ran::Gpu, Ran::Cpu]
+    );
+    assert_eq!(
+        accel.stats()[0].gpu.unwrap().submissions,
+        before + 1,
+        "three GPU stages, one submission"
+    );
+    // The same pipeline on a CPU-only worker gives the same histogram.
+    let cpu_accel = Accel::start(AccelOptions::default().backend(AccelBackend::Cpu)).unwrap();
+    let want = cpu_accel.run_pipeline(p, vec![codes]).wait().unwrap();
+    assert_eq!(want.stages, vec![Ran::Cpu; 5]);
+    assert_eq!(out.tensors, want.tensors);
+    assert_eq!(out.tensors[0].as_u32().unwrap().iter().sum::<u32>(), 40);
+}
+
+#[test]
+fn calibration_is_stored_per_device_and_used() {
+    let Some(accel) = gpu_accel() else { return };
+    let c = accel.calibrate().unwrap();
+    assert_eq!(
+        c.samples.len(),
+        if accel.adapter().unwrap().kind == percore::accelerator::DeviceKind::Software {
+            4
+        } else {
+            7
+        }
+    );
+    assert!(
+        c.samples
+            .iter()
+            .all(|(_, cpu, gpu)| *cpu > 0.0 && *gpu > 0.0)
+    );
+    let stored =
+        percore::accelerator::pipeline::stored_crossover(&c.device).expect("stored for the device");
+    assert_eq!(stored, c);
+    // Auto placement follows the stored crossover, for a small and a large task.
+    for n in [4usize, 96] {
+        let t = ComputeTask::new(
+            Kernel::MatMul {
+                trans_a: false,
+                trans_b: false,
+                bias: false,
+                act: Activation::None,
+            },
+            vec![mat(n, n, 1), mat(n, n, 2)],
+        )
+        .with_place(Place::Auto);
+        let flops = 2.0 * (n as f64).powi(3);
+        let out = accel.submit(t).wait().unwrap();
+        let want = if c.offload(flops) { Ran::Gpu } else { Ran::Cpu };
+        assert_eq!(out.ran, want, "n={n}, crossover {c:?}");
+    }
+    // A second worker on the same device finds the stored value without measuring.
+    let other = gpu_accel().unwrap();
+    let t =
+        ComputeTask::new(Kernel::Unary(UnaryOp::Relu), vec![mat(2, 2, 1)]).with_place(Place::Auto);
+    other.submit(t).wait().unwrap();
+    assert_eq!(
+        other.stats()[0].gpu.unwrap().modules_compiled,
+        u64::from(c.offload(16.0))
+    );
+}
