@@ -73,6 +73,21 @@ pub struct AdapterInfo {
     pub limits: KeyLimits,
 }
 
+/// Counters of one device (pipeline cache and buffer pool effectiveness, batching).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GpuStats {
+    /// Shader modules compiled (at most one per module).
+    pub modules_compiled: u64,
+    /// Buffers created.
+    pub buffers_created: u64,
+    /// Buffer requests served from the pool.
+    pub buffers_reused: u64,
+    /// Command submissions.
+    pub submissions: u64,
+    /// Kernels dispatched.
+    pub dispatches: u64,
+}
+
 /// Every adapter on every API. Never panics; no adapter (or a build without the `gpu` feature)
 /// gives an empty list.
 pub fn adapters() -> Vec<AdapterInfo> {

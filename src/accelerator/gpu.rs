@@ -11,6 +11,7 @@ use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub use super::device::GpuStats;
 use super::device::{self, AdapterInfo};
 use super::error::AccelError;
 use super::policy::{AccelOptions, Selection, choose};
@@ -36,21 +37,6 @@ impl std::fmt::Display for DeviceFailure {
             DeviceFailure::Other(s) => write!(f, "device error: {s}"),
         }
     }
-}
-
-/// Counters of one device (pipeline cache and buffer pool effectiveness, batching).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct GpuStats {
-    /// Shader modules compiled (at most one per module).
-    pub modules_compiled: u64,
-    /// Buffers created.
-    pub buffers_created: u64,
-    /// Buffer requests served from the pool.
-    pub buffers_reused: u64,
-    /// Command submissions.
-    pub submissions: u64,
-    /// Kernels dispatched.
-    pub dispatches: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

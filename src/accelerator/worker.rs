@@ -19,10 +19,11 @@ use serde::Serialize;
 
 use super::cpu::{self, CPU_MAX_BUFFER};
 use super::device::AdapterInfo;
+use super::device::GpuStats;
 use super::error::AccelError;
 #[cfg(feature = "gpu")]
-use super::gpu::{DeviceFailure, GpuDevice, GpuStats};
-use super::pipeline::{Crossover, Pipeline, Place, Ran, Stage, store_crossover, stored_crossover};
+use super::gpu::{DeviceFailure, GpuDevice};
+use super::pipeline::{Crossover, Pipeline, Place, Ran, Stage, stored_crossover};
 use super::policy::{AccelOptions, Selection};
 use super::task::{ComputeTask, Kernel, Priority, Shape, Tensor};
 use super::ticket::{Slot, Ticket};
@@ -82,7 +83,6 @@ pub struct WorkerStats {
     /// Pipelines run.
     pub pipelines: u64,
     /// Device counters (pipeline cache, buffer pool), when it has a GPU.
-    #[cfg(feature = "gpu")]
     pub gpu: Option<GpuStats>,
 }
 
@@ -158,12 +158,15 @@ impl Shared {
 
 /// The state a worker thread owns.
 pub(crate) struct WorkerState {
+    // `index` and `warned` serve the GPU paths (logs, one warning per cause).
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
     index: usize,
     opts: AccelOptions,
     #[cfg(feature = "gpu")]
     gpu: Option<GpuDevice>,
     device_key: Option<String>,
     crossover: Option<Crossover>,
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
     warned: Vec<&'static str>,
     stats: WorkerStats,
     shared: Arc<Shared>,
@@ -659,6 +662,7 @@ impl WorkerState {
     }
 
     /// One warning per worker and cause.
+    #[cfg(feature = "gpu")]
     fn warn_once(&mut self, cause: &'static str, detail: &str) {
         if !self.warned.contains(&cause) {
             self.warned.push(cause);
@@ -858,7 +862,7 @@ impl WorkerState {
             }
             let c = Crossover::from_samples(key, samples);
             tracing::info!(worker = self.index, device = %c.device, min_gpu_flops = c.min_gpu_flops, "accelerator crossover measured");
-            store_crossover(c.clone());
+            super::pipeline::store_crossover(c.clone());
             self.crossover = Some(c.clone());
             c
         }
