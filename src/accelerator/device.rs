@@ -132,7 +132,7 @@ pub(crate) fn info_of(adapter: &wgpu::Adapter) -> AdapterInfo {
         vendor: i.vendor,
         device: i.device,
         limits: KeyLimits {
-            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size as u64,
+            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
             max_buffer_size: l.max_buffer_size,
             max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
             max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,

@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::error::AccelError;
 
-type Callback<T> = Box<dyn FnOnce(Result<T, AccelError>) + Send>;
+pub(crate) type Callback<T> = Box<dyn FnOnce(Result<T, AccelError>) + Send>;
 
 struct State<T> {
     result: Option<Result<T, AccelError>>,

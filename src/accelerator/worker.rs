@@ -26,7 +26,7 @@ use super::gpu::{DeviceFailure, GpuDevice};
 use super::pipeline::{Crossover, Pipeline, Place, Ran, Stage, stored_crossover};
 use super::policy::{AccelOptions, Selection};
 use super::task::{ComputeTask, Kernel, Priority, Shape, Tensor};
-use super::ticket::{Slot, Ticket};
+use super::ticket::{Callback, Slot, Ticket};
 use crate::runtime::{Actor, Addr, Handle, TrySendError};
 
 /// The result of a task: its output tensors and where it ran.
@@ -287,11 +287,7 @@ impl Accel {
         self.workers.len()
     }
 
-    fn submit_with(
-        &self,
-        task: ComputeTask,
-        cb: Option<Box<dyn FnOnce(Result<Output, AccelError>) + Send>>,
-    ) -> Ticket<Output> {
+    fn submit_with(&self, task: ComputeTask, cb: Option<Callback<Output>>) -> Ticket<Output> {
         let w = self.pick();
         let limit = w.shared.max_binding.load(Ordering::Acquire);
         let slot = Slot::new(cb);
@@ -337,7 +333,8 @@ impl Accel {
                 }
             }
         });
-        let _ = self.submit_with(task, Some(cb));
+        // The result goes to the actor; the ticket itself is not needed.
+        drop(self.submit_with(task, Some(cb)));
     }
 
     /// Runs `pipeline` on `inputs` as one job on one worker.
