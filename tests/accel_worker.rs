@@ -513,3 +513,40 @@ fn calibration_is_stored_per_device_and_used() {
         u64::from(c.offload(16.0))
     );
 }
+
+#[test]
+fn a_panicking_host_stage_is_an_error_and_the_worker_goes_on() {
+    let accel = Accel::start(AccelOptions::default().backend(AccelBackend::Cpu)).unwrap();
+    let p = Pipeline::new().host(
+        "boom",
+        |_x: Vec<Tensor>| -> Result<Vec<Tensor>, AccelError> { panic!("host code failed") },
+    );
+    match accel.run_pipeline(p, vec![]).wait() {
+        Err(AccelError::Pipeline(msg)) => {
+            assert!(msg.contains("boom") && msg.contains("panicked"), "{msg}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let t = matmul_task(3, 4, 5);
+    let out = accel.submit(t.clone()).wait().unwrap();
+    close(&out.tensors[0], &cpu::run(&t, 1).unwrap()[0], 1e-6);
+}
+
+#[test]
+fn shutdown_runs_queued_work_and_later_submissions_stop() {
+    let accel = Accel::start(AccelOptions::default().backend(AccelBackend::Cpu)).unwrap();
+    let (release, blocker) = block_worker(&accel);
+    let tickets: Vec<_> = (0..4)
+        .map(|i| accel.submit(matmul_task(2 + i, 3, 4)))
+        .collect();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        release.wait();
+    });
+    accel.shutdown();
+    releaser.join().unwrap();
+    blocker.wait().unwrap();
+    for (i, t) in tickets.into_iter().enumerate() {
+        assert_eq!(t.wait().unwrap().tensors[0].rows(), 2 + i);
+    }
+}

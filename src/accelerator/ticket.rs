@@ -68,6 +68,29 @@ impl<T> Slot<T> {
     }
 }
 
+/// The worker's owning handle on a slot: completing consumes it, and dropping it without
+/// completing (a panic unwinding through the worker, a job discarded at shutdown) completes the
+/// ticket with [`AccelError::Stopped`], so no submitter waits forever.
+pub(crate) struct Completer<T>(Arc<Slot<T>>);
+
+impl<T> Completer<T> {
+    pub(crate) fn new(slot: Arc<Slot<T>>) -> Completer<T> {
+        Completer(slot)
+    }
+
+    /// Delivers the result.
+    pub(crate) fn complete(self, r: Result<T, AccelError>) {
+        self.0.complete(r);
+    }
+}
+
+impl<T> Drop for Completer<T> {
+    fn drop(&mut self) {
+        // No-op when `complete` ran first (the slot keeps the first result).
+        self.0.complete(Err(AccelError::Stopped));
+    }
+}
+
 static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
 
 /// A handle on submitted work: await it, poll it, or block on it.

@@ -4,8 +4,9 @@
 //! touch devices, buffers or threads (built with or without the `gpu` feature; the constants
 //! also describe dispatch sizes).
 
-/// Matmul tile edge: a workgroup computes a `TILE x TILE` block of the output.
-pub const TILE: usize = 16;
+/// Matmul tile edge: a workgroup (16 x 16 invocations, 4 x 4 outputs each) computes a
+/// `TILE x TILE` block of the output, stepping through K 16 at a time.
+pub const TILE: usize = 64;
 /// Invocations per workgroup of the elementwise and Adam kernels.
 pub const ELEMENTWISE_WG: usize = 256;
 /// Invocations per workgroup (one row each) of the row kernels.
@@ -70,8 +71,10 @@ struct MM { m: u32, n: u32, k: u32, trans_a: u32, trans_b: u32, has_bias: u32, a
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read> BIAS: array<f32>;
 @group(0) @binding(4) var<storage, read_write> C: array<f32>;
-var<workgroup> ta: array<array<f32, 16>, 16>;
-var<workgroup> tb: array<array<f32, 16>, 16>;
+// One 64 x 64 block of C per workgroup of 16 x 16 invocations; each invocation accumulates a
+// 4 x 4 register block (rows ty + 16 i, columns tx + 16 j) over K in steps of 16.
+var<workgroup> As: array<f32, 1024>; // [kk][m], 16 x 64
+var<workgroup> Bs: array<f32, 1024>; // [kk][n], 16 x 64
 
 fn act(x: f32, a: u32) -> f32 {
     switch a {
@@ -84,33 +87,62 @@ fn act(x: f32, a: u32) -> f32 {
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let row = wid.y * 16u + lid.y;
-    let col = wid.x * 16u + lid.x;
-    var acc = 0.0;
-    let tiles = (P.k + 15u) / 16u;
-    for (var t = 0u; t < tiles; t = t + 1u) {
-        let ka = t * 16u + lid.x;
-        var va = 0.0;
-        if (row < P.m && ka < P.k) {
-            if (P.trans_a == 1u) { va = A[ka * P.m + row]; } else { va = A[row * P.k + ka]; }
+    let tx = lid.x;
+    let ty = lid.y;
+    let tid = ty * 16u + tx;
+    let row0 = wid.y * 64u;
+    let col0 = wid.x * 64u;
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < 16u; i = i + 1u) { acc[i] = 0.0; }
+    for (var t = 0u; t < P.k; t = t + 16u) {
+        for (var l = 0u; l < 4u; l = l + 1u) {
+            let e = tid + l * 256u;
+            let am = e / 16u;
+            let ak = e % 16u;
+            let gr = row0 + am;
+            let gk = t + ak;
+            var va = 0.0;
+            if (gr < P.m && gk < P.k) {
+                if (P.trans_a == 1u) { va = A[gk * P.m + gr]; } else { va = A[gr * P.k + gk]; }
+            }
+            As[ak * 64u + am] = va;
+            let bk = e / 64u;
+            let bn = e % 64u;
+            let gk2 = t + bk;
+            let gc = col0 + bn;
+            var vb = 0.0;
+            if (gk2 < P.k && gc < P.n) {
+                if (P.trans_b == 1u) { vb = B[gc * P.k + gk2]; } else { vb = B[gk2 * P.n + gc]; }
+            }
+            Bs[bk * 64u + bn] = vb;
         }
-        ta[lid.y][lid.x] = va;
-        let kb = t * 16u + lid.y;
-        var vb = 0.0;
-        if (kb < P.k && col < P.n) {
-            if (P.trans_b == 1u) { vb = B[col * P.k + kb]; } else { vb = B[kb * P.n + col]; }
-        }
-        tb[lid.y][lid.x] = vb;
         workgroupBarrier();
-        for (var i = 0u; i < 16u; i = i + 1u) {
-            acc = acc + ta[lid.y][i] * tb[i][lid.x];
+        for (var kk = 0u; kk < 16u; kk = kk + 1u) {
+            let a0 = As[kk * 64u + ty];
+            let a1 = As[kk * 64u + ty + 16u];
+            let a2 = As[kk * 64u + ty + 32u];
+            let a3 = As[kk * 64u + ty + 48u];
+            let b0 = Bs[kk * 64u + tx];
+            let b1 = Bs[kk * 64u + tx + 16u];
+            let b2 = Bs[kk * 64u + tx + 32u];
+            let b3 = Bs[kk * 64u + tx + 48u];
+            acc[0] = acc[0] + a0 * b0; acc[1] = acc[1] + a0 * b1; acc[2] = acc[2] + a0 * b2; acc[3] = acc[3] + a0 * b3;
+            acc[4] = acc[4] + a1 * b0; acc[5] = acc[5] + a1 * b1; acc[6] = acc[6] + a1 * b2; acc[7] = acc[7] + a1 * b3;
+            acc[8] = acc[8] + a2 * b0; acc[9] = acc[9] + a2 * b1; acc[10] = acc[10] + a2 * b2; acc[11] = acc[11] + a2 * b3;
+            acc[12] = acc[12] + a3 * b0; acc[13] = acc[13] + a3 * b1; acc[14] = acc[14] + a3 * b2; acc[15] = acc[15] + a3 * b3;
         }
         workgroupBarrier();
     }
-    if (row < P.m && col < P.n) {
-        var v = acc;
-        if (P.has_bias == 1u) { v = v + BIAS[col]; }
-        C[row * P.n + col] = act(v, P.act);
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let r = row0 + ty + 16u * i;
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let c = col0 + tx + 16u * j;
+            if (r < P.m && c < P.n) {
+                var v = acc[i * 4u + j];
+                if (P.has_bias == 1u) { v = v + BIAS[c]; }
+                C[r * P.n + c] = act(v, P.act);
+            }
+        }
     }
 }
 "#;

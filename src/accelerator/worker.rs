@@ -26,7 +26,7 @@ use super::gpu::{DeviceFailure, GpuDevice};
 use super::pipeline::{Crossover, Pipeline, Place, Ran, Stage, stored_crossover};
 use super::policy::{AccelOptions, Selection};
 use super::task::{ComputeTask, Kernel, Priority, Shape, Tensor};
-use super::ticket::{Callback, Slot, Ticket};
+use super::ticket::{Callback, Completer, Slot, Ticket};
 use crate::runtime::{Actor, Addr, Handle, TrySendError};
 
 /// The result of a task: its output tensors and where it ran.
@@ -89,8 +89,8 @@ pub struct WorkerStats {
 type Control = Box<dyn FnOnce(&mut WorkerState) + Send>;
 
 enum Work {
-    Task(ComputeTask, Arc<Slot<Output>>),
-    Pipeline(Pipeline, Vec<Tensor>, Arc<Slot<PipelineOutput>>),
+    Task(ComputeTask, Completer<Output>),
+    Pipeline(Pipeline, Vec<Tensor>, Completer<PipelineOutput>),
     Control(Control),
 }
 
@@ -296,9 +296,9 @@ impl Accel {
             return Ticket::new(slot);
         }
         let prio = task.priority;
-        if !w.shared.push(prio, Work::Task(task, slot.clone())) {
-            slot.complete(Err(AccelError::Stopped));
-        }
+        // A refused push drops the completer, which reports `Stopped`.
+        w.shared
+            .push(prio, Work::Task(task, Completer::new(slot.clone())));
         Ticket::new(slot)
     }
 
@@ -343,12 +343,11 @@ impl Accel {
             return Ticket::ready(Err(AccelError::Pipeline("no stages".into())));
         }
         let slot = Slot::new(None);
-        if !self.pick().shared.push(
+        // A refused push drops the completer, which reports `Stopped`.
+        self.pick().shared.push(
             Priority::Normal,
-            Work::Pipeline(pipeline, inputs, slot.clone()),
-        ) {
-            slot.complete(Err(AccelError::Stopped));
-        }
+            Work::Pipeline(pipeline, inputs, Completer::new(slot.clone())),
+        );
         Ticket::new(slot)
     }
 
@@ -473,7 +472,15 @@ fn worker_main(
             None => break,
         };
         if !batch.is_empty() {
-            st.run(batch);
+            // A panic (in host-stage code, say) must not take the worker down: the batch's
+            // completers report `Stopped` as they unwind, and the loop goes on.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| st.run(batch)));
+            if run.is_err() {
+                tracing::error!(
+                    worker = index,
+                    "accelerator job panicked; its tickets report Stopped"
+                );
+            }
         }
         if let Some(n) = node.as_ref() {
             n.flush();
@@ -882,8 +889,12 @@ impl WorkerState {
         while i < p.stages.len() {
             match &p.stages[i] {
                 Stage::Host { name, f } => {
-                    cur = f(cur)
-                        .map_err(|e| AccelError::Pipeline(format!("stage {i} ({name}): {e}")))?;
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(cur)))
+                        .map_err(|_| {
+                            AccelError::Pipeline(format!("stage {i} ({name}) panicked"))
+                        })?;
+                    cur =
+                        r.map_err(|e| AccelError::Pipeline(format!("stage {i} ({name}): {e}")))?;
                     ran.push(Ran::Cpu);
                     prev_gpu = false;
                     i += 1;
@@ -1024,7 +1035,7 @@ impl WorkerState {
 }
 
 /// Runs tasks on the CPU (a worker without a GPU never routes here; kept total for safety).
-fn unreachable_cpu(tasks: Vec<(ComputeTask, Arc<Slot<Output>>)>, threads: usize) {
+fn unreachable_cpu(tasks: Vec<(ComputeTask, Completer<Output>)>, threads: usize) {
     for (t, slot) in tasks {
         slot.complete(cpu::run(&t, threads).map(|tensors| Output {
             tensors,
