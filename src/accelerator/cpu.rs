@@ -9,8 +9,11 @@ use super::task::{Activation, AdamParams, BinaryOp, ComputeTask, Kernel, Reduce,
 /// Largest buffer the CPU backend accepts (bytes): what `Vec` can address.
 pub const CPU_MAX_BUFFER: u64 = isize::MAX as u64;
 
-/// Work (in flops or elements) below which a kernel stays on the calling thread.
-const PAR_MIN_WORK: f64 = (1 << 20) as f64;
+/// Work (in flops, see [`Kernel::flops`]) below which a kernel stays on the calling thread.
+/// Measured on the 2-vCPU development VM (BENCHMARKS.md): splitting a 128³ matmul across two
+/// scoped threads halved its speed and 256³–1024³ gained nothing; only 2048³ gained. 2^26 flops
+/// is about a 320³ matmul or 16 M elements of an elementwise op.
+const PAR_MIN_WORK: f64 = (1u64 << 26) as f64;
 
 /// `sqrt(2 / pi)`.
 const GELU_C: f32 = 0.797_884_6;

@@ -16,7 +16,7 @@ use super::device::{self, AdapterInfo};
 use super::error::AccelError;
 use super::policy::{AccelOptions, Selection, choose};
 use super::task::{BinaryOp, DType, Kernel, Reduce, Shape, Tensor, UnaryOp};
-use super::wgsl::{self, ELEMENTWISE_WG, Module, PARAM_WORDS, TILE};
+use super::wgsl::{ELEMENTWISE_WG, Module, PARAM_WORDS, TILE};
 
 /// A failure of the device itself: the task was not (fully) run and may be rerun elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +180,7 @@ impl GpuDevice {
 
     fn pipeline(&mut self, m: Module) -> &wgpu::ComputePipeline {
         if !self.pipelines.contains_key(&m) {
-            let src = wgsl::full_source(m);
+            let src = m.source();
             let module = self
                 .device
                 .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -684,9 +684,9 @@ fn classify(msg: String) -> DeviceFailure {
     }
 }
 
-/// Opens a device by policy and runs one task on it synchronously (the low-level path used by
-/// tests and benchmarks; workers use [`GpuDevice`] directly). Errors: validation as usual;
-/// a device failure is returned as [`AccelError::Device`] (no fallback here).
+/// Validates `task` against `dev` and runs it synchronously in its own submission (the
+/// low-level path for tests and tools; workers batch instead). A device failure is returned as
+/// [`AccelError::Device`]: there is no CPU fallback at this level.
 pub fn run_once(
     dev: &mut GpuDevice,
     task: &super::task::ComputeTask,

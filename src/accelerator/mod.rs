@@ -11,6 +11,25 @@
 //! - [`cpu`]: the CPU backend (matrixmultiply GEMM, scoped threads).
 //! - [`wgsl`]: the WGSL kernels.
 //! - `gpu` (feature `gpu`): one wgpu device with its pipeline cache, buffer pool and batching.
+//! - [`ticket`]: [`Ticket`], the awaitable / pollable handle on submitted work.
+//! - [`pipeline`]: hybrid [`Pipeline`]s, [`Place`]ment and the per-device [`Crossover`].
+//! - [`worker`]: [`Accel`] (the [`Accelerator`] actors use) and its worker threads.
+//!
+//! ```
+//! use percore::accelerator::{
+//!     Accel, AccelBackend, AccelOptions, ComputeTask, Kernel, Ran, Reduce, Tensor,
+//! };
+//!
+//! // The builder's policy wins over `PERCORE_ACCEL`; `Gpu` would also take lavapipe.
+//! let accel = Accel::start(AccelOptions::default().backend(AccelBackend::Cpu)).unwrap();
+//! let x = Tensor::f32(2, 3, vec![1.0, 5.0, 2.0, 7.0, 0.0, 7.0]).unwrap();
+//! let out = accel
+//!     .submit(ComputeTask::new(Kernel::Reduce(Reduce::ArgMax), vec![x]))
+//!     .wait() // on an app worker: `.await`
+//!     .unwrap();
+//! assert_eq!(out.tensors[0].as_u32(), Some(&[1u32, 0][..])); // first index on ties
+//! assert_eq!(out.ran, Ran::Cpu);
+//! ```
 
 pub mod cpu;
 pub mod device;

@@ -333,13 +333,18 @@ impl Kernel {
     /// placement): `2mnk` for a matmul, a few per element otherwise.
     pub fn flops(&self, shapes: &[Shape]) -> f64 {
         match (self, shapes) {
-            (Kernel::MatMul { trans_a, .. }, [a, b, ..]) => {
+            (
+                Kernel::MatMul {
+                    trans_a, trans_b, ..
+                },
+                [a, b, ..],
+            ) => {
                 let (m, k) = if *trans_a {
                     (a.cols, a.rows)
                 } else {
                     (a.rows, a.cols)
                 };
-                let n = if b.rows == k { b.cols } else { b.rows };
+                let n = if *trans_b { b.rows } else { b.cols };
                 2.0 * m as f64 * n as f64 * k as f64
             }
             (_, [a, ..]) => 4.0 * a.len() as f64,

@@ -7,9 +7,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use super::error::AccelError;
 
@@ -26,7 +27,13 @@ struct State<T> {
 pub(crate) struct Slot<T> {
     state: Mutex<State<T>>,
     cv: Condvar,
+    /// Set after the result is stored: lets a blocking waiter spin without the lock.
+    ready: AtomicBool,
 }
+
+/// How long [`Ticket::wait`] spins before sleeping: a sleeping thread woken from another core
+/// costs tens of microseconds on some VMs, more than a small kernel takes.
+const WAIT_SPIN: Duration = Duration::from_micros(30);
 
 impl<T> Slot<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -43,6 +50,7 @@ impl<T> Slot<T> {
                 done: false,
             }),
             cv: Condvar::new(),
+            ready: AtomicBool::new(false),
         })
     }
 
@@ -60,6 +68,7 @@ impl<T> Slot<T> {
         }
         st.result = Some(r);
         let w = st.waker.take();
+        self.ready.store(true, Ordering::Release);
         drop(st);
         self.cv.notify_all();
         if let Some(w) = w {
@@ -141,6 +150,10 @@ impl<T> Ticket<T> {
     /// Blocks the calling thread until the result arrives. Do not call it on an app worker
     /// (it would stall the worker's executor): `.await` the ticket there.
     pub fn wait(self) -> Result<T, AccelError> {
+        let until = Instant::now() + WAIT_SPIN;
+        while !self.slot.ready.load(Ordering::Acquire) && Instant::now() < until {
+            std::hint::spin_loop();
+        }
         let mut st = self.slot.lock();
         loop {
             if let Some(r) = st.result.take() {

@@ -34,7 +34,7 @@ impl Module {
         Module::Adam,
     ];
 
-    /// The WGSL source.
+    /// The full WGSL source (shared helpers included).
     pub fn source(self) -> &'static str {
         match self {
             Module::MatMul => MATMUL,
@@ -59,12 +59,18 @@ impl Module {
 pub const PARAM_WORDS: usize = 16;
 
 /// Shared helpers: tanh clamped so that no driver's `tanh` overflows (tanh(15) is 1 in f32).
-const COMMON: &str = r#"
+macro_rules! common {
+    () => {
+        r#"
 fn tanh_c(x: f32) -> f32 { return tanh(clamp(x, -15.0, 15.0)); }
 fn gelu(x: f32) -> f32 { return 0.5 * x * (1.0 + tanh_c(0.7978846 * (x + 0.044715 * x * x * x))); }
-"#;
+"#
+    };
+}
 
-const MATMUL_BODY: &str = r#"
+const MATMUL: &str = concat!(
+    common!(),
+    r#"
 struct MM { m: u32, n: u32, k: u32, trans_a: u32, trans_b: u32, has_bias: u32, act: u32, pad: u32 }
 @group(0) @binding(0) var<uniform> P: MM;
 @group(0) @binding(1) var<storage, read> A: array<f32>;
@@ -145,9 +151,12 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         }
     }
 }
-"#;
+"#
+);
 
-const ELEMENTWISE_BODY: &str = r#"
+const ELEMENTWISE: &str = concat!(
+    common!(),
+    r#"
 struct EW { n: u32, op: u32, stride: u32, pad: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> P: EW;
 @group(0) @binding(1) var<storage, read> X: array<f32>;
@@ -172,9 +181,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     O[i] = r;
 }
-"#;
+"#
+);
 
-const ROWS_BODY: &str = r#"
+const ROWS: &str = concat!(
+    common!(),
+    r#"
 struct RP { rows: u32, cols: u32, mode: u32, groups_x: u32, inv_rows: f32 }
 @group(0) @binding(0) var<uniform> P: RP;
 @group(0) @binding(1) var<storage, read> X: array<f32>;
@@ -282,9 +294,12 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         }
     }
 }
-"#;
+"#
+);
 
-const ADAM_BODY: &str = r#"
+const ADAM: &str = concat!(
+    common!(),
+    r#"
 struct AP { n: u32, stride: u32, decoupled: u32, pad: u32, lr: f32, b1: f32, b2: f32, eps: f32, wd: f32, bc1: f32, bc2: f32 }
 @group(0) @binding(0) var<uniform> P: AP;
 @group(0) @binding(1) var<storage, read_write> W: array<f32>;
@@ -309,20 +324,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     M[i] = m2;
     V[i] = v2;
 }
-"#;
-
-/// Concatenates the shared helpers and a kernel body at compile time of the worker (a few
-/// hundred bytes; the pipeline cache compiles each module once per device).
-fn with_common(body: &str) -> String {
-    format!("{COMMON}\n{body}")
-}
-
-const MATMUL: &str = MATMUL_BODY;
-const ELEMENTWISE: &str = ELEMENTWISE_BODY;
-const ROWS: &str = ROWS_BODY;
-const ADAM: &str = ADAM_BODY;
-
-/// The full WGSL text of `module` (helpers included).
-pub fn full_source(module: Module) -> String {
-    with_common(module.source())
-}
+"#
+);
