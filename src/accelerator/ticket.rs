@@ -151,8 +151,9 @@ impl<T> Ticket<T> {
     /// (it would stall the worker's executor): `.await` the ticket there.
     pub fn wait(self) -> Result<T, AccelError> {
         let until = Instant::now() + WAIT_SPIN;
+        // Yield rather than spin: on an oversubscribed machine the worker may need this core.
         while !self.slot.ready.load(Ordering::Acquire) && Instant::now() < until {
-            std::hint::spin_loop();
+            std::thread::yield_now();
         }
         let mut st = self.slot.lock();
         loop {

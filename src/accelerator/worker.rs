@@ -380,7 +380,8 @@ impl Accel {
         first.ok_or(AccelError::Stopped)
     }
 
-    /// Every worker's counters.
+    /// Every worker's counters. Blocks until each worker has answered (queued behind the job it
+    /// is running), so call it from a thread that may block, not from host-stage code.
     pub fn stats(&self) -> Vec<WorkerStats> {
         self.workers
             .iter()
@@ -410,7 +411,11 @@ impl Accel {
         }
         for w in &mut self.workers {
             if let Some(t) = w.thread.take() {
-                let _ = t.join();
+                // Dropped on a worker's own thread (its last `Arc` released inside a host stage
+                // or callback): that worker exits by itself once its loop sees `stopping`.
+                if t.thread().id() != std::thread::current().id() {
+                    let _ = t.join();
+                }
             }
         }
     }
@@ -517,7 +522,8 @@ fn next_batch(shared: &Shared, st: &WorkerState, node: Option<&dyn Pending>) -> 
         if node.is_some_and(|n| n.pending()) {
             return Some(Vec::new());
         }
-        std::hint::spin_loop();
+        // Yield rather than spin: a submitter sharing this core gets to run.
+        std::thread::yield_now();
     }
     let mut q = shared.lock();
     loop {
