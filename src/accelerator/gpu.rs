@@ -696,3 +696,28 @@ pub fn run_once(
         .map(|mut v| v.pop().unwrap_or_default())
         .map_err(|e| AccelError::Device(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{DeviceFailure, classify};
+
+    #[test]
+    fn wgpu_errors_are_classified_for_the_fallback() {
+        assert!(matches!(
+            classify("Parent device is lost".into()),
+            DeviceFailure::Lost(_)
+        ));
+        assert!(matches!(
+            classify("Buffer with '' label has been destroyed".into()),
+            DeviceFailure::Lost(_)
+        ));
+        assert!(matches!(
+            classify("Not enough memory left. Out of Memory".into()),
+            DeviceFailure::OutOfMemory(_)
+        ));
+        assert!(matches!(
+            classify("Validation Error: binding size too small".into()),
+            DeviceFailure::Other(_)
+        ));
+    }
+}
