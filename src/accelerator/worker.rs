@@ -567,7 +567,7 @@ impl WorkerState {
             let mut s = super::policy::choose(opts.backend, &[]);
             if opts.backend == super::policy::AccelBackend::Gpu {
                 s.reason =
-                    "policy gpu: built without the `gpu` feature; tasks run on the CPU backend"
+                    "policy gpu: no wgpu adapter (built without the `gpu` feature); tasks run on the CPU backend"
                         .into();
             }
             s
