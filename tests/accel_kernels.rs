@@ -173,6 +173,27 @@ fn tile_edges_match() {
         );
         compare(&t, 1e-4);
     }
+    // Empty operands: no workgroup (or no K step) runs; bias and activation still apply.
+    for &(m, n, k) in &[(0, 5, 3), (4, 0, 3), (3, 4, 0)] {
+        let t = ComputeTask::new(
+            Kernel::MatMul {
+                trans_a: true,
+                trans_b: false,
+                bias: true,
+                act: Activation::Tanh,
+            },
+            vec![mat(k, m, 4, 1.0), mat(k, n, 5, 1.0), mat(1, n, 6, 1.0)],
+        );
+        compare(&t, 1e-6);
+    }
+    compare(
+        &ComputeTask::new(Kernel::Unary(UnaryOp::Exp), vec![mat(0, 7, 1, 1.0)]),
+        0.0,
+    );
+    compare(
+        &ComputeTask::new(Kernel::Softmax, vec![mat(3, 0, 1, 1.0)]),
+        0.0,
+    );
     for cols in [63, 64, 65, 129] {
         compare(
             &ComputeTask::new(
