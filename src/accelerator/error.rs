@@ -64,7 +64,7 @@ pub enum AccelError {
     #[error("accelerator worker start failed: {0}")]
     Start(String),
     /// A device failure the CPU fallback could not absorb (only returned by the low-level
-    /// [`GpuDevice`](crate::accelerator::gpu::GpuDevice) API; the workers reroute instead).
+    /// `gpu::GpuDevice` API; the workers reroute instead).
     #[error("device failure: {0}")]
     Device(String),
 }

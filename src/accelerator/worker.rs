@@ -1,5 +1,5 @@
 //! Accelerator workers and the front actors use: [`Accel`] starts one dedicated thread per
-//! accelerator worker; each owns one device and queue ([`GpuDevice`](super::gpu::GpuDevice)) or
+//! accelerator worker; each owns one device and queue (`gpu::GpuDevice`) or
 //! the CPU backend, a priority work queue, and the device's crossover. Small tasks that are
 //! queued together go to the GPU in one submission. Device loss, out of device memory or no
 //! adapter reroute work to the CPU backend with one warning per worker and cause. Results come
