@@ -98,7 +98,10 @@ pub fn adapters() -> Vec<AdapterInfo> {
 pub fn adapters_on(apis: ApiSet) -> Vec<AdapterInfo> {
     #[cfg(feature = "gpu")]
     {
-        enumerate(apis).into_iter().map(|(info, _)| info).collect()
+        enumerate(apis, None)
+            .into_iter()
+            .map(|(info, _)| info)
+            .collect()
     }
     #[cfg(not(feature = "gpu"))]
     {
@@ -108,9 +111,10 @@ pub fn adapters_on(apis: ApiSet) -> Vec<AdapterInfo> {
 }
 
 #[cfg(feature = "gpu")]
-pub(crate) fn instance(apis: ApiSet) -> wgpu::Instance {
+pub(crate) fn instance(apis: ApiSet, memory_budget_percent: Option<u8>) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = apis.to_wgpu();
+    desc.memory_budget_thresholds.for_resource_creation = memory_budget_percent;
     wgpu::Instance::new(desc)
 }
 
@@ -145,12 +149,15 @@ pub(crate) fn info_of(adapter: &wgpu::Adapter) -> AdapterInfo {
 /// Adapters with their wgpu handles. A panic inside a driver probe is contained and reported
 /// as "no adapter".
 #[cfg(feature = "gpu")]
-pub(crate) fn enumerate(apis: ApiSet) -> Vec<(AdapterInfo, wgpu::Adapter)> {
+pub(crate) fn enumerate(
+    apis: ApiSet,
+    memory_budget_percent: Option<u8>,
+) -> Vec<(AdapterInfo, wgpu::Adapter)> {
     if apis == ApiSet::NONE {
         return Vec::new();
     }
     let probe = std::panic::catch_unwind(|| {
-        let inst = instance(apis);
+        let inst = instance(apis, memory_budget_percent);
         pollster::block_on(inst.enumerate_adapters(apis.to_wgpu()))
             .into_iter()
             .map(|a| (info_of(&a), a))

@@ -89,7 +89,7 @@ impl GpuDevice {
     /// Returns the selection and the device (`None`: CPU backend). Never panics; a device that
     /// fails to open gives `None` with the reason appended.
     pub fn open(opts: &AccelOptions) -> (Selection, Option<GpuDevice>) {
-        let found = device::enumerate(opts.apis);
+        let found = device::enumerate(opts.apis, opts.memory_budget_percent);
         let infos: Vec<AdapterInfo> = found.iter().map(|(i, _)| i.clone()).collect();
         let mut sel = choose(opts.backend, &infos);
         let Some(idx) = sel.adapter else {

@@ -160,6 +160,12 @@ pub struct AccelOptions {
     pub max_batch: usize,
     /// A task whose buffers total at most this many bytes may share a submission with others.
     pub small_task_bytes: u64,
+    /// Device memory budget, in percent of what the driver reports (wgpu's
+    /// `for_resource_creation` threshold; Vulkan with `VK_EXT_memory_budget` only): a buffer
+    /// that would take the heap past it fails as out-of-memory, and the task reruns on the
+    /// CPU. `None`: no limit of ours. Drivers without the extension (lavapipe in Mesa 22.3,
+    /// GL) ignore it.
+    pub memory_budget_percent: Option<u8>,
 }
 
 impl Default for AccelOptions {
@@ -170,6 +176,7 @@ impl Default for AccelOptions {
             cpu_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_batch: 32,
             small_task_bytes: 1 << 20,
+            memory_budget_percent: None,
         }
     }
 }
@@ -201,6 +208,12 @@ impl AccelOptions {
     /// Sets the probed APIs (builder style).
     pub fn apis(mut self, apis: ApiSet) -> Self {
         self.apis = apis;
+        self
+    }
+
+    /// Sets the device memory budget in percent (builder style; see the field).
+    pub fn memory_budget_percent(mut self, p: Option<u8>) -> Self {
+        self.memory_budget_percent = p.map(|p| p.min(100));
         self
     }
 
