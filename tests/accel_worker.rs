@@ -65,9 +65,11 @@ fn matmul_task(m: usize, n: usize, k: usize) -> ComputeTask {
 #[test]
 fn hidden_adapters_fall_back_to_cpu_end_to_end() {
     // Metal has no driver on this machine: with only Metal allowed, no adapter exists at all.
+    // Through the worker thread (no inline shortcut for tiny CPU tasks).
     let opts = AccelOptions::default()
         .backend(AccelBackend::Gpu)
-        .apis(ApiSet::METAL);
+        .apis(ApiSet::METAL)
+        .inline_cpu_flops(0.0);
     assert!(percore::accelerator::adapters_on(ApiSet::METAL).is_empty());
     let accel = Accel::start(opts).unwrap();
     assert!(accel.adapter().is_none());
@@ -222,7 +224,9 @@ fn device_lost_reroutes_to_cpu_with_same_answers() {
     assert!(!accel.on_gpu());
     let st = &accel.stats()[0];
     assert_eq!(st.backend, "cpu");
-    assert_eq!(st.fallback_tasks, 3);
+    // The failed batch reran on the worker; later tiny tasks ran inline on this thread.
+    assert_eq!(st.fallback_tasks + st.inline_tasks, 3, "{st:?}");
+    assert!(st.fallback_tasks >= 1);
 }
 
 /// Blocks the worker on a host pipeline stage until the barrier is released.
@@ -549,4 +553,32 @@ fn shutdown_runs_queued_work_and_later_submissions_stop() {
     for (i, t) in tickets.into_iter().enumerate() {
         assert_eq!(t.wait().unwrap().tensors[0].rows(), 2 + i);
     }
+}
+
+#[test]
+fn tiny_cpu_tasks_run_inline_and_large_ones_on_the_worker() {
+    let accel = Accel::start(AccelOptions::default().backend(AccelBackend::Cpu)).unwrap();
+    let tiny = matmul_task(8, 8, 8);
+    let mut t = accel.submit(tiny.clone());
+    assert!(
+        t.is_ready(),
+        "below inline_cpu_flops: done before submit returns"
+    );
+    let out = t.try_take().unwrap().unwrap();
+    close(&out.tensors[0], &cpu::run(&tiny, 1).unwrap()[0], 0.0);
+    let big = matmul_task(90, 90, 90);
+    assert!(big.kernel.flops(&big.shapes()) >= AccelOptions::default().inline_cpu_flops);
+    let out = accel.submit(big.clone()).wait().unwrap();
+    close(&out.tensors[0], &cpu::run(&big, 1).unwrap()[0], 1e-5);
+    let st = &accel.stats()[0];
+    assert_eq!((st.inline_tasks, st.cpu_tasks), (1, 1), "{st:?}");
+    // A zero threshold sends everything to the worker thread.
+    let never = Accel::start(
+        AccelOptions::default()
+            .backend(AccelBackend::Cpu)
+            .inline_cpu_flops(0.0),
+    )
+    .unwrap();
+    assert_eq!(never.submit(tiny).wait().unwrap().ran, Ran::Cpu);
+    assert_eq!(never.stats()[0].inline_tasks, 0);
 }

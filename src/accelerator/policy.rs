@@ -160,6 +160,11 @@ pub struct AccelOptions {
     pub max_batch: usize,
     /// A task whose buffers total at most this many bytes may share a submission with others.
     pub small_task_bytes: u64,
+    /// A task for the CPU backend below this many flops ([`Kernel::flops`](super::Kernel::flops))
+    /// runs inline on the submitting thread, its ticket ready at once, instead of crossing to
+    /// the worker thread and back (a 64³ matmul, 0.5 Mflop, took 7 µs and the round trip as
+    /// long again). `0.0` sends everything to the worker.
+    pub inline_cpu_flops: f64,
     /// Device memory budget, in percent of what the driver reports (wgpu's
     /// `for_resource_creation` threshold; Vulkan with `VK_EXT_memory_budget` only): a buffer
     /// that would take the heap past it fails as out-of-memory, and the task reruns on the
@@ -177,6 +182,7 @@ impl Default for AccelOptions {
             max_batch: 32,
             small_task_bytes: 1 << 20,
             memory_budget_percent: None,
+            inline_cpu_flops: (1u64 << 20) as f64,
         }
     }
 }
@@ -208,6 +214,12 @@ impl AccelOptions {
     /// Sets the probed APIs (builder style).
     pub fn apis(mut self, apis: ApiSet) -> Self {
         self.apis = apis;
+        self
+    }
+
+    /// Sets the inline threshold for CPU tasks (builder style; see the field).
+    pub fn inline_cpu_flops(mut self, flops: f64) -> Self {
+        self.inline_cpu_flops = flops;
         self
     }
 

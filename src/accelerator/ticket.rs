@@ -54,6 +54,11 @@ impl<T> Slot<T> {
         })
     }
 
+    /// True when the result goes to a waiter, not to a callback.
+    pub(crate) fn has_no_callback(&self) -> bool {
+        self.lock().callback.is_none()
+    }
+
     /// Delivers the result (first call wins): runs the callback, or stores it and wakes.
     pub(crate) fn complete(&self, r: Result<T, AccelError>) {
         let mut st = self.lock();

@@ -74,8 +74,12 @@ pub struct WorkerStats {
     pub gpu_tasks: u64,
     /// Tasks run on the CPU backend by choice.
     pub cpu_tasks: u64,
-    /// Tasks meant for the GPU rerun on the CPU after a device failure.
+    /// Tasks meant for the GPU rerun on the CPU after a device failure (or run on the CPU
+    /// because a GPU was asked for and none was usable).
     pub fallback_tasks: u64,
+    /// Tiny CPU tasks run inline on the submitting thread (see
+    /// [`AccelOptions::inline_cpu_flops`]); not counted in the other task counters.
+    pub inline_tasks: u64,
     /// GPU submissions that carried more than one task.
     pub batched_submissions: u64,
     /// Most tasks in one submission.
@@ -133,6 +137,9 @@ struct Shared {
     /// Largest storage binding of the device (validation before dispatch).
     max_binding: AtomicU64,
     on_gpu: AtomicBool,
+    /// A GPU was asked for and none is usable: CPU work reports `Ran::CpuFallback`.
+    degraded: AtomicBool,
+    inline_tasks: AtomicU64,
 }
 
 impl Shared {
@@ -183,6 +190,8 @@ struct WorkerHandle {
 /// A set of accelerator workers. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Accel {
     workers: Vec<WorkerHandle>,
+    inline_cpu_flops: f64,
+    cpu_threads: usize,
     next: AtomicUsize,
     handle: Option<Handle>,
 }
@@ -231,6 +240,8 @@ impl Accel {
                 signal: AtomicBool::new(false),
                 max_binding: AtomicU64::new(CPU_MAX_BUFFER),
                 on_gpu: AtomicBool::new(false),
+                degraded: AtomicBool::new(false),
+                inline_tasks: AtomicU64::new(0),
             });
             let (tx, rx) = mpsc::channel();
             let sh = shared.clone();
@@ -255,6 +266,8 @@ impl Accel {
         }
         Ok(Accel {
             workers,
+            inline_cpu_flops: opts.inline_cpu_flops,
+            cpu_threads: opts.cpu_threads,
             next: AtomicUsize::new(0),
             handle,
         })
@@ -293,6 +306,22 @@ impl Accel {
         let slot = Slot::new(cb);
         if let Err(e) = task.validate(limit) {
             slot.complete(Err(e));
+            return Ticket::new(slot);
+        }
+        // Tiny work for the CPU backend runs right here: handing it to the worker thread and
+        // back costs more than the kernel (BENCHMARKS.md, accelerator section).
+        let on_cpu = task.place == Place::Cpu || !w.shared.on_gpu.load(Ordering::Acquire);
+        if slot.has_no_callback()
+            && on_cpu
+            && task.kernel.flops(&task.shapes()) < self.inline_cpu_flops
+        {
+            let ran = if task.place != Place::Cpu && w.shared.degraded.load(Ordering::Acquire) {
+                Ran::CpuFallback
+            } else {
+                Ran::Cpu
+            };
+            w.shared.inline_tasks.fetch_add(1, Ordering::Relaxed);
+            slot.complete(cpu::run(&task, self.cpu_threads).map(|tensors| Output { tensors, ran }));
             return Ticket::new(slot);
         }
         let prio = task.priority;
@@ -594,6 +623,7 @@ impl WorkerState {
             shared.max_binding.store(g.max_binding(), Ordering::Release);
         }
         shared.on_gpu.store(on_gpu, Ordering::Release);
+        shared.degraded.store(sel.degraded, Ordering::Release);
         let crossover = device_key.as_deref().and_then(stored_crossover);
         let mut warned = Vec::new();
         if sel.degraded {
@@ -654,6 +684,7 @@ impl WorkerState {
 
     fn snapshot(&self) -> WorkerStats {
         let mut s = self.stats.clone();
+        s.inline_tasks = self.shared.inline_tasks.load(Ordering::Relaxed);
         s.backend = if self.has_gpu() { "gpu" } else { "cpu" }.into();
         #[cfg(feature = "gpu")]
         {
@@ -799,6 +830,7 @@ impl WorkerState {
                 // The device is gone for good: this worker continues on the CPU backend.
                 self.gpu = None;
                 self.selection.degraded = true;
+                self.shared.degraded.store(true, Ordering::Release);
                 self.selection.adapter = None;
                 self.selection.reason = format!("{}; then {f}", self.selection.reason);
                 self.shared
