@@ -5,7 +5,12 @@
 //!   `matrixmultiply_direct` one `sgemm` call on the calling thread (the 70% target compares
 //!   `cpu1_via_accel` with it), `gpu` the WGSL kernel with upload and readback on the adapter
 //!   `PERCORE_ACCEL=gpu` picks (sizes capped at 256 on software adapters such as lavapipe).
-//! - `offload/*`: submit to result for a tiny kernel (ReLU of 4 floats) on each backend.
+//! - `offload/*`: submit to result for a tiny kernel (ReLU of 4 floats): `cpu_inline` (the
+//!   default: tiny CPU work runs on the caller), `cpu_worker` (forced through the worker
+//!   thread), `gpu`.
+//!
+//! Since tiny CPU tasks run inline (`AccelOptions::inline_cpu_flops`, 2^20 flops), the 64³
+//! rows of `cpu*_via_accel` measure the inline path; 128³ and up go through the worker.
 //!
 //! Run: `cargo bench --bench accel -- --warm-up-time 1 --measurement-time 3`
 
@@ -122,7 +127,14 @@ fn bench(c: &mut Criterion) {
         Kernel::Unary(UnaryOp::Relu),
         vec![Tensor::f32(1, 4, vec![-1.0, 2.0, -3.0, 4.0]).expect("4")],
     );
-    let mut backends = vec![("cpu", &cpu_one)];
+    let cpu_worker = Accel::start(
+        AccelOptions::default()
+            .backend(AccelBackend::Cpu)
+            .cpu_threads(1)
+            .inline_cpu_flops(0.0),
+    )
+    .expect("cpu");
+    let mut backends = vec![("cpu_inline", &cpu_one), ("cpu_worker", &cpu_worker)];
     if let Some(g) = gpu.as_ref() {
         backends.push(("gpu", g));
     }

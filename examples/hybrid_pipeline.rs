@@ -161,7 +161,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "crossover for {}: GPU from {} flops; samples (n, cpu us, gpu us): {:?}",
         c.device,
-        c.min_gpu_flops,
+        c.min_gpu_flops
+            .map_or("never (no size won)".into(), |f| format!("{f:.0}")),
         c.samples
             .iter()
             .map(|(n, a, b)| (*n, a.round(), b.round()))

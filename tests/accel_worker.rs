@@ -582,3 +582,59 @@ fn tiny_cpu_tasks_run_inline_and_large_ones_on_the_worker() {
     assert_eq!(never.submit(tiny).wait().unwrap().ran, Ran::Cpu);
     assert_eq!(never.stats()[0].inline_tasks, 0);
 }
+
+#[test]
+fn crossover_rule_and_file_round_trip() {
+    use percore::accelerator::Crossover;
+    use percore::accelerator::pipeline::{load_crossovers, save_crossovers, stored_crossover};
+    // The GPU must win at every size from the crossover up.
+    let c = Crossover::from_samples(
+        "dev".into(),
+        vec![
+            (16, 1.0, 5.0),
+            (64, 9.0, 8.0),
+            (128, 50.0, 60.0),
+            (256, 400.0, 100.0),
+            (512, 3000.0, 500.0),
+        ],
+    );
+    assert_eq!(c.min_gpu_flops, Some(2.0 * 256f64.powi(3)));
+    assert!(c.offload(2.0 * 300f64.powi(3)) && !c.offload(2.0 * 128f64.powi(3)));
+    let never = Crossover::from_samples("dev".into(), vec![(16, 1.0, 5.0), (32, 2.0, 9.0)]);
+    assert_eq!(never.min_gpu_flops, None);
+    assert!(!never.offload(f64::MAX));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crossover.json");
+    let fake = Crossover {
+        device: "test-device | none | 0".into(),
+        min_gpu_flops: Some(1e6),
+        samples: vec![(16, 1.0, 2.0)],
+    };
+    std::fs::write(&path, serde_json::to_string(&vec![fake.clone()]).unwrap()).unwrap();
+    assert_eq!(load_crossovers(&path).unwrap(), 1);
+    assert_eq!(stored_crossover(&fake.device), Some(fake.clone()));
+    let out = dir.path().join("out.json");
+    assert!(save_crossovers(&out).unwrap() >= 1);
+    let back: Vec<Crossover> =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(back.contains(&fake));
+    std::fs::write(&path, "not json").unwrap();
+    assert!(matches!(load_crossovers(&path), Err(AccelError::Io(_))));
+}
+
+#[test]
+fn calibration_is_written_to_the_crossover_file() {
+    if gpu_accel().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.json");
+    let mut opts = AccelOptions::default().backend(AccelBackend::Gpu);
+    opts.crossover_file = Some(path.clone());
+    let accel = Accel::start(opts).unwrap();
+    let c = accel.calibrate().unwrap();
+    let saved: Vec<percore::accelerator::Crossover> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(saved.contains(&c), "{saved:?}");
+}

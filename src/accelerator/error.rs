@@ -57,6 +57,9 @@ pub enum AccelError {
     /// A hybrid pipeline was empty or malformed.
     #[error("pipeline: {0}")]
     Pipeline(String),
+    /// Reading or writing a crossover file failed.
+    #[error("crossover file: {0}")]
+    Io(String),
     /// The accelerator worker has stopped; the task was not run.
     #[error("the accelerator worker has stopped")]
     Stopped,

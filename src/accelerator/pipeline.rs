@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::AccelError;
 use super::task::{Kernel, Tensor};
@@ -121,13 +121,13 @@ pub enum Ran {
 }
 
 /// The measured point above which a kernel is worth offloading, for one device.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Crossover {
     /// The device (`name | api | driver`).
     pub device: String,
     /// Smallest flop count at which the GPU (upload, dispatch, readback included) beat the CPU
-    /// backend on every larger measured size; `f64::INFINITY` when it never did.
-    pub min_gpu_flops: f64,
+    /// backend on every larger measured size; `None` when it never did.
+    pub min_gpu_flops: Option<f64>,
     /// The measurements: `(n, cpu_us, gpu_us)` for an `n x n x n` matmul, best of a few runs.
     pub samples: Vec<(usize, f64, f64)>,
 }
@@ -137,17 +137,17 @@ impl Crossover {
     pub fn cpu_only() -> Crossover {
         Crossover {
             device: "cpu".into(),
-            min_gpu_flops: f64::INFINITY,
+            min_gpu_flops: None,
             samples: Vec::new(),
         }
     }
 
     /// Derives the crossover from samples `(n, cpu_us, gpu_us)` sorted by `n`.
     pub fn from_samples(device: String, samples: Vec<(usize, f64, f64)>) -> Crossover {
-        let mut min = f64::INFINITY;
+        let mut min = None;
         for &(n, cpu, gpu) in samples.iter().rev() {
             if gpu < cpu {
-                min = 2.0 * (n as f64).powi(3);
+                min = Some(2.0 * (n as f64).powi(3));
             } else {
                 break;
             }
@@ -161,7 +161,7 @@ impl Crossover {
 
     /// True if work of `flops` should go to the GPU.
     pub fn offload(&self, flops: f64) -> bool {
-        flops >= self.min_gpu_flops
+        self.min_gpu_flops.is_some_and(|m| flops >= m)
     }
 }
 
@@ -185,4 +185,31 @@ pub fn store_crossover(c: Crossover) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(c.device.clone(), c);
+}
+
+/// Writes every stored crossover to `path` as JSON (so a later process can skip measuring).
+pub fn save_crossovers(path: &std::path::Path) -> Result<usize, AccelError> {
+    let all: Vec<Crossover> = store()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let text = serde_json::to_string_pretty(&all).map_err(|e| AccelError::Io(e.to_string()))?;
+    std::fs::write(path, text).map_err(|e| AccelError::Io(format!("{}: {e}", path.display())))?;
+    Ok(all.len())
+}
+
+/// Loads crossovers saved by [`save_crossovers`] into the store (replacing entries of the same
+/// devices). Returns how many were loaded.
+pub fn load_crossovers(path: &std::path::Path) -> Result<usize, AccelError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AccelError::Io(format!("{}: {e}", path.display())))?;
+    let all: Vec<Crossover> = serde_json::from_str(&text)
+        .map_err(|e| AccelError::Io(format!("{}: {e}", path.display())))?;
+    let n = all.len();
+    for c in all {
+        store_crossover(c);
+    }
+    Ok(n)
 }

@@ -165,6 +165,10 @@ pub struct AccelOptions {
     /// the worker thread and back (a 64³ matmul, 0.5 Mflop, took 7 µs and the round trip as
     /// long again). `0.0` sends everything to the worker.
     pub inline_cpu_flops: f64,
+    /// A JSON file of measured crossovers ([`Crossover`](super::Crossover)): loaded when a
+    /// worker starts (when it exists) and rewritten after each calibration, so the measurement
+    /// is made once per machine. `PERCORE_ACCEL_CROSSOVER_FILE`.
+    pub crossover_file: Option<std::path::PathBuf>,
     /// Device memory budget, in percent of what the driver reports (wgpu's
     /// `for_resource_creation` threshold; Vulkan with `VK_EXT_memory_budget` only): a buffer
     /// that would take the heap past it fails as out-of-memory, and the task reruns on the
@@ -182,6 +186,7 @@ impl Default for AccelOptions {
             max_batch: 32,
             small_task_bytes: 1 << 20,
             memory_budget_percent: None,
+            crossover_file: None,
             inline_cpu_flops: (1u64 << 20) as f64,
         }
     }
@@ -201,6 +206,9 @@ impl AccelOptions {
         };
         if let Some(v) = env("WGPU_BACKEND") {
             o.apis = v.parse()?;
+        }
+        if let Some(v) = env("PERCORE_ACCEL_CROSSOVER_FILE") {
+            o.crossover_file = Some(v.into());
         }
         Ok(o)
     }

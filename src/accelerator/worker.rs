@@ -624,6 +624,11 @@ impl WorkerState {
         }
         shared.on_gpu.store(on_gpu, Ordering::Release);
         shared.degraded.store(sel.degraded, Ordering::Release);
+        if let Some(path) = opts.crossover_file.as_deref().filter(|p| p.exists()) {
+            if let Err(e) = super::pipeline::load_crossovers(path) {
+                tracing::warn!(worker = index, error = %e, "crossover file ignored");
+            }
+        }
         let crossover = device_key.as_deref().and_then(stored_crossover);
         let mut warned = Vec::new();
         if sel.degraded {
@@ -887,15 +892,16 @@ impl WorkerState {
                     vec![a.clone(), a],
                 );
                 let outs = [Shape::f32(n, n)];
-                let mut best_cpu = f64::INFINITY;
-                let mut best_gpu = f64::INFINITY;
+                let mut best_cpu = f64::MAX;
+                let mut best_gpu = f64::MAX;
                 for _ in 0..3 {
                     let t0 = Instant::now();
                     let _ = cpu::run(&t, threads);
                     best_cpu = best_cpu.min(t0.elapsed().as_secs_f64() * 1e6);
                     let t0 = Instant::now();
                     if g.run_batch(&[(&t.kernel, &t.inputs, &outs)]).is_err() {
-                        best_gpu = f64::INFINITY;
+                        // A failing device never wins (f64::MAX keeps the sample JSON-safe).
+                        best_gpu = f64::MAX;
                         break;
                     }
                     best_gpu = best_gpu.min(t0.elapsed().as_secs_f64() * 1e6);
@@ -903,8 +909,13 @@ impl WorkerState {
                 samples.push((n, best_cpu, best_gpu));
             }
             let c = Crossover::from_samples(key, samples);
-            tracing::info!(worker = self.index, device = %c.device, min_gpu_flops = c.min_gpu_flops, "accelerator crossover measured");
+            tracing::info!(worker = self.index, device = %c.device, min_gpu_flops = ?c.min_gpu_flops, "accelerator crossover measured");
             super::pipeline::store_crossover(c.clone());
+            if let Some(path) = self.opts.crossover_file.as_deref() {
+                if let Err(e) = super::pipeline::save_crossovers(path) {
+                    tracing::warn!(worker = self.index, error = %e, "crossover file not written");
+                }
+            }
             self.crossover = Some(c.clone());
             c
         }
