@@ -31,9 +31,11 @@ pub(crate) struct Slot<T> {
     ready: AtomicBool,
 }
 
-/// How long [`Ticket::wait`] spins before sleeping: a sleeping thread woken from another core
-/// costs tens of microseconds on some VMs, more than a small kernel takes.
-const WAIT_SPIN: Duration = Duration::from_micros(30);
+/// How long [`Ticket::wait`] polls (yielding the core each time) before sleeping: a sleeping
+/// thread woken from another core costs ~30 µs on some VMs, as much as a 128³ matmul's whole
+/// offload overhead (BENCHMARKS.md: 60 % of direct GEMM speed with a 30 µs poll, 90 % with
+/// 250 µs). Yielding, not spinning, so a worker sharing the core still runs.
+const WAIT_SPIN: Duration = Duration::from_micros(250);
 
 impl<T> Slot<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
