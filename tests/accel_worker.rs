@@ -292,6 +292,8 @@ struct Log(Vec<usize>);
 enum LogMsg {
     Done(usize, Result<Ran, AccelError>),
     Get(Reply<Vec<usize>>),
+    /// Keeps the actor busy until the ticket completes (its mailbox fills meanwhile).
+    Hold(percore::accelerator::Ticket<percore::accelerator::PipelineOutput>),
 }
 impl Actor for Log {
     type Msg = LogMsg;
@@ -303,6 +305,9 @@ impl Actor for Log {
             }
             LogMsg::Get(reply) => {
                 let _ = reply.send(self.0.clone());
+            }
+            LogMsg::Hold(t) => {
+                t.await.expect("blocker pipeline completes");
             }
         }
     }
@@ -656,4 +661,114 @@ fn calibration_is_written_to_the_crossover_file() {
             "{a:?} vs {b:?}"
         );
     }
+}
+
+#[test]
+fn results_as_messages_survive_a_full_mailbox() {
+    let rt = Runtime::testing(2).unwrap();
+    let accel = Accel::start_on(
+        &rt.handle(),
+        AccelOptions::default().backend(AccelBackend::Cpu),
+    )
+    .unwrap();
+    let side = Accel::start(AccelOptions::default().backend(AccelBackend::Cpu)).unwrap();
+    let log = rt
+        .handle()
+        .spawn_actor_on_with_capacity(1, 1, || Log(Vec::new()))
+        .unwrap();
+    let (release, blocker) = block_worker(&side);
+    rt.block_on(async { log.tell(LogMsg::Hold(blocker)).await.unwrap() });
+    for i in 0..6 {
+        let t = ComputeTask::new(Kernel::Unary(UnaryOp::Relu), vec![mat(1, 2, i as u64)]);
+        accel.submit_to(t, log.clone(), move |r| LogMsg::Done(i, r.map(|o| o.ran)));
+    }
+    release.wait();
+    // Bounded: a lost message fails the test instead of hanging it.
+    let ask = |log: percore::runtime::Addr<Log>| async move {
+        percore::runtime::timeout(
+            Duration::from_secs(10),
+            log.ask(LogMsg::Get, Duration::from_secs(10)),
+        )
+        .await
+        .expect("the mailbox frees up")
+        .unwrap()
+    };
+    let mut seen = rt.block_on(async {
+        for _ in 0..5000 {
+            let v = ask(log.clone()).await;
+            if v.len() >= 6 {
+                return v;
+            }
+            percore::runtime::sleep(Duration::from_millis(1)).await;
+        }
+        ask(log.clone()).await
+    });
+    seen.sort_unstable();
+    assert_eq!(seen, (0..6).collect::<Vec<_>>());
+    drop(accel);
+    rt.shutdown();
+}
+
+/// Many actors on both app workers await GPU (or CPU) results at once; every ticket gets its
+/// own task's answer even when tasks share submissions.
+#[test]
+fn concurrent_submissions_get_their_own_results() {
+    let opts = if gpu_accel().is_some() {
+        AccelOptions::default().backend(AccelBackend::Gpu)
+    } else {
+        AccelOptions::default().backend(AccelBackend::Cpu)
+    };
+    let rt = Runtime::testing(2).unwrap();
+    let accel = Arc::new(Accel::start_on(&rt.handle(), opts).unwrap());
+    let mut joins = Vec::new();
+    for w in 0..2usize {
+        for j in 0..4usize {
+            let a = accel.clone();
+            joins.push(
+                rt.spawn_on(w, move || async move {
+                    let mut bad = 0;
+                    for i in 0..12usize {
+                        let seed = (w * 1000 + j * 100 + i) as u64;
+                        let t = ComputeTask::new(
+                            Kernel::MatMul {
+                                trans_a: false,
+                                trans_b: false,
+                                bias: true,
+                                act: Activation::Gelu,
+                            },
+                            vec![
+                                mat(3 + i, 5 + j, seed),
+                                mat(5 + j, 4 + w, seed ^ 1),
+                                mat(1, 4 + w, seed ^ 2),
+                            ],
+                        );
+                        let want = cpu::run(&t, 1).unwrap();
+                        let got = a.submit(t).await.unwrap();
+                        let (g, c) = (got.tensors[0].as_f32().unwrap(), want[0].as_f32().unwrap());
+                        if got.tensors[0].shape() != want[0].shape()
+                            || g.iter()
+                                .zip(c)
+                                .any(|(x, y)| (x - y).abs() > 1e-4 * (1.0 + y.abs()))
+                        {
+                            bad += 1;
+                        }
+                    }
+                    bad
+                })
+                .unwrap(),
+            );
+        }
+    }
+    let bad: usize = rt.block_on(async {
+        let mut n = 0;
+        for j in joins {
+            n += j.await.unwrap();
+        }
+        n
+    });
+    assert_eq!(bad, 0);
+    let st = &accel.stats()[0];
+    assert_eq!(st.gpu_tasks + st.cpu_tasks + st.inline_tasks, 96, "{st:?}");
+    drop(accel);
+    rt.shutdown();
 }

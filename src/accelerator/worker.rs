@@ -349,9 +349,11 @@ impl Accel {
                 Err(TrySendError::Full(msg)) => {
                     let a2 = addr.clone();
                     let spawned = handle.as_ref().is_some_and(|h| {
+                        // Detached: dropping a JoinHandle would cancel the task.
                         h.spawn_on(addr.worker(), move || async move {
                             let _ = a2.tell(msg).await;
                         })
+                        .map(|j| j.detach())
                         .is_ok()
                     });
                     if !spawned {
