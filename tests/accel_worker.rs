@@ -274,13 +274,15 @@ fn priorities_order_completions() {
     release.wait();
     blocker.wait().unwrap();
     let seen = rt.block_on(async {
-        loop {
+        // Bounded: a lost message fails the test instead of hanging it.
+        for _ in 0..5000 {
             let v = log.ask(LogMsg::Get, Duration::from_secs(5)).await.unwrap();
             if v.len() == prios.len() {
-                break v;
+                return v;
             }
             percore::runtime::sleep(Duration::from_millis(1)).await;
         }
+        log.ask(LogMsg::Get, Duration::from_secs(5)).await.unwrap()
     });
     // High first (FIFO among equals), then Normal, then Low.
     assert_eq!(seen, vec![2, 4, 1, 0, 3]);
