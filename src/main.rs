@@ -80,8 +80,63 @@ fn init_tracing() {
 }
 
 /// Sections other layers add to `info` (the accelerator's adapters, …).
-fn extra_info_sections() -> Vec<(String, Value)> {
-    Vec::new()
+fn extra_info_sections() -> Result<Vec<(String, Value)>, Box<dyn std::error::Error>> {
+    use percore::accelerator::{AccelOptions, adapters_on, choose};
+    let opts = AccelOptions::from_env()?;
+    let found = adapters_on(opts.apis);
+    let sel = choose(opts.backend, &found);
+    let accel = json!({
+        "policy": opts.backend,
+        "gpu_feature": cfg!(feature = "gpu"),
+        "adapters": found,
+        "selected": {
+            "backend": if sel.adapter.is_some() { "gpu" } else { "cpu" },
+            "adapter": sel.adapter.map(|i| found[i].name.clone()),
+            "reason": sel.reason,
+        },
+    });
+    Ok(vec![("accelerator".to_string(), accel)])
+}
+
+/// The accelerator section as a table: one row per adapter, then the selection.
+fn print_accelerator(v: &Value) {
+    println!(
+        "\nAccelerator (policy {}, gpu feature {})",
+        v["policy"].as_str().unwrap_or("?"),
+        v["gpu_feature"]
+    );
+    let empty = Vec::new();
+    let list = v["adapters"].as_array().unwrap_or(&empty);
+    if list.is_empty() {
+        println!("  no wgpu adapter found");
+    } else {
+        println!(
+            "  {:<3} {:<34} {:<7} {:<10} {:>12} {:>10} {:>8}",
+            "#", "adapter", "api", "kind", "max binding", "max wg/dim", "wg size"
+        );
+        for (i, a) in list.iter().enumerate() {
+            let l = &a["limits"];
+            println!(
+                "  {:<3} {:<34} {:<7} {:<10} {:>12} {:>10} {:>8}",
+                i,
+                a["name"].as_str().unwrap_or("?"),
+                a["backend"].as_str().unwrap_or("?"),
+                a["kind"].as_str().unwrap_or("?"),
+                l["max_storage_buffer_binding_size"]
+                    .as_u64()
+                    .map_or("?".into(), mib),
+                l["max_compute_workgroups_per_dimension"].to_string(),
+                l["max_compute_invocations_per_workgroup"].to_string(),
+            );
+        }
+    }
+    let s = &v["selected"];
+    println!(
+        "  selected: {} {} ({})",
+        s["backend"].as_str().unwrap_or("?"),
+        s["adapter"].as_str().unwrap_or(""),
+        s["reason"].as_str().unwrap_or("")
+    );
 }
 
 fn info(profile: Option<&str>, as_json: bool) -> Result<(), Box<dyn std::error::Error>> {
@@ -101,7 +156,7 @@ fn info(profile: Option<&str>, as_json: bool) -> Result<(), Box<dyn std::error::
         }
         None => vec![Config::from_env_with(&hw, |k| std::env::var(k).ok())?],
     };
-    let extra = extra_info_sections();
+    let extra = extra_info_sections()?;
     if as_json {
         let mut doc = json!({ "hardware": hw, "configs": configs });
         for (k, v) in extra {
@@ -113,7 +168,11 @@ fn info(profile: Option<&str>, as_json: bool) -> Result<(), Box<dyn std::error::
     print_hardware(&hw);
     print_configs(&configs);
     for (k, v) in extra {
-        println!("\n{k}\n{}", serde_json::to_string_pretty(&v)?);
+        if k == "accelerator" {
+            print_accelerator(&v);
+        } else {
+            println!("\n{k}\n{}", serde_json::to_string_pretty(&v)?);
+        }
     }
     Ok(())
 }
