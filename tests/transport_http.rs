@@ -348,10 +348,12 @@ fn slow_clients_get_408_and_idle_connections_are_closed() {
 #[test]
 fn connection_limit_refuses_extra_connections() {
     let rt = runtime(IoBackend::Mio, false);
-    let mut opts = HttpOptions::default();
-    opts.server = ServerOptions {
-        max_connections: Some(2),
-        ..ServerOptions::default()
+    let opts = HttpOptions {
+        server: ServerOptions {
+            max_connections: Some(2),
+            ..ServerOptions::default()
+        },
+        ..HttpOptions::default()
     };
     let srv = serve(&rt, opts);
     let addr = srv.local_addr();

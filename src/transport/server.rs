@@ -544,7 +544,6 @@ impl<P: ServerProtocol> Conn<P> {
         let nothing_owed = self.in_flight == 0 && self.blocked.is_none();
         if (self.close_after_write || (self.read_closed && nothing_owed))
             && ctx.send_queued(self.fd) == 0
-            && (nothing_owed || self.close_after_write)
         {
             self.close(ctx);
         }

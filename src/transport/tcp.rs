@@ -227,24 +227,7 @@ impl TcpStream {
         let sh = shared.clone();
         handle
             .run_on_io(lp, move |ctx| {
-                let r = (|| {
-                    let id = ctx.register(Box::new(StreamHandler {
-                        fd: -1,
-                        shared: sh,
-                        closed: false,
-                    }));
-                    match ctx.connect(id.token, addr) {
-                        Ok(fd) => {
-                            ctx.with_handler::<StreamHandler, _>(id, |h, _| h.fd = fd);
-                            super::server::set_nodelay(fd);
-                            Ok(id)
-                        }
-                        Err(e) => {
-                            ctx.remove(id.token);
-                            Err(e)
-                        }
-                    }
-                })();
+                let r = register_connect(ctx, sh, addr);
                 let _ = tx.send(r);
             })
             .map_err(io::Error::other)?;
@@ -442,6 +425,30 @@ impl TcpStream {
                 ctx.with_handler::<StreamHandler, _>(id, |h, _| f(h.fd));
             })
             .map_err(io::Error::other)
+    }
+}
+
+/// On the event loop: a stream handler connecting to `addr`.
+fn register_connect(
+    ctx: &mut IoCtx<'_>,
+    shared: Shared,
+    addr: SocketAddr,
+) -> io::Result<HandlerId> {
+    let id = ctx.register(Box::new(StreamHandler {
+        fd: -1,
+        shared,
+        closed: false,
+    }));
+    match ctx.connect(id.token, addr) {
+        Ok(fd) => {
+            ctx.with_handler::<StreamHandler, _>(id, |h, _| h.fd = fd);
+            super::server::set_nodelay(fd);
+            Ok(id)
+        }
+        Err(e) => {
+            ctx.remove(id.token);
+            Err(e)
+        }
     }
 }
 

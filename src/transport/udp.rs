@@ -226,7 +226,10 @@ impl UdpSocket {
                 return Poll::Ready(Err(io::Error::other(e)));
             }
             if st.closed {
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "socket closed")));
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "socket closed",
+                )));
             }
             st.waker = Some(cx.waker().clone());
             Poll::Pending

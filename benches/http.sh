@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# HTTP plaintext benchmark: examples/http_server (per backend) and the hyper + tokio peer,
+# side by side in one run, `wrk -t2 -c64 -d${SECS:-10}s --latency` against each, ROUNDS times
+# alternating. Usage: bash benches/http.sh [--no-build]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${SECS:-10}; ROUNDS=${ROUNDS:-2}; PORT=${PORT:-18090}
+[ "${1:-}" = "--no-build" ] || cargo build --release --example http_server --example peer_hyper
+run() { # name, command...
+  local name=$1; shift
+  "$@" --addr 127.0.0.1:$PORT >/dev/null 2>&1 & local pid=$!
+  for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:$PORT/ && break; sleep 0.1; done
+  local out; out=$(wrk -t2 -c64 -d${SECS}s --latency http://127.0.0.1:$PORT/)
+  kill -TERM $pid; wait $pid 2>/dev/null || true
+  printf '%-14s %10s req/s  p50 %8s  p99 %8s\n' "$name" \
+    "$(awk '/Requests\/sec/{print $2}' <<<"$out")" \
+    "$(awk '$1=="50%"{print $2}' <<<"$out")" "$(awk '$1=="99%"{print $2}' <<<"$out")"
+}
+for r in $(seq "$ROUNDS"); do
+  run "percore-uring" env PERCORE_IO=uring target/release/examples/http_server
+  run "percore-mio" env PERCORE_IO=mio target/release/examples/http_server
+  run "hyper" target/release/examples/peer_hyper
+done
