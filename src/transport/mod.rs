@@ -31,6 +31,7 @@ pub mod codec;
 pub mod http;
 pub mod server;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 pub use codec::{Codec, CodecError, LengthPrefixed, RawBytes};

@@ -1,0 +1,208 @@
+//! TLS with rustls over real loopback TCP on both backends: handshake and echo with ALPN,
+//! client-certificate verification, a bad handshake failing only its own stream, and
+//! `openssl s_client` as a real foreign client.
+
+use std::io::Write;
+use std::time::Duration;
+
+use percore::runtime::config::{IoBackend, Profile};
+use percore::runtime::{Runtime, spawn_local};
+use percore::transport::tcp::{TcpListener, TcpStream};
+use percore::transport::tls::{TlsStream, client_config, server_config};
+
+fn runtime(backend: IoBackend, colocated: bool) -> Runtime {
+    Runtime::builder()
+        .profile(Profile::Testing)
+        .io_backend(backend)
+        .io_colocated(colocated)
+        .io_workers(1)
+        .build()
+        .unwrap()
+}
+
+fn self_signed(name: &str) -> (String, String) {
+    let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    (ck.cert.pem(), ck.signing_key.serialize_pem())
+}
+
+#[test]
+fn handshake_alpn_echo_and_client_auth() {
+    for (b, co) in [(IoBackend::Uring, false), (IoBackend::Mio, true)] {
+        let rt = runtime(b, co);
+        let h = rt.handle();
+        let (scert, skey) = self_signed("localhost");
+        let (ccert, ckey) = self_signed("client");
+        let scfg = server_config(
+            scert.as_bytes(),
+            skey.as_bytes(),
+            &[b"echo/1"],
+            Some(ccert.as_bytes()),
+        )
+        .unwrap();
+        let ccfg = client_config(
+            scert.as_bytes(),
+            &[b"echo/1"],
+            Some((ccert.as_bytes(), ckey.as_bytes())),
+        )
+        .unwrap();
+        let anon = client_config(scert.as_bytes(), &[b"echo/1"], None).unwrap();
+        let listener = TcpListener::bind(&h, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr();
+        let (alpn, echoed, anon_failed) = rt.block_on(async move {
+            let server = spawn_local(async move {
+                let mut outcomes = Vec::new();
+                for _ in 0..2 {
+                    let tcp = listener.accept().await.unwrap();
+                    match TlsStream::accept(tcp, scfg.clone()).await {
+                        Ok(mut s) => {
+                            assert!(s.peer_certificates().is_some_and(|c| !c.is_empty()));
+                            let mut buf = vec![0u8; 100_000];
+                            let mut got = Vec::new();
+                            while got.len() < 100_000 {
+                                let n = s.read(&mut buf).await.unwrap();
+                                assert!(n > 0);
+                                got.extend_from_slice(&buf[..n]);
+                            }
+                            s.write_all(&got).await.unwrap();
+                            s.shutdown().await.unwrap();
+                            outcomes.push(true);
+                        }
+                        Err(_) => outcomes.push(false),
+                    }
+                }
+                outcomes
+            });
+            // With a client certificate: works.
+            let tcp = TcpStream::connect(&h, addr, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let mut c = TlsStream::connect(tcp, ccfg, "localhost").await.unwrap();
+            let alpn = c.alpn_protocol().map(|p| p.to_vec());
+            let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+            c.write_all(&data).await.unwrap();
+            let mut back = Vec::new();
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                let n = c.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                back.extend_from_slice(&buf[..n]);
+            }
+            // Without one: the server refuses (the handshake fails on one side or both).
+            let tcp = TcpStream::connect(&h, addr, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let anon_failed = match TlsStream::connect(tcp, anon, "localhost").await {
+                Err(_) => true,
+                Ok(mut s) => {
+                    let mut b = [0u8; 1];
+                    s.write_all(b"x").await.is_err() || !matches!(s.read(&mut b).await, Ok(1))
+                }
+            };
+            let outcomes = server.await.unwrap();
+            assert_eq!(outcomes, vec![true, false]);
+            (alpn, back == data, anon_failed)
+        });
+        assert_eq!(alpn.as_deref(), Some(&b"echo/1"[..]));
+        assert!(echoed, "{b:?}");
+        assert!(anon_failed);
+        rt.shutdown();
+    }
+}
+
+#[test]
+fn garbage_handshake_fails_only_that_stream_and_bad_pem_is_a_typed_error() {
+    assert!(server_config(b"not pem", b"nope", &[], None).is_err());
+    let rt = runtime(IoBackend::Uring, true);
+    let h = rt.handle();
+    let (cert, key) = self_signed("localhost");
+    let scfg = server_config(cert.as_bytes(), key.as_bytes(), &[], None).unwrap();
+    let ccfg = client_config(cert.as_bytes(), &[], None).unwrap();
+    let listener = TcpListener::bind(&h, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr();
+    let mut raw = std::net::TcpStream::connect(addr).unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\n\r\n this is not TLS")
+        .unwrap();
+    let ok = rt.block_on(async move {
+        let server = spawn_local(async move {
+            let bad = TlsStream::accept(listener.accept().await.unwrap(), scfg.clone()).await;
+            assert!(bad.is_err());
+            let mut good = TlsStream::accept(listener.accept().await.unwrap(), scfg)
+                .await
+                .unwrap();
+            good.write_all(b"fine").await.unwrap();
+            good.shutdown().await.unwrap();
+        });
+        // Wait until the bad one has been refused, then connect properly.
+        percore::runtime::sleep(Duration::from_millis(100)).await;
+        let tcp = TcpStream::connect(&h, addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut c = TlsStream::connect(tcp, ccfg, "localhost").await.unwrap();
+        let mut buf = [0u8; 4];
+        let n = c.read(&mut buf).await.unwrap();
+        server.await.unwrap();
+        &buf[..n] == b"fine"
+    });
+    assert!(ok);
+    rt.shutdown();
+}
+
+#[test]
+fn openssl_s_client_talks_to_a_tls_echo() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("openssl not installed: skipping (CI installs it)");
+        return;
+    }
+    let rt = runtime(IoBackend::Mio, false);
+    let h = rt.handle();
+    let (cert, key) = self_signed("localhost");
+    let scfg = server_config(cert.as_bytes(), key.as_bytes(), &[], None).unwrap();
+    let listener = TcpListener::bind(&h, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr();
+    let server = rt
+        .spawn_on(0, move || async move {
+            let mut s = TlsStream::accept(listener.accept().await.unwrap(), scfg)
+                .await
+                .unwrap();
+            let mut line = Vec::new();
+            let mut buf = [0u8; 256];
+            while !line.contains(&b'\n') {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                line.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(&line).await.unwrap();
+            s.shutdown().await.unwrap();
+        })
+        .unwrap();
+    let mut child = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "localhost",
+            "-quiet",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"hello over tls\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello over tls\n");
+    rt.block_on(server).unwrap();
+    rt.shutdown();
+}
