@@ -206,3 +206,118 @@ fn openssl_s_client_talks_to_a_tls_echo() {
     rt.block_on(server).unwrap();
     rt.shutdown();
 }
+
+struct Hello;
+impl percore::runtime::Actor for Hello {
+    type Msg = percore::transport::http::HttpCall;
+    async fn handle(&mut self, call: Self::Msg, _ctx: &mut percore::runtime::Context<Self>) {
+        let p = call.req.path.clone();
+        call.respond(percore::transport::http::Response::text(
+            200,
+            format!("secure {p}"),
+        ));
+    }
+}
+
+#[test]
+fn https_server_on_the_event_loops_serves_curl_and_drops_bad_handshakes() {
+    use percore::transport::http::{HttpOptions, HttpServer, Router};
+    for (b, co) in [
+        (IoBackend::Uring, true),
+        (IoBackend::Mio, false),
+        (IoBackend::Uring, false),
+    ] {
+        let rt = runtime(b, co);
+        let (cert, key) = self_signed("localhost");
+        let mut opts = HttpOptions::default();
+        opts.server.tls =
+            Some(server_config(cert.as_bytes(), key.as_bytes(), &[b"http/1.1"], None).unwrap());
+        let hello = rt.spawn_actor_on(0, || Hello).unwrap();
+        let srv = HttpServer::bind_with(
+            &rt.handle(),
+            "127.0.0.1:0".parse().unwrap(),
+            Router::new().get("/*p", hello),
+            opts,
+        )
+        .unwrap();
+        let addr = srv.local_addr();
+        // A client that is not speaking TLS: only its connection is dropped.
+        let mut raw = std::net::TcpStream::connect(addr).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        raw.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut tmp = [0u8; 256];
+        use std::io::Read;
+        let mut closed = false;
+        for _ in 0..10 {
+            match raw.read(&mut tmp) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(_) => continue, // the TLS alert
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        assert!(
+            closed,
+            "{b:?}/{co}: the plaintext client was not disconnected"
+        );
+        // Our own TLS client speaking HTTP/1.1 over TlsStream.
+        let ccfg = client_config(cert.as_bytes(), &[b"http/1.1"], None).unwrap();
+        let h = rt.handle();
+        let text = rt.block_on(async move {
+            let tcp = TcpStream::connect(&h, addr, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let mut c = TlsStream::connect(tcp, ccfg, "localhost").await.unwrap();
+            assert_eq!(c.alpn_protocol(), Some(&b"http/1.1"[..]));
+            c.write_all(b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = c.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8_lossy(&out).to_string()
+        });
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK") && text.ends_with("secure /a"),
+            "{text}"
+        );
+        // curl, keep-alive over TLS.
+        if std::process::Command::new("curl")
+            .arg("--version")
+            .output()
+            .is_ok()
+        {
+            let base = format!("https://{addr}");
+            let out = std::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "-k",
+                    "-v",
+                    &format!("{base}/x"),
+                    &format!("{base}/y"),
+                ])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{stderr}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "secure /xsecure /y",
+                "{b:?}/{co}"
+            );
+        }
+        rt.shutdown();
+    }
+}

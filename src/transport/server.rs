@@ -10,6 +10,7 @@
 //! unsent replies exceed `max_unsent` bytes. Nothing is buffered without bound.
 
 use std::collections::VecDeque;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -96,6 +97,10 @@ pub struct ServerOptions {
     pub nodelay: bool,
     /// `listen(2)` backlog.
     pub backlog: i32,
+    /// Serve TLS (rustls) on every connection: the handshake and record layer run on the event
+    /// loop, the protocol sees plaintext. Build one with
+    /// [`tls::server_config`](crate::transport::tls::server_config).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerOptions {
@@ -108,6 +113,7 @@ impl Default for ServerOptions {
             max_unsent: 1 << 20,
             nodelay: true,
             backlog: 1024,
+            tls: None,
         }
     }
 }
@@ -447,7 +453,24 @@ impl<P: ServerProtocol> IoHandler for Listener<P> {
                     set_nodelay(fd);
                 }
                 let conn = self.shared.next_conn.fetch_add(1, Ordering::Relaxed);
+                let tls = match &self.shared.opts.tls {
+                    Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
+                        Ok(mut c) => {
+                            // Unsent bytes are bounded by `max_unsent` instead.
+                            c.set_buffer_limit(None);
+                            Some(Box::new(c))
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "TLS session could not start; closing");
+                            st.open.fetch_sub(1, Ordering::Relaxed);
+                            ctx.close(fd);
+                            return;
+                        }
+                    },
+                    None => None,
+                };
                 let id = ctx.register(Box::new(Conn::<P> {
+                    tls,
                     fd,
                     conn,
                     shared: self.shared.clone(),
@@ -476,6 +499,8 @@ impl<P: ServerProtocol> IoHandler for Listener<P> {
 }
 
 struct Conn<P: ServerProtocol> {
+    /// The TLS session when the server speaks TLS.
+    tls: Option<Box<rustls::ServerConnection>>,
     fd: RawFd,
     conn: u64,
     shared: Arc<Shared<P>>,
@@ -533,10 +558,12 @@ impl<P: ServerProtocol> Conn<P> {
         self.blocked = None;
         match bytes {
             Some(b) => {
-                let t = self.token(ctx);
-                ctx.send(t, self.fd, b);
+                self.write_out(ctx, b, true);
             }
-            None => self.maybe_finish(ctx),
+            None => {
+                self.write_out(ctx, Vec::new(), true);
+                self.maybe_finish(ctx);
+            }
         }
     }
 
@@ -635,6 +662,76 @@ impl<P: ServerProtocol> Conn<P> {
         }
     }
 
+    /// Queues `bytes` for the peer (encrypted first under TLS; `last` adds close_notify).
+    fn write_out(&mut self, ctx: &mut IoCtx<'_>, bytes: Vec<u8>, last: bool) {
+        let t = self.token(ctx);
+        let Some(tls) = self.tls.as_mut() else {
+            if !bytes.is_empty() {
+                ctx.send(t, self.fd, bytes);
+            }
+            return;
+        };
+        if !bytes.is_empty() && tls.writer().write_all(&bytes).is_err() {
+            // Unlimited buffer: only fails when the session is already broken.
+            self.close(ctx);
+            return;
+        }
+        if last {
+            tls.send_close_notify();
+        }
+        self.flush_tls(ctx);
+    }
+
+    /// Sends whatever TLS records are waiting.
+    fn flush_tls(&mut self, ctx: &mut IoCtx<'_>) {
+        let t = self.token(ctx);
+        let Some(tls) = self.tls.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        while tls.wants_write() {
+            if tls.write_tls(&mut out).is_err() {
+                break;
+            }
+        }
+        if !out.is_empty() {
+            ctx.send(t, self.fd, out);
+        }
+    }
+
+    /// Feeds received ciphertext to the TLS session and moves the plaintext to `input`. False
+    /// when the session failed (the connection is then closing).
+    fn tls_in(&mut self, ctx: &mut IoCtx<'_>, mut d: &[u8]) -> bool {
+        let Some(tls) = self.tls.as_mut() else {
+            return true;
+        };
+        while !d.is_empty() {
+            if tls.read_tls(&mut d).is_err() {
+                break;
+            }
+            if let Err(e) = tls.process_new_packets() {
+                tracing::debug!(conn = self.conn, error = %e, "TLS error; closing this connection");
+                self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                // The alert describing the error is sent before closing.
+                self.flush_tls(ctx);
+                self.close_after_write = true;
+                ctx.stop_recv(self.fd);
+                self.maybe_finish(ctx);
+                return false;
+            }
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match tls.reader().read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => self.input.extend_from_slice(&buf[..n]),
+                    Err(_) => break,
+                }
+            }
+        }
+        self.flush_tls(ctx);
+        true
+    }
+
     fn on_reply(&mut self, ctx: &mut IoCtx<'_>, seq: u64, bytes: Option<Vec<u8>>, close: bool) {
         if self.closed || seq < self.write_seq {
             return;
@@ -649,7 +746,6 @@ impl<P: ServerProtocol> Conn<P> {
         let bytes = bytes.or_else(|| self.shared.proto.dropped_response());
         self.replies[idx] = Some((bytes, close));
         self.in_flight = self.in_flight.saturating_sub(1);
-        let t = self.token(ctx);
         while let Some(Some(_)) = self.replies.front() {
             let (bytes, close) = self
                 .replies
@@ -658,7 +754,7 @@ impl<P: ServerProtocol> Conn<P> {
                 .expect("checked Some above");
             self.write_seq += 1;
             if let Some(b) = bytes {
-                ctx.send(t, self.fd, b);
+                self.write_out(ctx, b, close);
             }
             if close {
                 self.close_after_write = true;
@@ -687,7 +783,13 @@ impl<P: ServerProtocol> IoHandler for Conn<P> {
                 if self.close_after_write {
                     return;
                 }
-                self.input.extend_from_slice(d);
+                if self.tls.is_some() {
+                    if !self.tls_in(ctx, d) {
+                        return;
+                    }
+                } else {
+                    self.input.extend_from_slice(d);
+                }
                 if self.blocked.is_none() {
                     self.process(ctx);
                 }

@@ -4,8 +4,8 @@
 //! tasks and actors. The TLS state machine runs on the app worker that owns the stream; the
 //! event loop only moves ciphertext. A failed handshake fails that stream only.
 //!
-//! Not yet: TLS inside the HTTP server's event-loop connections (serve HTTPS by terminating TLS
-//! with [`TlsStream`] in an actor, or in front of percore).
+//! Servers on the event loops ([`Server`](super::Server), [`HttpServer`](super::http::HttpServer))
+//! take a [`server_config`] in `ServerOptions::tls`: there the session runs on the event loop.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
