@@ -2,34 +2,17 @@
 //! dedicated I/O threads and event loops co-located on the app workers. Clients: std TCP
 //! streams for byte-exact and malformed input, and `curl` where it is installed.
 
+mod common;
+use common::{modes, runtime};
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use percore::runtime::config::{IoBackend, Profile};
+use percore::runtime::config::IoBackend;
 use percore::runtime::{Actor, Context, Runtime};
 use percore::transport::ServerOptions;
 use percore::transport::http::{HttpCall, HttpOptions, HttpServer, Response, Router};
-
-/// Every (backend, placement) the transport must work on.
-fn modes() -> Vec<(IoBackend, bool)> {
-    vec![
-        (IoBackend::Uring, false),
-        (IoBackend::Mio, false),
-        (IoBackend::Uring, true),
-        (IoBackend::Mio, true),
-    ]
-}
-
-fn runtime(backend: IoBackend, colocated: bool) -> Runtime {
-    Runtime::builder()
-        .profile(Profile::Testing)
-        .io_backend(backend)
-        .io_colocated(colocated)
-        .io_workers(1)
-        .build()
-        .expect("runtime starts")
-}
 
 struct Api;
 

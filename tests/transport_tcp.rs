@@ -1,34 +1,18 @@
 //! TCP streams, listeners, framed servers and the HTTP client over real loopback sockets, on
 //! io_uring and mio, with dedicated and co-located event loops.
 
+mod common;
+use common::{modes, runtime};
+
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use percore::runtime::config::{IoBackend, Profile};
+use percore::runtime::config::IoBackend;
 use percore::runtime::partition::RoundRobin;
-use percore::runtime::{Actor, Context, Runtime, ShardedAddr, spawn_local};
+use percore::runtime::{Actor, Context, ShardedAddr, spawn_local};
 use percore::transport::http::{Client, HttpCall, HttpServer, Response, Router};
 use percore::transport::tcp::{TcpListener, TcpStream};
 use percore::transport::{CodecProtocol, FrameCall, LengthPrefixed, Server, ServerOptions};
-
-fn modes() -> Vec<(IoBackend, bool)> {
-    vec![
-        (IoBackend::Uring, false),
-        (IoBackend::Mio, false),
-        (IoBackend::Uring, true),
-        (IoBackend::Mio, true),
-    ]
-}
-
-fn runtime(backend: IoBackend, colocated: bool) -> Runtime {
-    Runtime::builder()
-        .profile(Profile::Testing)
-        .io_backend(backend)
-        .io_colocated(colocated)
-        .io_workers(1)
-        .build()
-        .expect("runtime starts")
-}
 
 fn read_retry(s: &mut std::net::TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
     loop {

@@ -2,23 +2,16 @@
 //! client-certificate verification, a bad handshake failing only its own stream, and
 //! `openssl s_client` as a real foreign client.
 
+mod common;
+use common::runtime;
+
 use std::io::Write;
 use std::time::Duration;
 
-use percore::runtime::config::{IoBackend, Profile};
-use percore::runtime::{Runtime, spawn_local};
+use percore::runtime::config::IoBackend;
+use percore::runtime::spawn_local;
 use percore::transport::tcp::{TcpListener, TcpStream};
 use percore::transport::tls::{TlsStream, client_config, server_config};
-
-fn runtime(backend: IoBackend, colocated: bool) -> Runtime {
-    Runtime::builder()
-        .profile(Profile::Testing)
-        .io_backend(backend)
-        .io_colocated(colocated)
-        .io_workers(1)
-        .build()
-        .unwrap()
-}
 
 fn self_signed(name: &str) -> (String, String) {
     let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();

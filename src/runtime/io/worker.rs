@@ -186,6 +186,24 @@ impl IoState {
         }
     }
 
+    /// Calls `token` with an owned event, unless `fd` has been closed (or closed and reused)
+    /// since the operation was started: the epoch of its registration must still match.
+    fn deliver(&mut self, now: Instant, token: Token, fd: RawFd, epoch: u64, ev: Event<'static>) {
+        if self.epoch(fd) == Some(epoch) {
+            let (w, nd, st) = (self.worker, self.node, self.stopping);
+            call(
+                &mut self.backend,
+                &mut self.handlers,
+                w,
+                nd,
+                st,
+                now,
+                token,
+                ev,
+            );
+        }
+    }
+
     fn dispatch(&mut self, now: Instant) -> usize {
         let mut n = 0;
         while let Some(c) = self.completions.pop_front() {
@@ -250,6 +268,7 @@ impl IoState {
                     len,
                 } => {
                     if self.epoch(fd) == Some(epoch) {
+                        let data = &buf[..len];
                         call(
                             &mut self.backend,
                             &mut self.handlers,
@@ -258,7 +277,7 @@ impl IoState {
                             st,
                             now,
                             token,
-                            Event::Data(&buf[..len]),
+                            Event::Data(data),
                         );
                         if let BackendImpl::Uring(b) = &mut self.backend {
                             b.plain_recv_done(fd, epoch, buf);
@@ -266,109 +285,35 @@ impl IoState {
                     }
                 }
                 Completion::Eof { token, fd, epoch } => {
-                    if self.epoch(fd) == Some(epoch) {
-                        call(
-                            &mut self.backend,
-                            &mut self.handlers,
-                            w,
-                            nd,
-                            st,
-                            now,
-                            token,
-                            Event::Eof,
-                        )
-                    }
+                    self.deliver(now, token, fd, epoch, Event::Eof)
                 }
                 Completion::RecvError {
                     token,
                     fd,
                     epoch,
                     err,
-                } => {
-                    if self.epoch(fd) == Some(epoch) {
-                        call(
-                            &mut self.backend,
-                            &mut self.handlers,
-                            w,
-                            nd,
-                            st,
-                            now,
-                            token,
-                            Event::RecvError(err),
-                        )
-                    }
-                }
+                } => self.deliver(now, token, fd, epoch, Event::RecvError(err)),
                 Completion::Sent {
                     token,
                     fd,
                     epoch,
                     buf,
-                } => {
-                    if self.epoch(fd) == Some(epoch) {
-                        call(
-                            &mut self.backend,
-                            &mut self.handlers,
-                            w,
-                            nd,
-                            st,
-                            now,
-                            token,
-                            Event::Sent(buf),
-                        )
-                    }
-                }
+                } => self.deliver(now, token, fd, epoch, Event::Sent(buf)),
                 Completion::SendError {
                     token,
                     fd,
                     epoch,
                     err,
-                } => {
-                    if self.epoch(fd) == Some(epoch) {
-                        call(
-                            &mut self.backend,
-                            &mut self.handlers,
-                            w,
-                            nd,
-                            st,
-                            now,
-                            token,
-                            Event::SendError(err),
-                        )
-                    }
-                }
+                } => self.deliver(now, token, fd, epoch, Event::SendError(err)),
                 Completion::PollReady { token, fd, epoch } => {
-                    if self.epoch(fd) == Some(epoch) {
-                        call(
-                            &mut self.backend,
-                            &mut self.handlers,
-                            w,
-                            nd,
-                            st,
-                            now,
-                            token,
-                            Event::Readable,
-                        )
-                    }
+                    self.deliver(now, token, fd, epoch, Event::Readable)
                 }
                 Completion::Connected {
                     token,
                     fd,
                     epoch,
                     res,
-                } => {
-                    if self.epoch(fd) == Some(epoch) {
-                        call(
-                            &mut self.backend,
-                            &mut self.handlers,
-                            w,
-                            nd,
-                            st,
-                            now,
-                            token,
-                            Event::Connected(res),
-                        )
-                    }
-                }
+                } => self.deliver(now, token, fd, epoch, Event::Connected(res)),
             }
         }
         if let Some(b) = &mut self.bufs {
