@@ -163,7 +163,8 @@ impl Runtime {
         tracing::info!(
             profile = ?config.profile,
             app_workers = config.app_workers,
-            io_workers = config.io_workers,
+            io_loops = if config.io_colocated { config.app_workers } else { config.io_workers },
+            io_colocated = config.io_colocated,
             external_nodes = external,
             ring_capacity = config.ring_capacity,
             mailbox_capacity = config.mailbox_capacity,

@@ -357,18 +357,9 @@ pub(crate) fn listen_socket(
     backlog: i32,
 ) -> std::io::Result<(RawFd, SocketAddr)> {
     let fd = crate::runtime::io::new_socket(&addr, libc::SOCK_STREAM)?;
-    let one: libc::c_int = 1;
     for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
-        // SAFETY: `one` is a valid c_int for the option value.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                &one as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        // Best effort: without REUSEPORT a second loop's bind fails and says so.
+        let _ = crate::runtime::io::set_int_option(fd, libc::SOL_SOCKET, opt, 1);
     }
     let (ss, len) = crate::runtime::io::sockaddr(&addr);
     // SAFETY: ss is a valid sockaddr of length len.
@@ -393,41 +384,13 @@ pub(crate) fn local_addr(fd: RawFd) -> std::io::Result<SocketAddr> {
     if unsafe { libc::getsockname(fd, &mut ss as *mut _ as *mut libc::sockaddr, &mut len) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    match ss.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says this is a sockaddr_in.
-            let sin = unsafe { &*(&ss as *const _ as *const libc::sockaddr_in) };
-            Ok(SocketAddr::from((
-                sin.sin_addr.s_addr.to_ne_bytes(),
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this is a sockaddr_in6.
-            let sin6 = unsafe { &*(&ss as *const _ as *const libc::sockaddr_in6) };
-            Ok(SocketAddr::from((
-                sin6.sin6_addr.s6_addr,
-                u16::from_be(sin6.sin6_port),
-            )))
-        }
-        f => Err(std::io::Error::other(format!(
-            "unexpected address family {f}"
-        ))),
-    }
+    crate::runtime::io::socket_addr(&ss)
+        .ok_or_else(|| std::io::Error::other(format!("unexpected address family {}", ss.ss_family)))
 }
 
 pub(crate) fn set_nodelay(fd: RawFd) {
-    let one: libc::c_int = 1;
-    // SAFETY: `one` is a valid c_int for the option value.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            &one as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    // Best effort: a socket without TCP_NODELAY still works, only with Nagle's delays.
+    let _ = crate::runtime::io::set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
 }
 
 struct Listener<P: ServerProtocol> {

@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use crate::runtime::io::{Event, HandlerId, IoCtx, IoHandler};
+use crate::runtime::io::{Event, HandlerId, IoCtx, IoHandler, set_int_option};
 use crate::runtime::{Handle, timeout};
 
 use super::TransportError;
@@ -199,7 +199,7 @@ impl std::fmt::Debug for TcpStream {
     }
 }
 
-fn pick_loop(handle: &Handle) -> Result<usize, TransportError> {
+pub(crate) fn pick_loop(handle: &Handle) -> Result<usize, TransportError> {
     let n = handle.io_workers();
     if n == 0 {
         return Err(TransportError::NoIoWorkers);
@@ -405,14 +405,14 @@ impl TcpStream {
     /// Sets `TCP_NODELAY` (on by default).
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
         self.on_loop(move |fd| {
-            setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, on as libc::c_int)
+            let _ = set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, on as libc::c_int);
         })
     }
 
     /// Turns TCP keep-alive probes on or off.
     pub fn set_keepalive(&self, on: bool) -> io::Result<()> {
         self.on_loop(move |fd| {
-            setsockopt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, on as libc::c_int)
+            let _ = set_int_option(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, on as libc::c_int);
         })
     }
 
@@ -449,19 +449,6 @@ fn register_connect(
             ctx.remove(id.token);
             Err(e)
         }
-    }
-}
-
-fn setsockopt(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) {
-    // SAFETY: `v` is a valid c_int for the option value.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            &v as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
     }
 }
 

@@ -84,7 +84,7 @@ impl IoHandler for UdpHandler {
                             }
                         }
                     }
-                    if let Some(from) = to_addr(&ss) {
+                    if let Some(from) = crate::runtime::io::socket_addr(&ss) {
                         st.queue.push_back((self.buf[..n as usize].to_vec(), from));
                     }
                 }
@@ -109,28 +109,6 @@ impl IoHandler for UdpHandler {
     }
 }
 
-fn to_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match ss.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says this is a sockaddr_in.
-            let sin = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
-            Some(SocketAddr::from((
-                sin.sin_addr.s_addr.to_ne_bytes(),
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this is a sockaddr_in6.
-            let sin6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
-            Some(SocketAddr::from((
-                sin6.sin6_addr.s6_addr,
-                u16::from_be(sin6.sin6_port),
-            )))
-        }
-        _ => None,
-    }
-}
-
 /// A UDP socket used from tasks and actors.
 pub struct UdpSocket {
     handle: Handle,
@@ -143,13 +121,7 @@ pub struct UdpSocket {
 impl UdpSocket {
     /// Binds `addr`.
     pub fn bind(handle: &Handle, addr: SocketAddr) -> Result<UdpSocket, TransportError> {
-        let n = handle.io_workers();
-        if n == 0 {
-            return Err(TransportError::NoIoWorkers);
-        }
-        let lp = crate::runtime::current_worker()
-            .filter(|w| handle.config().io_colocated && *w < n)
-            .unwrap_or(0);
+        let lp = super::tcp::pick_loop(handle)?;
         let bind_err = |source| TransportError::Bind { addr, source };
         let fd = crate::runtime::io::new_socket(&addr, libc::SOCK_DGRAM).map_err(bind_err)?;
         let (ss, len) = crate::runtime::io::sockaddr(&addr);

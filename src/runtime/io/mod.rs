@@ -422,6 +422,52 @@ pub fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) 
     (ss, len as libc::socklen_t)
 }
 
+/// The address in `ss` (the inverse of [`sockaddr`]); `None` for families other than IPv4/6.
+pub fn socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match ss.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this is a sockaddr_in, which sockaddr_storage can hold.
+            let sin = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::from((
+                sin.sin_addr.s_addr.to_ne_bytes(),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this is a sockaddr_in6, which sockaddr_storage can hold.
+            let sin6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::from((
+                sin6.sin6_addr.s6_addr,
+                u16::from_be(sin6.sin6_port),
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Sets an integer socket option (`setsockopt(fd, level, opt, &v)`).
+pub fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `v` is a valid c_int for the option value, and its size is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            &v as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Reads `SO_ERROR` of `fd` (the outcome of a non-blocking connect).
 pub fn take_socket_error(fd: RawFd) -> io::Result<()> {
     let mut err: libc::c_int = 0;

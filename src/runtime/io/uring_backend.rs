@@ -287,6 +287,17 @@ impl UringBackend {
         e
     }
 
+    /// Records an operation in flight; its key is the SQE's user_data.
+    fn new_op(&mut self, token: Token, fd: RawFd, epoch: u64, kind: OpKind) -> usize {
+        self.ops.insert(Op {
+            token,
+            fd,
+            epoch,
+            kind,
+            orphan: false,
+        })
+    }
+
     pub(crate) fn epoch(&self, fd: RawFd) -> Option<u64> {
         self.fds.get(&fd).map(|e| e.epoch)
     }
@@ -297,13 +308,7 @@ impl UringBackend {
             return;
         }
         let epoch = e.epoch;
-        let key = self.ops.insert(Op {
-            token,
-            fd,
-            epoch,
-            kind: OpKind::Accept,
-            orphan: false,
-        });
+        let key = self.new_op(token, fd, epoch, OpKind::Accept);
         self.fds.get_mut(&fd).expect("entry made above").accept_op = Some(key);
         let sqe = opcode::AcceptMulti::new(types::Fd(fd))
             .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
@@ -326,13 +331,7 @@ impl UringBackend {
         };
         let (token, epoch) = (e.token, e.epoch);
         if self.buf_ring {
-            let key = self.ops.insert(Op {
-                token,
-                fd,
-                epoch,
-                kind: OpKind::RecvMulti,
-                orphan: false,
-            });
+            let key = self.new_op(token, fd, epoch, OpKind::RecvMulti);
             let sqe = opcode::RecvMulti::new(types::Fd(fd), BGID)
                 .build()
                 .user_data(key as u64);
@@ -342,13 +341,7 @@ impl UringBackend {
             let mut buf = reuse.unwrap_or_default();
             buf.resize(BUF_SIZE, 0);
             let ptr = buf.as_mut_ptr();
-            let key = self.ops.insert(Op {
-                token,
-                fd,
-                epoch,
-                kind: OpKind::RecvPlain(buf),
-                orphan: false,
-            });
+            let key = self.new_op(token, fd, epoch, OpKind::RecvPlain(buf));
             let sqe = opcode::Recv::new(types::Fd(fd), ptr, BUF_SIZE as u32)
                 .build()
                 .user_data(key as u64);
@@ -363,13 +356,7 @@ impl UringBackend {
             return;
         }
         let epoch = e.epoch;
-        let key = self.ops.insert(Op {
-            token,
-            fd,
-            epoch,
-            kind: OpKind::Poll,
-            orphan: false,
-        });
+        let key = self.new_op(token, fd, epoch, OpKind::Poll);
         self.fds.get_mut(&fd).expect("entry made above").poll_op = Some(key);
         let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
             .build()
@@ -437,14 +424,8 @@ impl UringBackend {
             return self.start_send(fd);
         }
         let (ptr, len) = (buf.as_ptr(), buf.len());
-        let key = self.ops.insert(Op {
-            token,
-            fd,
-            epoch,
-            kind: OpKind::Send { buf, off: 0 },
-            orphan: false,
-        });
-        e.send_op = Some(key);
+        let key = self.new_op(token, fd, epoch, OpKind::Send { buf, off: 0 });
+        self.fds.get_mut(&fd).expect("looked up above").send_op = Some(key);
         let sqe = opcode::Send::new(types::Fd(fd), ptr, len as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
@@ -456,13 +437,7 @@ impl UringBackend {
         let epoch = self.fd_entry(token, fd).epoch;
         let sa = Box::new(super::sockaddr(&addr));
         let (ptr, len) = (&sa.0 as *const _ as *const libc::sockaddr, sa.1);
-        let key = self.ops.insert(Op {
-            token,
-            fd,
-            epoch,
-            kind: OpKind::Connect(sa),
-            orphan: false,
-        });
+        let key = self.new_op(token, fd, epoch, OpKind::Connect(sa));
         self.fds.get_mut(&fd).expect("entry made above").connect_op = Some(key);
         let sqe = opcode::Connect::new(types::Fd(fd), ptr, len)
             .build()

@@ -106,16 +106,52 @@ pub struct IoWorkerStats {
     pub handlers: AtomicU64,
 }
 
-pub(crate) struct IoState {
-    /// Declared before `bufs`: the ring must go (unregistering the buffers) before the memory.
+/// What a handler call needs: kept apart from the receive buffers so that an event can
+/// borrow `IoState::bufs` or `readbuf` while this is borrowed mutably.
+struct Core {
     backend: BackendImpl,
-    bufs: Option<BufRing>,
     handlers: Handlers,
-    completions: VecDeque<Completion>,
-    readbuf: Vec<u8>,
     worker: usize,
     node: usize,
     stopping: bool,
+}
+
+impl Core {
+    fn ctx(&mut self, now: Instant, current: Option<(Token, u64)>) -> IoCtx<'_> {
+        IoCtx {
+            backend: &mut self.backend,
+            handlers: &mut self.handlers,
+            worker: self.worker,
+            node: self.node,
+            current,
+            now,
+            stopping: self.stopping,
+        }
+    }
+
+    /// Calls handler `token` with `event`.
+    fn call(&mut self, now: Instant, token: Token, event: Event<'_>) {
+        let Some(slot) = self.handlers.slab.get_mut(token) else {
+            return;
+        };
+        if slot.removed {
+            return;
+        }
+        let Some(mut h) = slot.handler.take() else {
+            return;
+        };
+        let generation = slot.generation;
+        h.on_event(&mut self.ctx(now, Some((token, generation))), event);
+        super::put_back(&mut self.handlers, token, generation, h);
+    }
+}
+
+pub(crate) struct IoState {
+    /// Declared before `bufs`: the ring must go (unregistering the buffers) before the memory.
+    core: Core,
+    bufs: Option<BufRing>,
+    completions: VecDeque<Completion>,
+    readbuf: Vec<u8>,
     next_tick: Instant,
 }
 
@@ -129,58 +165,13 @@ pub(crate) fn with_io<R>(f: impl FnOnce(&mut IoCtx<'_>) -> R) -> Option<R> {
     IO.with(|cell| {
         let mut g = cell.try_borrow_mut().ok()?;
         let st = g.as_mut()?;
-        let mut ctx = IoCtx {
-            backend: &mut st.backend,
-            handlers: &mut st.handlers,
-            worker: st.worker,
-            node: st.node,
-            current: None,
-            now: Instant::now(),
-            stopping: st.stopping,
-        };
-        Some(f(&mut ctx))
+        Some(f(&mut st.core.ctx(Instant::now(), None)))
     })
-}
-
-/// Calls handler `token` with `event`. (Plain arguments rather than `&mut IoState`: the
-/// event may borrow `IoState::bufs` or `readbuf` while the rest is borrowed mutably.)
-#[allow(clippy::too_many_arguments)]
-fn call(
-    backend: &mut BackendImpl,
-    handlers: &mut Handlers,
-    worker: usize,
-    node: usize,
-    stopping: bool,
-    now: Instant,
-    token: Token,
-    event: Event<'_>,
-) {
-    let Some(slot) = handlers.slab.get_mut(token) else {
-        return;
-    };
-    if slot.removed {
-        return;
-    }
-    let Some(mut h) = slot.handler.take() else {
-        return;
-    };
-    let generation = slot.generation;
-    let mut ctx = IoCtx {
-        backend,
-        handlers,
-        worker,
-        node,
-        current: Some((token, generation)),
-        now,
-        stopping,
-    };
-    h.on_event(&mut ctx, event);
-    super::put_back(handlers, token, generation, h);
 }
 
 impl IoState {
     fn epoch(&self, fd: RawFd) -> Option<u64> {
-        match &self.backend {
+        match &self.core.backend {
             BackendImpl::Uring(b) => b.epoch(fd),
             BackendImpl::Mio(b) => b.epoch(fd),
         }
@@ -190,17 +181,7 @@ impl IoState {
     /// since the operation was started: the epoch of its registration must still match.
     fn deliver(&mut self, now: Instant, token: Token, fd: RawFd, epoch: u64, ev: Event<'static>) {
         if self.epoch(fd) == Some(epoch) {
-            let (w, nd, st) = (self.worker, self.node, self.stopping);
-            call(
-                &mut self.backend,
-                &mut self.handlers,
-                w,
-                nd,
-                st,
-                now,
-                token,
-                ev,
-            );
+            self.core.call(now, token, ev);
         }
     }
 
@@ -208,30 +189,15 @@ impl IoState {
         let mut n = 0;
         while let Some(c) = self.completions.pop_front() {
             n += 1;
-            let (w, nd, st) = (self.worker, self.node, self.stopping);
             match c {
-                Completion::Accepted { token, fd } => call(
-                    &mut self.backend,
-                    &mut self.handlers,
-                    w,
-                    nd,
-                    st,
-                    now,
-                    token,
-                    Event::Accepted(fd),
-                ),
-                Completion::AcceptError { token, err } => call(
-                    &mut self.backend,
-                    &mut self.handlers,
-                    w,
-                    nd,
-                    st,
-                    now,
-                    token,
-                    Event::AcceptError(err),
-                ),
+                Completion::Accepted { token, fd } => {
+                    self.core.call(now, token, Event::Accepted(fd))
+                }
+                Completion::AcceptError { token, err } => {
+                    self.core.call(now, token, Event::AcceptError(err))
+                }
                 Completion::Acceptable { token, fd, epoch } => {
-                    self.accept_ready(now, token, fd, epoch)
+                    self.accept_ready(now, token, fd, epoch);
                 }
                 Completion::Readable { token, fd, epoch } => self.read_ready(now, token, fd, epoch),
                 Completion::BufData {
@@ -245,16 +211,7 @@ impl IoState {
                         && let Some(bufs) = &self.bufs
                     {
                         let data = bufs.slice(bid, len);
-                        call(
-                            &mut self.backend,
-                            &mut self.handlers,
-                            w,
-                            nd,
-                            st,
-                            now,
-                            token,
-                            Event::Data(data),
-                        );
+                        self.core.call(now, token, Event::Data(data));
                     }
                     if let Some(bufs) = &mut self.bufs {
                         bufs.recycle(bid);
@@ -269,17 +226,8 @@ impl IoState {
                 } => {
                     if self.epoch(fd) == Some(epoch) {
                         let data = &buf[..len];
-                        call(
-                            &mut self.backend,
-                            &mut self.handlers,
-                            w,
-                            nd,
-                            st,
-                            now,
-                            token,
-                            Event::Data(data),
-                        );
-                        if let BackendImpl::Uring(b) = &mut self.backend {
+                        self.core.call(now, token, Event::Data(data));
+                        if let BackendImpl::Uring(b) = &mut self.core.backend {
                             b.plain_recv_done(fd, epoch, buf);
                         }
                     }
@@ -324,9 +272,8 @@ impl IoState {
 
     /// mio: accept until `EAGAIN` (at most 64 per turn, then yield to other work).
     fn accept_ready(&mut self, now: Instant, token: Token, fd: RawFd, epoch: u64) {
-        let (w, nd, st) = (self.worker, self.node, self.stopping);
         for _ in 0..64 {
-            let BackendImpl::Mio(b) = &self.backend else {
+            let BackendImpl::Mio(b) = &self.core.backend else {
                 return;
             };
             if !b.wants_read(fd, epoch) {
@@ -347,41 +294,22 @@ impl IoState {
                     io::ErrorKind::WouldBlock => return,
                     io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
                     _ => {
-                        call(
-                            &mut self.backend,
-                            &mut self.handlers,
-                            w,
-                            nd,
-                            st,
-                            now,
-                            token,
-                            Event::AcceptError(err),
-                        );
+                        self.core.call(now, token, Event::AcceptError(err));
                         return;
                     }
                 }
             }
-            call(
-                &mut self.backend,
-                &mut self.handlers,
-                w,
-                nd,
-                st,
-                now,
-                token,
-                Event::Accepted(c),
-            );
+            self.core.call(now, token, Event::Accepted(c));
         }
-        if let BackendImpl::Mio(b) = &mut self.backend {
+        if let BackendImpl::Mio(b) = &mut self.core.backend {
             b.reread(Completion::Acceptable { token, fd, epoch });
         }
     }
 
     /// mio: read until `EAGAIN` (at most 16 reads per turn, then yield to other sockets).
     fn read_ready(&mut self, now: Instant, token: Token, fd: RawFd, epoch: u64) {
-        let (w, nd, st) = (self.worker, self.node, self.stopping);
         for _ in 0..16 {
-            let BackendImpl::Mio(b) = &mut self.backend else {
+            let BackendImpl::Mio(b) = &mut self.core.backend else {
                 return;
             };
             if !b.wants_read(fd, epoch) {
@@ -398,30 +326,12 @@ impl IoState {
             };
             if n > 0 {
                 let data = &self.readbuf[..n as usize];
-                call(
-                    &mut self.backend,
-                    &mut self.handlers,
-                    w,
-                    nd,
-                    st,
-                    now,
-                    token,
-                    Event::Data(data),
-                );
+                self.core.call(now, token, Event::Data(data));
                 continue;
             }
             if n == 0 {
                 b.recv_ended(fd);
-                call(
-                    &mut self.backend,
-                    &mut self.handlers,
-                    w,
-                    nd,
-                    st,
-                    now,
-                    token,
-                    Event::Eof,
-                );
+                self.core.call(now, token, Event::Eof);
                 return;
             }
             let err = io::Error::last_os_error();
@@ -430,103 +340,71 @@ impl IoState {
                 io::ErrorKind::Interrupted => continue,
                 _ => {
                     b.recv_ended(fd);
-                    call(
-                        &mut self.backend,
-                        &mut self.handlers,
-                        w,
-                        nd,
-                        st,
-                        now,
-                        token,
-                        Event::RecvError(err),
-                    );
+                    self.core.call(now, token, Event::RecvError(err));
                     return;
                 }
             }
         }
-        if let BackendImpl::Mio(b) = &mut self.backend {
+        if let BackendImpl::Mio(b) = &mut self.core.backend {
             b.reread(Completion::Readable { token, fd, epoch });
         }
     }
 
     fn tick(&mut self, now: Instant) {
         let tokens: Vec<Token> = self
+            .core
             .handlers
             .slab
             .iter()
             .filter(|(_, s)| s.ticks && !s.removed)
             .map(|(t, _)| t)
             .collect();
-        let (w, nd, st) = (self.worker, self.node, self.stopping);
         for t in tokens {
-            call(
-                &mut self.backend,
-                &mut self.handlers,
-                w,
-                nd,
-                st,
-                now,
-                t,
-                Event::Tick(now),
-            );
+            self.core.call(now, t, Event::Tick(now));
         }
     }
 
     fn retries(&mut self, now: Instant) {
-        let list = std::mem::take(&mut self.handlers.retry);
-        let (w, nd, st) = (self.worker, self.node, self.stopping);
+        let list = std::mem::take(&mut self.core.handlers.retry);
         for (t, g) in list {
-            if self.handlers.slab.get(t).is_some_and(|s| s.generation == g) {
-                call(
-                    &mut self.backend,
-                    &mut self.handlers,
-                    w,
-                    nd,
-                    st,
-                    now,
-                    t,
-                    Event::Retry,
-                );
+            if self
+                .core
+                .handlers
+                .slab
+                .get(t)
+                .is_some_and(|s| s.generation == g)
+            {
+                self.core.call(now, t, Event::Retry);
             }
         }
     }
 
     fn has_ready(&self) -> bool {
         !self.completions.is_empty()
-            || match &self.backend {
+            || match &self.core.backend {
                 BackendImpl::Uring(b) => b.has_ready(),
                 BackendImpl::Mio(b) => b.has_ready(),
             }
     }
 
     fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        match &mut self.backend {
+        match &mut self.core.backend {
             BackendImpl::Uring(b) => b.poll(timeout, &mut self.completions, self.bufs.as_mut()),
             BackendImpl::Mio(b) => b.poll(timeout, &mut self.completions),
         }
     }
 
     fn shutdown(&mut self, now: Instant) {
-        self.stopping = true;
-        let tokens: Vec<Token> = self.handlers.slab.iter().map(|(t, _)| t).collect();
-        let (w, nd) = (self.worker, self.node);
+        self.core.stopping = true;
+        let tokens: Vec<Token> = self.core.handlers.slab.iter().map(|(t, _)| t).collect();
         for t in tokens {
-            call(
-                &mut self.backend,
-                &mut self.handlers,
-                w,
-                nd,
-                true,
-                now,
-                t,
-                Event::Shutdown,
-            );
+            self.core.call(now, t, Event::Shutdown);
         }
-        match &mut self.backend {
+        match &mut self.core.backend {
             BackendImpl::Uring(b) => b.close_all(),
             BackendImpl::Mio(b) => b.close_all(),
         }
-        self.handlers.slab.clear();
+        self.core.handlers.slab.clear();
     }
 }
 
@@ -593,14 +471,16 @@ pub(crate) fn install(
         BackendImpl::Mio(b) => b.waker(),
     };
     let st = IoState {
-        backend,
+        core: Core {
+            backend,
+            handlers: Handlers::default(),
+            worker: index,
+            node,
+            stopping: false,
+        },
         bufs,
-        handlers: Handlers::default(),
         completions: VecDeque::with_capacity(1024),
         readbuf: vec![0; 64 * 1024],
-        worker: index,
-        node,
-        stopping: false,
         next_tick: Instant::now() + TICK,
     };
     IO.with(|c| *c.borrow_mut() = Some(st));
@@ -625,7 +505,7 @@ pub(crate) fn active() -> bool {
             .ok()
             .and_then(|g| {
                 g.as_ref()
-                    .map(|st| !st.handlers.slab.is_empty() || st.has_ready())
+                    .map(|st| !st.core.handlers.slab.is_empty() || st.has_ready())
             })
             .unwrap_or(false)
     })
@@ -645,13 +525,13 @@ pub(crate) fn turn(timeout: Option<Duration>, stats: &IoWorkerStats) -> io::Resu
         let mut timeout = timeout;
         if st.has_ready() {
             timeout = Some(Duration::ZERO);
-        } else if !st.handlers.retry.is_empty() {
+        } else if !st.core.handlers.retry.is_empty() {
             // A hand-off waits for mailbox room: look again soon, without spinning.
             timeout = Some(timeout.map_or(Duration::from_millis(1), |t| {
                 t.min(Duration::from_millis(1))
             }));
         }
-        if !st.handlers.slab.is_empty() {
+        if !st.core.handlers.slab.is_empty() {
             let to_tick = st.next_tick.saturating_duration_since(now);
             timeout = Some(timeout.map_or(to_tick, |t| t.min(to_tick)));
         }
@@ -667,8 +547,8 @@ pub(crate) fn turn(timeout: Option<Duration>, stats: &IoWorkerStats) -> io::Resu
         stats.completions.fetch_add(n as u64, Ordering::Relaxed);
         stats
             .handlers
-            .store(st.handlers.slab.len() as u64, Ordering::Relaxed);
-        let sys = match &st.backend {
+            .store(st.core.handlers.slab.len() as u64, Ordering::Relaxed);
+        let sys = match &st.core.backend {
             BackendImpl::Uring(b) => b.enters,
             BackendImpl::Mio(_) => stats.turns.load(Ordering::Relaxed),
         };
@@ -683,7 +563,7 @@ pub(crate) fn shutdown_current() {
     IO.with(|c| {
         if let Ok(mut g) = c.try_borrow_mut()
             && let Some(st) = g.as_mut()
-            && !st.stopping
+            && !st.core.stopping
         {
             st.shutdown(Instant::now());
         }

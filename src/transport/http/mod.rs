@@ -164,10 +164,7 @@ pub struct HttpCall {
 impl HttpCall {
     /// Sends `response`. The connection stays open if the request allows keep-alive.
     pub fn respond(self, response: Response) {
-        let close = !self.req.keep_alive;
-        let mut out = Vec::with_capacity(128 + response.body.len());
-        response.encode(&mut out, self.req.method == Method::Head, close);
-        self.resp.send(out, close);
+        self.into_parts().1.respond(response);
     }
 
     /// Splits into the request and a [`HttpReply`] to answer later (e.g. after an `ask`).
