@@ -2,21 +2,10 @@
 //! feature): the GEMM path with transposes, bias and activations on one and many threads, and
 //! calculus properties of the softmax / cross-entropy / Adam kernels.
 
+mod common;
+use common::accel::{act, mat};
 use percore::accelerator::{Activation, AdamParams, ComputeTask, Kernel, Reduce, Tensor, cpu};
 use proptest::prelude::*;
-
-fn mat(rows: usize, cols: usize, seed: u64) -> Tensor {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v = (0..rows * cols)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::f32(rows, cols, v).unwrap()
-}
 
 fn reference_matmul(
     a: &Tensor,
@@ -47,15 +36,6 @@ fn reference_matmul(
         }
     }
     c
-}
-
-fn act() -> impl Strategy<Value = Activation> {
-    prop_oneof![
-        Just(Activation::None),
-        Just(Activation::Relu),
-        Just(Activation::Gelu),
-        Just(Activation::Tanh)
-    ]
 }
 
 proptest! {

@@ -3,6 +3,8 @@
 //! tile (or its K step of 16) nor of the 64-wide row workgroup.
 #![cfg(feature = "gpu")]
 
+mod common;
+use common::accel::{act, mat_scaled as mat};
 use std::sync::{Mutex, OnceLock};
 
 use percore::accelerator::gpu::{GpuDevice, run_once};
@@ -65,28 +67,6 @@ fn compare(task: &ComputeTask, tol: f32) {
             ),
         }
     }
-}
-
-fn mat(rows: usize, cols: usize, seed: u64, scale: f32) -> Tensor {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v = (0..rows * cols)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect();
-    Tensor::f32(rows, cols, v).unwrap()
-}
-
-fn act() -> impl Strategy<Value = Activation> {
-    prop_oneof![
-        Just(Activation::None),
-        Just(Activation::Relu),
-        Just(Activation::Gelu),
-        Just(Activation::Tanh)
-    ]
 }
 
 proptest! {

@@ -3,6 +3,8 @@
 //! the CPU fallback with every adapter hidden or the device destroyed. GPU parts run on the
 //! adapter `PERCORE_ACCEL=gpu` would pick (lavapipe in CI) and print a note when there is none.
 
+mod common;
+use common::accel::mat;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -11,19 +13,6 @@ use percore::accelerator::{
     Kernel, Output, Pipeline, Place, Priority, Ran, Reduce, Tensor, UnaryOp, cpu,
 };
 use percore::runtime::{Actor, Context, Reply, Runtime};
-
-fn mat(rows: usize, cols: usize, seed: u64) -> Tensor {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v = (0..rows * cols)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::f32(rows, cols, v).unwrap()
-}
 
 fn close(a: &Tensor, b: &Tensor, tol: f32) {
     assert_eq!(a.shape(), b.shape());

@@ -1,6 +1,8 @@
 //! Helpers shared by the transport tests: every I/O configuration, and a Testing runtime on it.
 #![allow(dead_code)]
 
+pub mod accel;
+
 use percore::runtime::Runtime;
 use percore::runtime::config::{IoBackend, Profile};
 
