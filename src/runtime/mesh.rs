@@ -21,8 +21,9 @@ use super::executor::Notifier;
 use super::metrics::WorkerMetrics;
 use super::ring::{Consumer, Producer, ring};
 
-/// What travels on rings and injectors: a closure run on the target node's thread.
-pub(crate) type Envelope = Box<dyn FnOnce() + Send>;
+/// What travels on rings and injectors: a closure run on the target node's thread, inline in
+/// the ring slot when small (see [`Envelope`]).
+pub(crate) use super::envelope::Envelope;
 
 static NEXT_MESH_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -122,6 +123,10 @@ pub(crate) struct Outbound {
     overflow: Vec<VecDeque<Envelope>>,
     dirty: Vec<usize>,
     is_dirty: Vec<bool>,
+    /// Per target: the key and kind of the last envelope pushed to it, while it is still the
+    /// most recent push and unpublished, and the send credits held for that key. See
+    /// [`send_keyed`].
+    last: Vec<Last>,
     sent: u64,
 }
 
@@ -143,6 +148,7 @@ impl Outbound {
             overflow: (0..n).map(|_| VecDeque::new()).collect(),
             dirty: Vec::with_capacity(n),
             is_dirty: vec![false; n],
+            last: (0..n).map(|_| Last::NONE).collect(),
             sent: 0,
         }
     }
@@ -157,6 +163,7 @@ impl Outbound {
     }
 
     fn push(&mut self, to: usize, env: Envelope) {
+        self.reset_last(to);
         let q = &mut self.overflow[to];
         if q.is_empty() {
             if let Some(p) = self.producers[to].as_mut() {
@@ -175,6 +182,46 @@ impl Outbound {
         }
     }
 
+    /// Publishes the ring to `to` now (mid-turn) and wakes it if it sleeps: used when a full
+    /// batch is ready, so the target works while this thread goes on sending instead of
+    /// waiting for the end of the turn.
+    fn publish_now(&mut self, to: usize) {
+        if !self.overflow[to].is_empty() {
+            return; // the overflow must go first, at flush
+        }
+        if let Some(p) = self.producers[to].as_mut()
+            && p.publish() > 0
+        {
+            self.mesh.nodes[to].notify();
+        }
+    }
+
+    /// Forgets the last keyed push to `to`, handing unused credits back.
+    fn reset_last(&mut self, to: usize) {
+        let l = std::mem::replace(&mut self.last[to], Last::NONE);
+        if l.credits > 0
+            && let Some(release) = l.release
+        {
+            // SAFETY: `release` came with `key` from `send_keyed`'s caller, whose contract is
+            // that the credits keep the key's object alive until handed back (here).
+            unsafe { release(l.key, l.credits as usize) };
+        }
+    }
+
+    /// The most recent envelope pushed to `to` if it is still unpublished and was pushed with
+    /// `key`; with its kind.
+    fn last_keyed(&mut self, to: usize, key: usize) -> Option<(&mut Envelope, &mut u8)> {
+        let Last { key: k, kind, .. } = &mut self.last[to];
+        if *kind == 0 || *k != key {
+            return None;
+        }
+        let env = match self.overflow[to].back_mut() {
+            Some(e) => Some(e),
+            None => self.producers[to].as_mut()?.last_unpublished_mut(),
+        }?;
+        Some((env, kind))
+    }
+
     /// Publishes everything pushed since the last flush and wakes sleeping targets. Envelopes
     /// still in overflow (ring full) stay dirty for the next flush. Returns how many targets
     /// still have overflow.
@@ -183,6 +230,7 @@ impl Outbound {
         let mut i = 0;
         while i < self.dirty.len() {
             let to = self.dirty[i];
+            self.reset_last(to);
             let Some(p) = self.producers[to].as_mut() else {
                 i += 1;
                 continue;
@@ -219,6 +267,75 @@ impl Outbound {
     pub(crate) fn has_overflow(&self) -> bool {
         !self.dirty.is_empty()
     }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        for to in 0..self.last.len() {
+            self.reset_last(to);
+        }
+    }
+}
+
+/// What [`Outbound`] remembers of the last keyed push to one target.
+struct Last {
+    key: usize,
+    /// 0: nothing to merge into.
+    kind: u8,
+    /// Send credits held for `key` (e.g. reserved mailbox slots), spent by [`merge_with_credit`] and
+    /// handed back through `release` when the entry is reset (next push, flush, drop).
+    credits: u32,
+    release: Option<unsafe fn(usize, usize)>,
+}
+
+impl Last {
+    const NONE: Last = Last {
+        key: 0,
+        kind: 0,
+        credits: 0,
+        release: None,
+    };
+}
+
+/// The fast path of [`send_keyed`] for a sender streaming to one key: when the last envelope
+/// this thread sent to `to` is still unpublished, carries `key`, and the thread holds a credit
+/// for `key`, `merge` may fold `v` into it (given the envelope and its kind); on success one
+/// credit is spent. Otherwise `v` comes back and the caller takes the slow path. One
+/// thread-local access in all.
+#[inline]
+pub(crate) fn merge_with_credit<V>(
+    mesh: &MeshShared,
+    to: usize,
+    key: usize,
+    v: V,
+    merge: impl FnOnce(&mut Envelope, u8, V) -> Result<(), V>,
+) -> Result<(), V> {
+    OUTBOUND.with(|o| {
+        let Ok(mut g) = o.try_borrow_mut() else {
+            return Err(v);
+        };
+        let Some(ob) = g.as_mut() else {
+            return Err(v);
+        };
+        if ob.mesh.id != mesh.id || to >= ob.last.len() {
+            return Err(v);
+        }
+        let l = &ob.last[to];
+        if l.credits == 0 || l.key != key || l.kind == 0 {
+            return Err(v);
+        }
+        let kind = l.kind;
+        let env = match ob.overflow[to].back_mut() {
+            Some(e) => e,
+            None => match ob.producers[to].as_mut().and_then(|p| p.last_unpublished_mut()) {
+                Some(e) => e,
+                None => return Err(v),
+            },
+        };
+        merge(env, kind, v)?;
+        ob.last[to].credits -= 1;
+        Ok(())
+    })
 }
 
 /// Flushes the current thread's outbound rings, if it has any.
@@ -271,9 +388,87 @@ pub(crate) fn send(mesh: &MeshShared, to: usize, env: Envelope) {
     }
 }
 
+/// Sends `v` to node `to` under `key` (e.g. a mailbox address): when the last envelope this
+/// thread sent to `to` is still unpublished and was sent under the same key, `merge` folds `v`
+/// into it (it gets the envelope and its kind, and may change the kind); otherwise, or when
+/// `merge` hands `v` back, `make` wraps `v` in a new envelope and names its kind (non-zero).
+///
+/// After a merge, when the thread holds no credits for `key`, `grant` may hand it some (e.g.
+/// mailbox slots reserved in one atomic step instead of one per message); [`merge_with_credit`]
+/// spends them and they go back through `release(key, n)` when this entry is reset (the next
+/// push to `to`, the end of the scheduler turn, or the thread leaving the mesh).
+///
+/// Contract for callers: every envelope sent under one key is built by the same code, so
+/// `merge` knows each kind's payload type; merging keeps order, as only the most recent push to
+/// a target is ever extended. `release` must be safe to call with `key` while the credits are
+/// held (held credits keep the key's object alive).
+#[inline]
+pub(crate) fn send_keyed<V>(
+    mesh: &MeshShared,
+    to: usize,
+    key: usize,
+    v: V,
+    merge: impl FnOnce(&mut Envelope, &mut u8, V) -> Result<(), V>,
+    make: impl Fn(V) -> (Envelope, u8),
+    grant: impl FnOnce() -> u32,
+    release: unsafe fn(usize, usize),
+) {
+    let rest = OUTBOUND.with(|o| {
+        let Ok(mut g) = o.try_borrow_mut() else {
+            return Some(v);
+        };
+        match g.as_mut() {
+            Some(ob) if ob.mesh.id == mesh.id && ob.me != to => {
+                let v = match ob.last_keyed(to, key) {
+                    Some((env, kind)) => match merge(env, kind, v) {
+                        Ok(()) => {
+                            let l = &mut ob.last[to];
+                            if l.credits == 0 {
+                                l.credits = grant();
+                                l.release = Some(release);
+                            }
+                            return None;
+                        }
+                        Err(v) => {
+                            // The batch is full: let the target start on it now.
+                            ob.publish_now(to);
+                            v
+                        }
+                    },
+                    None => v,
+                };
+                let (env, kind) = (&make)(v);
+                debug_assert!(kind != 0, "kind 0 means none");
+                // Credits held for this key survive a new envelope for the same key.
+                let keep = if ob.last[to].key == key {
+                    let l = &mut ob.last[to];
+                    Some((std::mem::take(&mut l.credits), l.release))
+                } else {
+                    None
+                };
+                ob.push(to, env);
+                let l = &mut ob.last[to];
+                l.key = key;
+                l.kind = kind;
+                if let Some((c, r)) = keep {
+                    l.credits = c;
+                    l.release = r;
+                }
+                None
+            }
+            _ => Some(v),
+        }
+    });
+    if let Some(v) = rest {
+        let node = &mesh.nodes[to];
+        node.injector.push(make(v).0);
+        node.notify();
+    }
+}
+
 /// Runs one envelope; a panic inside is logged and contained (it never unwinds the worker loop).
 fn run_envelope(env: Envelope) {
-    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(env)) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| env.run())) {
         tracing::error!(panic = %super::executor::panic_message(&*p), "a cross-core envelope panicked");
     }
 }
@@ -433,7 +628,7 @@ impl Drop for ExternalNode {
             *self.mesh.pending_external[idx]
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = Some(NodeEnds {
-                outbound: ob.producers,
+                outbound: std::mem::take(&mut ob.producers),
                 inbound,
             });
         }

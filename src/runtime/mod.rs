@@ -24,6 +24,7 @@ pub mod actor;
 pub mod builder;
 pub mod config;
 pub mod detect;
+pub mod envelope;
 pub mod error;
 pub mod executor;
 pub mod io;

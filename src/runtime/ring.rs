@@ -15,10 +15,12 @@
 //! tx.push(1).unwrap();
 //! tx.push(2).unwrap();
 //! assert_eq!(rx.pop(), None);          // not published yet
+//! *tx.last_unpublished_mut().unwrap() += 10; // still the producer's to change
 //! assert_eq!(tx.publish(), 2);
+//! assert!(tx.last_unpublished_mut().is_none());
 //! let mut got = Vec::new();
 //! rx.pop_batch(8, |v| got.push(v));
-//! assert_eq!(got, [1, 2]);
+//! assert_eq!(got, [1, 12]);
 //! ```
 //!
 //! Why hand-written rather than `rtrb`: rtrb publishes each push (or a fixed chunk) and has no
@@ -214,6 +216,24 @@ impl<T> Producer<T> {
         self.push(v)?;
         self.publish();
         Ok(())
+    }
+
+    /// The most recently pushed item, while it is still unpublished (the consumer cannot see
+    /// it yet, so the producer may still change it — the mesh appends messages to it).
+    #[inline]
+    pub fn last_unpublished_mut(&mut self) -> Option<&mut T> {
+        if self.tail == self.published {
+            return None;
+        }
+        let i = self.tail.wrapping_sub(1) & self.mask;
+        #[cfg(not(loom))]
+        // SAFETY: slot `tail - 1` lies in [published, tail): initialised by `push` and not yet
+        // covered by a release store of `tail`, so the consumer never reads it; `&mut self`
+        // makes the returned borrow exclusive until the next push/publish.
+        return Some(unsafe { (*(*self.slots.add(i)).0.get()).assume_init_mut() });
+        #[cfg(loom)]
+        // SAFETY: as above.
+        return Some(unsafe { &mut *(*self.slots.add(i)).0.with_mut(|p| p).cast::<T>() });
     }
 
     /// Items pushed but not yet published.

@@ -24,6 +24,7 @@ use super::error::RuntimeError;
 use super::executor::{self, Executor, JoinHandle, Notifier};
 use super::io::worker::{self as io_worker, IoWorkerHandle};
 use super::io::{BackendKind, IoCtx, IoWorkerStats};
+use super::envelope::Envelope;
 use super::mesh::{self, ExternalNode, Inbound, MeshShared, NodeEnds, Outbound};
 use super::metrics::{MetricsSnapshot, prometheus_text};
 use super::partition::Partitioner;
@@ -215,7 +216,7 @@ impl Runtime {
     fn stop_io_workers(&mut self, end: Instant) -> Vec<usize> {
         if self.inner.config.io_colocated {
             for w in 0..self.inner.config.app_workers {
-                mesh::send(&self.inner.mesh, w, Box::new(io_worker::shutdown_current));
+                mesh::send(&self.inner.mesh, w, Envelope::new(io_worker::shutdown_current));
             }
         }
         for h in &self.io {
@@ -390,7 +391,7 @@ impl Runtime {
             mesh::send(
                 mesh,
                 node,
-                Box::new(move || {
+                Envelope::new(move || {
                     for a in to_stop {
                         a.begin_stop();
                     }
@@ -515,7 +516,7 @@ impl Handle {
         mesh::send(
             &self.inner.mesh,
             worker,
-            Box::new(move || {
+            Envelope::new(move || {
                 let body = executor::task_with(f(), slot);
                 executor::with_current(|e| e.spawn_raw(Box::pin(body)));
             }),
@@ -556,7 +557,7 @@ impl Handle {
         mesh::send(
             mesh,
             worker,
-            Box::new(
+            Envelope::new(
                 move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)) {
                     Ok(a) => actor::start_local(a, mb),
                     Err(p) => {
@@ -615,7 +616,7 @@ impl Handle {
                 workers: n,
             });
         }
-        mesh::send(&self.inner.mesh, node, f);
+        mesh::send(&self.inner.mesh, node, Envelope::new(f));
         Ok(())
     }
 
@@ -644,7 +645,7 @@ impl Handle {
             mesh::send(
                 &self.inner.mesh,
                 node,
-                Box::new(move || {
+                Envelope::new(move || {
                     let _ = io_worker::with_io(f);
                 }),
             );
@@ -653,7 +654,7 @@ impl Handle {
         mesh::send(
             &self.inner.mesh,
             node,
-            Box::new(move || {
+            Envelope::new(move || {
                 if super::io::worker::with_io(f).is_none() {
                     tracing::warn!(
                         io_worker,
