@@ -616,3 +616,51 @@ fn stopping_actors_with_messages_in_flight_is_safe() {
     assert!(report.clean, "{report:?}");
     assert!(handled.load(Ordering::SeqCst) > 0);
 }
+
+/// A sender streaming to an actor on another core batches its messages and holds reserved
+/// mailbox slots ("send credits") while it does; at the end of its scheduler turn the unused
+/// ones must go back, or the mailbox would stay part-full forever and its actor could never
+/// stop. Also checks the batched messages all arrive, in order.
+#[test]
+fn streaming_sender_returns_unused_send_credits() {
+    let rt = Runtime::testing(2).unwrap();
+    let rec = rt
+        .handle()
+        .spawn_actor_on_with_capacity(1, 256, Recorder::default)
+        .unwrap();
+    let r2 = rec.clone();
+    let sent = rt
+        .spawn_on(0, move || async move {
+            let mut sent = 0u64;
+            for burst in 0..50u64 {
+                // 37 messages in one turn: a batch, credits granted, some left unused.
+                for i in 0..37u64 {
+                    r2.tell(RecMsg::Item(0, burst * 37 + i)).await.unwrap();
+                    sent += 1;
+                }
+                sleep(Duration::from_millis(1)).await;
+            }
+            sent
+        })
+        .unwrap();
+    let sent = rt.block_on(sent).unwrap();
+    let r3 = rec.clone();
+    let seen = rt.block_on(async move { collect(&r3, sent as usize).await });
+    check_per_sender_order(&seen, 1, sent);
+    // Every reserved slot is released once the actor has handled everything.
+    let t0 = Instant::now();
+    while rec.mailbox_len() != 0 {
+        assert!(
+            t0.elapsed() < T,
+            "{} mailbox slots still reserved: send credits were not returned",
+            rec.mailbox_len()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    rec.stop();
+    rt.block_on({
+        let r = rec.clone();
+        async move { r.stopped().await }
+    });
+    assert!(rt.shutdown().clean);
+}
