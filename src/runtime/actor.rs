@@ -53,9 +53,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
+use super::envelope::{Envelope, Payload};
 use super::error::{AskError, SendError, Stopped, TrySendError};
 use super::executor::{self, JoinHandle, current_exec_id, panic_message};
-use super::envelope::{Envelope, Payload};
 use super::mesh::{self, MeshShared};
 use super::oneshot;
 
@@ -414,8 +414,7 @@ impl<M: Send + 'static> Mailbox<M> {
                         KIND_SINGLE,
                     )
                 },
-                || this.grant_credits(),
-                release_credits::<M>,
+                (|| this.grant_credits(), release_credits::<M>),
             );
         }
     }
@@ -549,7 +548,11 @@ impl<M> Batch<M> {
     /// Most messages in one batch: 1 KiB of messages (malloc's per-thread cache serves that
     /// size), at most 64, at least 4. Allocated at full size once: no regrowth copies.
     const MAX: usize = {
-        let sz = if size_of::<M>() == 0 { 1 } else { size_of::<M>() };
+        let sz = if size_of::<M>() == 0 {
+            1
+        } else {
+            size_of::<M>()
+        };
         let n = 1024 / sz;
         if n < 4 {
             4
@@ -1055,26 +1058,26 @@ async fn run_actor<A: Actor>(mut actor: A, mb: Arc<Mailbox<A::Msg>>) {
                             return Poll::Ready(None);
                         }
                         match l.queue.pop_front() {
-                        Some(m) => Poll::Ready(Some(m)),
-                        None => {
-                            let state = mb.state.load(Ordering::Acquire);
-                            if state >= STOP_NOW {
-                                return Poll::Ready(None);
+                            Some(m) => Poll::Ready(Some(m)),
+                            None => {
+                                let state = mb.state.load(Ordering::Acquire);
+                                if state >= STOP_NOW {
+                                    return Poll::Ready(None);
+                                }
+                                // Queue empty: hand back the slots of what was handled before waiting.
+                                if unreleased > 0 {
+                                    mb.release(unreleased as usize);
+                                    unreleased = 0;
+                                }
+                                if state == DRAINING && mb.len.load(Ordering::SeqCst) == 0 {
+                                    return Poll::Ready(None);
+                                }
+                                match &l.waker {
+                                    Some(w) if w.will_wake(cx.waker()) => {}
+                                    _ => l.waker = Some(cx.waker().clone()),
+                                }
+                                Poll::Pending
                             }
-                            // Queue empty: hand back the slots of what was handled before waiting.
-                            if unreleased > 0 {
-                                mb.release(unreleased as usize);
-                                unreleased = 0;
-                            }
-                            if state == DRAINING && mb.len.load(Ordering::SeqCst) == 0 {
-                                return Poll::Ready(None);
-                            }
-                            match &l.waker {
-                                Some(w) if w.will_wake(cx.waker()) => {}
-                                _ => l.waker = Some(cx.waker().clone()),
-                            }
-                            Poll::Pending
-                        }
                         }
                     });
                     r.expect("an actor's task runs on its mailbox's owner worker")

@@ -200,7 +200,9 @@ pub struct Config {
     /// How long an idle worker spins before sleeping (0..=10 s). Rule: Production 50 us,
     /// Performance 200 us, LowLatency 1 ms, HighThroughput 100 us, Development 20 us,
     /// Testing 50 us, Minimal/Embedded 0. Waking a sleeping worker from another core costs tens
-    /// of microseconds; spinning trades idle CPU for that.
+    /// of microseconds; spinning trades idle CPU for that. A worker whose co-located event loop
+    /// has sockets registered does not spin (the kernel wakes it for network events, and the
+    /// spin took CPU from clients sharing the machine: see BENCHMARKS.md).
     pub spin_before_park: Duration,
     /// Tasks polled before the worker drains its rings again (1..=65536). Rule: 64;
     /// LowLatency 16; HighThroughput 256.

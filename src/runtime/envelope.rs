@@ -162,7 +162,7 @@ impl Envelope {
             unsafe { &mut *self.data.as_mut_ptr().cast::<T>() }
         } else {
             // SAFETY: built by `with_payload::<T>` (caller), which stored a `Box<T>`.
-            unsafe { &mut **self.data.as_mut_ptr().cast::<Box<T>>() }
+            unsafe { &mut *self.data.as_mut_ptr().cast::<Box<T>>() }
         }
     }
 
@@ -249,7 +249,10 @@ mod tests {
         };
         assert!(!inline(&big));
         Envelope::new(big).run();
-        assert_eq!((ran.load(Ordering::SeqCst), drops.load(Ordering::SeqCst)), (2, 2));
+        assert_eq!(
+            (ran.load(Ordering::SeqCst), drops.load(Ordering::SeqCst)),
+            (2, 2)
+        );
         // Dropped without running: captures dropped, closure not run.
         drop(Envelope::new({
             let d = D(drops.clone());
@@ -266,7 +269,10 @@ mod tests {
                 let _d = (&d, pad);
             }
         }));
-        assert_eq!((ran.load(Ordering::SeqCst), drops.load(Ordering::SeqCst)), (2, 4));
+        assert_eq!(
+            (ran.load(Ordering::SeqCst), drops.load(Ordering::SeqCst)),
+            (2, 4)
+        );
     }
 
     #[test]

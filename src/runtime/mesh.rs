@@ -8,6 +8,10 @@
 //! each scheduler turn, waking a target only if it sleeps. When a ring is full the envelope waits
 //! in a per-target overflow queue owned by the sender, so nothing is dropped and per-sender order
 //! holds; the overflow is bounded because every actor message first reserves a mailbox slot.
+//!
+//! [`send_keyed`] lets a sender fold consecutive messages for one key (a mailbox) into the
+//! still-unpublished envelope it pushed last, and hold send credits for that key until the end
+//! of its turn; the actor layer uses it for cross-core batches (see `actor.rs`).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -327,7 +331,10 @@ pub(crate) fn merge_with_credit<V>(
         let kind = l.kind;
         let env = match ob.overflow[to].back_mut() {
             Some(e) => e,
-            None => match ob.producers[to].as_mut().and_then(|p| p.last_unpublished_mut()) {
+            None => match ob.producers[to]
+                .as_mut()
+                .and_then(|p| p.last_unpublished_mut())
+            {
                 Some(e) => e,
                 None => return Err(v),
             },
@@ -393,7 +400,7 @@ pub(crate) fn send(mesh: &MeshShared, to: usize, env: Envelope) {
 /// into it (it gets the envelope and its kind, and may change the kind); otherwise, or when
 /// `merge` hands `v` back, `make` wraps `v` in a new envelope and names its kind (non-zero).
 ///
-/// After a merge, when the thread holds no credits for `key`, `grant` may hand it some (e.g.
+/// Credits: after a merge, when the thread holds no credits for `key`, `grant` may hand it some (e.g.
 /// mailbox slots reserved in one atomic step instead of one per message); [`merge_with_credit`]
 /// spends them and they go back through `release(key, n)` when this entry is reset (the next
 /// push to `to`, the end of the scheduler turn, or the thread leaving the mesh).
@@ -410,8 +417,7 @@ pub(crate) fn send_keyed<V>(
     v: V,
     merge: impl FnOnce(&mut Envelope, &mut u8, V) -> Result<(), V>,
     make: impl Fn(V) -> (Envelope, u8),
-    grant: impl FnOnce() -> u32,
-    release: unsafe fn(usize, usize),
+    (grant, release): (impl FnOnce() -> u32, unsafe fn(usize, usize)),
 ) {
     let rest = OUTBOUND.with(|o| {
         let Ok(mut g) = o.try_borrow_mut() else {
@@ -437,7 +443,7 @@ pub(crate) fn send_keyed<V>(
                     },
                     None => v,
                 };
-                let (env, kind) = (&make)(v);
+                let (env, kind) = make(v);
                 debug_assert!(kind != 0, "kind 0 means none");
                 // Credits held for this key survive a new envelope for the same key.
                 let keep = if ob.last[to].key == key {

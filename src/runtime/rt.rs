@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use super::actor::{self, Actor, ActorProbe, Addr, Mailbox};
 use super::config::Config;
+use super::envelope::Envelope;
 use super::error::RuntimeError;
 use super::executor::{self, Executor, JoinHandle, Notifier};
 use super::io::worker::{self as io_worker, IoWorkerHandle};
 use super::io::{BackendKind, IoCtx, IoWorkerStats};
-use super::envelope::Envelope;
 use super::mesh::{self, ExternalNode, Inbound, MeshShared, NodeEnds, Outbound};
 use super::metrics::{MetricsSnapshot, prometheus_text};
 use super::partition::Partitioner;
@@ -216,7 +216,11 @@ impl Runtime {
     fn stop_io_workers(&mut self, end: Instant) -> Vec<usize> {
         if self.inner.config.io_colocated {
             for w in 0..self.inner.config.app_workers {
-                mesh::send(&self.inner.mesh, w, Envelope::new(io_worker::shutdown_current));
+                mesh::send(
+                    &self.inner.mesh,
+                    w,
+                    Envelope::new(io_worker::shutdown_current),
+                );
             }
         }
         for h in &self.io {
@@ -557,15 +561,15 @@ impl Handle {
         mesh::send(
             mesh,
             worker,
-            Envelope::new(
-                move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)) {
+            Envelope::new(move || {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)) {
                     Ok(a) => actor::start_local(a, mb),
                     Err(p) => {
                         tracing::error!(panic = %executor::panic_message(&*p), "actor constructor panicked; the actor was not started");
                         actor::abandon(&mb);
                     }
-                },
-            ),
+                }
+            }),
         );
         Ok(addr)
     }
