@@ -56,3 +56,32 @@ fn batched_publish_and_batched_pop() {
         t.join().unwrap();
     });
 }
+
+/// The producer may still change its last pushed item until it publishes it (the mesh appends
+/// messages to an unpublished batch this way); the consumer must see only the final value, and
+/// never an item before it is published.
+#[test]
+fn last_unpublished_item_changes_until_publish() {
+    loom::model(|| {
+        let (mut p, mut c) = ring::<u32>(2);
+        let t = loom::thread::spawn(move || {
+            for base in [10u32, 20] {
+                while p.push(base).is_err() {
+                    loom::thread::yield_now();
+                }
+                *p.last_unpublished_mut().expect("just pushed, not published") += 1;
+                p.publish();
+                assert!(p.last_unpublished_mut().is_none());
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            match c.pop() {
+                Some(v) => got.push(v),
+                None => loom::thread::yield_now(),
+            }
+        }
+        assert_eq!(got, [11, 21]);
+        t.join().unwrap();
+    });
+}
