@@ -69,7 +69,8 @@ fn last_unpublished_item_changes_until_publish() {
                 while p.push(base).is_err() {
                     loom::thread::yield_now();
                 }
-                *p.last_unpublished_mut().expect("just pushed, not published") += 1;
+                *p.last_unpublished_mut()
+                    .expect("just pushed, not published") += 1;
                 p.publish();
                 assert!(p.last_unpublished_mut().is_none());
             }

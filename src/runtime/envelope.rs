@@ -59,30 +59,20 @@ const fn fits<F>() -> bool {
     size_of::<F>() <= INLINE && align_of::<F>() <= align_of::<Storage>()
 }
 
-/// # Safety
-/// `data` holds a live `F` (invariant); it is moved out and must not be used again.
-unsafe fn call_inline<F: FnOnce()>(data: *mut Storage, run: bool) {
-    // SAFETY: per the contract `data` holds an initialised `F`, suitably aligned (`fits`).
-    let f = unsafe { data.cast::<F>().read() };
-    if run {
-        f()
-    }
-}
-
-/// # Safety
-/// `data` holds a live `Box<F>` (invariant); it is moved out and must not be used again.
-unsafe fn call_boxed<F: FnOnce()>(data: *mut Storage, run: bool) {
-    // SAFETY: per the contract `data` holds an initialised `Box<F>` (8 bytes, align 8).
-    let f = unsafe { data.cast::<Box<F>>().read() };
-    if run {
-        f()
-    }
-}
-
 /// A value an [`Envelope`] can carry and run by type (see [`Envelope::with_payload`]).
 pub(crate) trait Payload: Send + 'static {
     /// Consumes the value on the receiving thread.
     fn run(self);
+}
+
+/// A plain closure as a payload (same size and alignment as the closure).
+struct Closure<F>(F);
+
+impl<F: FnOnce() + Send + 'static> Payload for Closure<F> {
+    #[inline]
+    fn run(self) {
+        (self.0)()
+    }
 }
 
 /// # Safety
@@ -109,23 +99,7 @@ impl Envelope {
     /// Wraps `f`; no allocation when `f` is at most [`INLINE`] bytes with alignment ≤ 8.
     #[inline]
     pub fn new<F: FnOnce() + Send + 'static>(f: F) -> Envelope {
-        let mut data = Storage::uninit();
-        if fits::<F>() {
-            // SAFETY: `F` fits in `data` in size and alignment (checked above); `data` is
-            // uninitialised and ours. Ownership of `f` moves into it.
-            unsafe { data.as_mut_ptr().cast::<F>().write(f) };
-            Envelope {
-                call: call_inline::<F>,
-                data,
-            }
-        } else {
-            // SAFETY: a `Box<F>` is 8 bytes with alignment 8, which `data` provides.
-            unsafe { data.as_mut_ptr().cast::<Box<F>>().write(Box::new(f)) };
-            Envelope {
-                call: call_boxed::<F>,
-                data,
-            }
-        }
+        Envelope::with_payload(Closure(f))
     }
 
     /// Wraps a [`Payload`]: like [`Envelope::new`], but the value stays reachable by type
