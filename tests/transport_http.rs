@@ -548,3 +548,36 @@ fn many_concurrent_connections() {
         rt.shutdown();
     }
 }
+
+/// `Expect: 100-continue`: the server answers `100 Continue` as soon as the head is in (the
+/// client holds its body back until then), then the final response; over TLS-less TCP on every
+/// backend, and a second request on the same connection gets its own `100`.
+#[test]
+fn expect_100_continue_is_answered() {
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let srv = serve(&rt, HttpOptions::default());
+        let mut s = connect(srv.local_addr());
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        for round in 0..2 {
+            let body = format!("payload {round}");
+            s.write_all(
+                format!(
+                    "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            // The interim response arrives before any body byte was sent.
+            let mut buf = Vec::new();
+            let (status, _, _) = read_response(&mut s, &mut buf)
+                .unwrap_or_else(|| panic!("{b:?}/{co}: closed before 100 Continue"));
+            assert_eq!(status, 100, "{b:?}/{co} round {round}");
+            s.write_all(body.as_bytes()).unwrap();
+            let (status, _, got) = read_response(&mut s, &mut buf).expect("final response");
+            assert_eq!((status, got), (200, body.into_bytes()), "{b:?}/{co}");
+        }
+        rt.shutdown();
+    }
+}

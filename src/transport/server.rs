@@ -28,6 +28,10 @@ pub enum Decoded<R> {
     Request(R, usize),
     /// More bytes are needed.
     Incomplete,
+    /// More bytes are needed, and the peer waits for these bytes first (e.g. HTTP's
+    /// `100 Continue` after `Expect: 100-continue`): the server sends them once per request,
+    /// only when no earlier response is still owed (responses stay in order), then waits.
+    Interim(Vec<u8>),
     /// The input is invalid: write `response` (if any), then close the connection.
     Reject {
         /// Bytes to send before closing (e.g. an HTTP 400), or none.
@@ -439,6 +443,7 @@ impl<P: ServerProtocol> IoHandler for Listener<P> {
                     shared: self.shared.clone(),
                     input: Vec::new(),
                     partial_since: None,
+                    interim_sent: false,
                     last_activity: ctx.now(),
                     next_seq: 0,
                     write_seq: 0,
@@ -471,6 +476,8 @@ struct Conn<P: ServerProtocol> {
     input: Vec<u8>,
     /// When the request now being received began (for the request timeout).
     partial_since: Option<Instant>,
+    /// `Decoded::Interim` bytes were sent for the request at the front of `input`.
+    interim_sent: bool,
     last_activity: Instant,
     /// Sequence number of the next decoded request.
     next_seq: u64,
@@ -574,6 +581,14 @@ impl<P: ServerProtocol> Conn<P> {
                     self.partial_since.get_or_insert(ctx.now());
                     break;
                 }
+                Decoded::Interim(bytes) => {
+                    self.partial_since.get_or_insert(ctx.now());
+                    if !self.interim_sent && self.in_flight == 0 {
+                        self.interim_sent = true;
+                        self.write_out(ctx, bytes, false);
+                    }
+                    break;
+                }
                 Decoded::Reject { response, reason } => {
                     self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(conn = self.conn, %reason, "invalid input; closing the connection");
@@ -583,6 +598,7 @@ impl<P: ServerProtocol> Conn<P> {
                 Decoded::Request(req, used) => {
                     self.input.drain(..used.min(self.input.len()));
                     self.partial_since = None;
+                    self.interim_sent = false;
                     self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
                     let resp = self.responder(ctx);
                     self.in_flight += 1;

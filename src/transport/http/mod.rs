@@ -1,8 +1,10 @@
 //! HTTP/1.1 server on the I/O workers: requests are parsed (`httparse`) and routed on the I/O
 //! worker, handed to app actors as [`HttpCall`] messages, and their [`Response`]s are encoded
 //! on the app worker and written in request order (keep-alive and pipelining). Limits answer
-//! with 400, 408, 413 or 431 and close only that connection. Owns HTTP semantics; sockets and
-//! buffers belong to [`crate::transport::server`].
+//! with 400, 408, 413 or 431 and close only that connection. A request sent with
+//! `Expect: 100-continue` gets `100 Continue` once its head is in (and 413 instead when its
+//! declared body is over the limit). Owns HTTP semantics; sockets and buffers belong to
+//! [`crate::transport::server`].
 //!
 //! Routing: [`Router`] matches method and path; `:name` segments become path parameters and a
 //! final `*name` takes the rest. An unknown path gets 404 and a known path with another method
@@ -330,6 +332,9 @@ impl ServerProtocol for HttpProtocol {
     fn decode(&self, input: &[u8]) -> Decoded<HttpCallParts> {
         match request::parse(input, &self.limits) {
             Ok(Some((req, used))) => Decoded::Request(HttpCallParts(req), used),
+            Ok(None) if request::expects_continue(input) => {
+                Decoded::Interim(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+            }
             Ok(None) => Decoded::Incomplete,
             Err(e) => Decoded::Reject {
                 response: Some(error_bytes(e.status(), &e.to_string())),

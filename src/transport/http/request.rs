@@ -249,6 +249,24 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Pa
     )))
 }
 
+/// True when `buf` starts with a complete HTTP/1.1 request head carrying
+/// `Expect: 100-continue` (the client waits for `100 Continue` before sending its body). Only
+/// asked once `parse` said the request is incomplete and within limits, so the body is what is
+/// missing.
+pub(crate) fn expects_continue(buf: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) if req.version == Some(1) => {
+            req.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("expect")
+                    && h.value.eq_ignore_ascii_case(b"100-continue")
+            })
+        }
+        _ => false,
+    }
+}
+
 /// Decodes a chunked body from the front of `buf`: `Some((body, bytes used))` when complete.
 pub(crate) fn dechunk(buf: &[u8], max: usize) -> Result<Option<(Vec<u8>, usize)>, ParseError> {
     let mut pos = 0;
@@ -291,6 +309,22 @@ pub(crate) fn dechunk(buf: &[u8], max: usize) -> Result<Option<(Vec<u8>, usize)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expects_continue_only_for_a_complete_head_asking_for_it() {
+        let head = b"POST /u HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n";
+        assert!(expects_continue(head));
+        assert!(!expects_continue(&head[..20]), "head not complete yet");
+        assert!(!expects_continue(
+            b"POST /u HTTP/1.1\r\nContent-Length: 5\r\n\r\n"
+        ));
+        assert!(
+            !expects_continue(
+                b"POST /u HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+            ),
+            "HTTP/1.0 clients do not wait for 100"
+        );
+    }
 
     #[test]
     fn parses_simple_get_and_keep_alive() {
