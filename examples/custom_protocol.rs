@@ -1,16 +1,50 @@
 //! Your own binary protocol on percore's event loops: a line protocol where `INCR key\n` adds
 //! one to a counter and answers its value, and `GET key\n` reads it. `ServerProtocol::decode`
 //! runs on the event loop; counters live in sharded actors (one per app worker), so a key's
-//! state is owned by exactly one core. `--addr HOST:PORT` serves until SIGINT/SIGTERM;
-//! without it the example talks to itself and exits.
+//! state is owned by exactly one core. The client side plugs the same protocol into a
+//! `FramedClient` through a `Codec` (`LineCodec`). `--addr HOST:PORT` serves until
+//! SIGINT/SIGTERM; without it the example talks to itself (pipelined, then one call at a time)
+//! and exits.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
 
 use percore::runtime::partition::HashPartitioner;
 use percore::runtime::signal::TerminationSignals;
 use percore::runtime::{Actor, Context, Runtime, ShardedAddr, TrySendError};
-use percore::transport::{Decoded, Dispatched, Responder, Server, ServerOptions, ServerProtocol};
+use percore::transport::{
+    Codec, CodecError, Decoded, Dispatched, FramedClient, Responder, Server, ServerOptions,
+    ServerProtocol,
+};
+
+/// The client's view of the protocol: commands out as lines, answers in as lines.
+#[derive(Clone, Copy)]
+struct LineCodec;
+
+impl Codec for LineCodec {
+    type In = String;
+    type Out = str;
+
+    fn decode(&mut self, buf: &[u8]) -> Result<Option<(String, usize)>, CodecError> {
+        match buf.iter().position(|b| *b == b'\n') {
+            Some(end) => Ok(Some((
+                String::from_utf8_lossy(&buf[..end]).into_owned(),
+                end + 1,
+            ))),
+            None if buf.len() > 1024 => Err(CodecError::FrameTooLarge {
+                len: buf.len(),
+                max: 1024,
+            }),
+            None => Ok(None),
+        }
+    }
+
+    fn encode(&mut self, cmd: &str, dst: &mut Vec<u8>) -> Result<(), CodecError> {
+        dst.extend_from_slice(cmd.as_bytes());
+        dst.push(b'\n');
+        Ok(())
+    }
+}
 
 enum Cmd {
     Incr(String),
@@ -109,20 +143,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if addr.is_some() {
         println!("{}: stopping", signals.wait());
     } else {
-        let mut s = std::net::TcpStream::connect(server.local_addr())?;
-        s.write_all(b"INCR apples\nINCR apples\nINCR pears\nGET apples\nGET plums\n")?;
-        let mut r = BufReader::new(s.try_clone()?);
-        for cmd in [
-            "INCR apples",
-            "INCR apples",
-            "INCR pears",
-            "GET apples",
-            "GET plums",
-        ] {
-            let mut line = String::new();
-            r.read_line(&mut line)?;
-            println!("{cmd} -> {}", line.trim());
-        }
+        let (h, at) = (rt.handle(), server.local_addr());
+        rt.block_on(async move {
+            let t = Duration::from_secs(5);
+            let mut c = FramedClient::connect(&h, at, LineCodec, t).await?;
+            // Pipelined: all commands out, then the answers in order.
+            let cmds = ["INCR apples", "INCR apples", "INCR pears", "GET apples"];
+            for cmd in cmds {
+                c.send(cmd).await?;
+            }
+            for cmd in cmds {
+                let answer = c.recv().await?.unwrap_or_default();
+                println!("{cmd} -> {answer}");
+            }
+            println!("GET plums -> {}", c.call("GET plums").await?);
+            Ok::<_, percore::transport::FramedError>(())
+        })?;
     }
     server.stop();
     rt.shutdown();

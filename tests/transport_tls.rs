@@ -314,3 +314,109 @@ fn https_server_on_the_event_loops_serves_curl_and_drops_bad_handshakes() {
         rt.shutdown();
     }
 }
+
+/// Upper-cases each length-prefixed frame.
+struct Upper;
+impl percore::runtime::Actor for Upper {
+    type Msg = percore::transport::FrameCall<percore::transport::LengthPrefixed>;
+    async fn handle(&mut self, call: Self::Msg, _ctx: &mut percore::runtime::Context<Self>) {
+        let up = call.frame.to_ascii_uppercase();
+        call.reply(&up).unwrap();
+    }
+}
+
+/// The client side over TLS: the HTTP client speaks `https://` (keep-alive: one TLS session for
+/// several requests, a POST body, a missing-TLS-config error), and a `FramedClient` speaks a
+/// length-prefixed protocol to a TLS server on the event loops, plaintext next to it.
+#[test]
+fn https_client_and_framed_client_over_tls() {
+    use percore::transport::http::{Client, ClientError, HttpOptions, HttpServer, Router};
+    use percore::transport::{
+        CodecProtocol, FramedClient, LengthPrefixed, Server, ServerOptions, Stream,
+    };
+    for (b, co) in [(IoBackend::Uring, true), (IoBackend::Mio, false)] {
+        let rt = runtime(b, co);
+        let (cert, key) = self_signed("localhost");
+        let scfg = server_config(cert.as_bytes(), key.as_bytes(), &[], None).unwrap();
+        let ccfg = client_config(cert.as_bytes(), &[], None).unwrap();
+        let mut opts = HttpOptions::default();
+        opts.server.tls = Some(scfg.clone());
+        let hello = rt.spawn_actor_on(0, || Hello).unwrap();
+        let https = HttpServer::bind_with(
+            &rt.handle(),
+            "127.0.0.1:0".parse().unwrap(),
+            Router::new().get("/*p", hello.clone()).post("/*p", hello),
+            opts,
+        )
+        .unwrap();
+        let upper = rt.spawn_actor_on(1, || Upper).unwrap();
+        let codec = LengthPrefixed::new(1 << 16);
+        let tls_opts = ServerOptions {
+            tls: Some(scfg),
+            ..ServerOptions::default()
+        };
+        let framed = Server::bind(
+            &rt.handle(),
+            "127.0.0.1:0".parse().unwrap(),
+            CodecProtocol::new(codec, upper.clone()),
+            tls_opts,
+        )
+        .unwrap();
+        let plain = Server::bind(
+            &rt.handle(),
+            "127.0.0.1:0".parse().unwrap(),
+            CodecProtocol::new(codec, upper),
+            ServerOptions::default(),
+        )
+        .unwrap();
+        let (ha, fa, pa) = (https.local_addr(), framed.local_addr(), plain.local_addr());
+        let h = rt.handle();
+        rt.block_on(async move {
+            let c = Client::with_tls(&h, ccfg.clone(), "localhost");
+            for i in 0..3 {
+                let r = c.get(&format!("https://{ha}/x{i}")).await.unwrap();
+                assert_eq!(
+                    (r.status, &r.body[..]),
+                    (200, format!("secure /x{i}").as_bytes())
+                );
+            }
+            let r = c
+                .post(&format!("https://{ha}/up"), "text/plain", b"body".to_vec())
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200);
+            // A plaintext-only client refuses https:// with a typed error.
+            let plain_client = Client::new(&h);
+            let e = plain_client
+                .get(&format!("https://{ha}/"))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, ClientError::NoTls(_)), "{e}");
+
+            let t = Duration::from_secs(5);
+            let s = Stream::connect_tls(&h, fa, ccfg, "localhost", t)
+                .await
+                .unwrap();
+            assert!(s.is_tls());
+            let mut fc = FramedClient::over(s, codec, t);
+            assert_eq!(fc.call(&b"hello"[..]).await.unwrap(), b"HELLO");
+            // Pipelined: two requests out, two answers back in order.
+            fc.send(&b"a"[..]).await.unwrap();
+            fc.send(&b"bc"[..]).await.unwrap();
+            assert_eq!(fc.recv().await.unwrap().unwrap(), b"A");
+            assert_eq!(fc.recv().await.unwrap().unwrap(), b"BC");
+            let mut pc = FramedClient::connect(&h, pa, codec, t).await.unwrap();
+            assert_eq!(pc.call(&b"plain"[..]).await.unwrap(), b"PLAIN");
+        });
+        // The three HTTPS GETs and the POST shared one connection.
+        assert_eq!(
+            https
+                .stats()
+                .accepted
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "{b:?}/{co}: keep-alive over TLS"
+        );
+        rt.shutdown();
+    }
+}

@@ -27,6 +27,7 @@
 //! rt.shutdown();
 //! ```
 
+pub mod client;
 pub mod codec;
 pub mod http;
 pub mod server;
@@ -34,6 +35,7 @@ pub mod tcp;
 pub mod tls;
 pub mod udp;
 
+pub use client::{FramedClient, FramedError, Stream};
 pub use codec::{Codec, CodecError, LengthPrefixed, RawBytes};
 pub use server::{
     CodecProtocol, Decoded, Dispatched, FrameCall, Responder, Server, ServerOptions,

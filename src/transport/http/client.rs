@@ -1,16 +1,17 @@
-//! HTTP/1.1 client for tasks and actors: requests over [`TcpStream`]s with keep-alive
-//! connection reuse per address, `Content-Length`, chunked and read-to-close response bodies,
-//! and a timeout per request. Parses responses with `httparse`; owns only its idle pool.
+//! HTTP/1.1 client for tasks and actors: requests over plain TCP or TLS ([`Stream`]) with
+//! keep-alive connection reuse per address, `Content-Length`, chunked and read-to-close
+//! response bodies, and a timeout per request. `https://` URLs need [`Client::with_tls`].
+//! Parses responses with `httparse`; owns only its idle pool.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Method, Response};
 use crate::runtime::{Handle, timeout};
-use crate::transport::tcp::TcpStream;
+use crate::transport::client::Stream;
 
 /// Errors of the HTTP client.
 #[derive(Debug, thiserror::Error)]
@@ -24,15 +25,20 @@ pub enum ClientError {
     /// No complete response within the timeout.
     #[error("no response within {0:?}")]
     Timeout(Duration),
-    /// The URL is not `http://HOST:PORT/path` with a literal IP address.
-    #[error("unsupported URL {0:?}: use http://IP:PORT/path")]
+    /// The URL is not `http(s)://IP:PORT/path` with a literal IP address.
+    #[error("unsupported URL {0:?}: use http://IP:PORT/path or https://IP:PORT/path")]
     Url(String),
+    /// An `https://` request on a client built without TLS.
+    #[error("{0:?} is https but this client has no TLS config; build it with Client::with_tls")]
+    NoTls(String),
 }
 
 /// An HTTP/1.1 client. Connections are kept alive and reused per address.
 pub struct Client {
     handle: Handle,
-    idle: Mutex<HashMap<SocketAddr, Vec<TcpStream>>>,
+    /// Idle connections by (address, TLS?).
+    idle: Mutex<HashMap<(SocketAddr, bool), Vec<Stream>>>,
+    tls: Option<(Arc<rustls::ClientConfig>, String)>,
     /// Per-request time limit (connect + send + full response).
     pub timeout: Duration,
     /// Largest response body accepted.
@@ -45,15 +51,30 @@ impl Client {
         Client {
             handle: handle.clone(),
             idle: Mutex::new(HashMap::new()),
+            tls: None,
             timeout: Duration::from_secs(30),
             max_body: 16 << 20,
         }
     }
 
-    /// `GET url` (`http://IP:PORT/path`).
+    /// A client that also speaks `https://`: TLS with `config` (see
+    /// [`tls::client_config`](crate::transport::tls::client_config)), checking that the server's
+    /// certificate names `server_name` (a DNS name or an IP address).
+    pub fn with_tls(
+        handle: &Handle,
+        config: Arc<rustls::ClientConfig>,
+        server_name: impl Into<String>,
+    ) -> Client {
+        let mut c = Client::new(handle);
+        c.tls = Some((config, server_name.into()));
+        c
+    }
+
+    /// `GET url` (`http://IP:PORT/path` or `https://IP:PORT/path`).
     pub async fn get(&self, url: &str) -> Result<Response, ClientError> {
-        let (addr, path) = parse_url(url)?;
-        self.request(addr, Method::Get, &path, &[], Vec::new())
+        let (tls, addr, path) = parse_url(url)?;
+        self.check_tls(tls, url)?;
+        self.send(tls, addr, Method::Get, &path, &[], Vec::new())
             .await
     }
 
@@ -64,14 +85,64 @@ impl Client {
         ctype: &str,
         body: Vec<u8>,
     ) -> Result<Response, ClientError> {
-        let (addr, path) = parse_url(url)?;
-        self.request(addr, Method::Post, &path, &[("Content-Type", ctype)], body)
-            .await
+        let (tls, addr, path) = parse_url(url)?;
+        self.check_tls(tls, url)?;
+        self.send(
+            tls,
+            addr,
+            Method::Post,
+            &path,
+            &[("Content-Type", ctype)],
+            body,
+        )
+        .await
     }
 
-    /// Sends one request to `addr` and reads the response.
+    /// Sends one plain-HTTP request to `addr` and reads the response.
     pub async fn request(
         &self,
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Response, ClientError> {
+        self.send(false, addr, method, path, headers, body).await
+    }
+
+    /// Sends one HTTPS request to `addr` (needs [`Client::with_tls`]) and reads the response.
+    pub async fn request_tls(
+        &self,
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Response, ClientError> {
+        self.check_tls(true, &format!("https://{addr}{path}"))?;
+        self.send(true, addr, method, path, headers, body).await
+    }
+
+    fn check_tls(&self, tls: bool, url: &str) -> Result<(), ClientError> {
+        if tls && self.tls.is_none() {
+            return Err(ClientError::NoTls(url.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn connect(&self, tls: bool, addr: SocketAddr) -> Result<Stream, ClientError> {
+        let limit = self.timeout;
+        Ok(match (&self.tls, tls) {
+            (Some((cfg, name)), true) => {
+                Stream::connect_tls(&self.handle, addr, cfg.clone(), name, limit).await?
+            }
+            _ => Stream::connect(&self.handle, addr, limit).await?,
+        })
+    }
+
+    async fn send(
+        &self,
+        tls: bool,
         addr: SocketAddr,
         method: Method,
         path: &str,
@@ -93,16 +164,16 @@ impl Client {
         let fut = async {
             // A reused connection may have been closed by the server meanwhile: retry once on
             // a fresh one if nothing came back.
-            let pooled = self.take_idle(addr);
+            let pooled = self.take_idle((addr, tls));
             let reused = pooled.is_some();
             let mut s = match pooled {
                 Some(s) => s,
-                None => TcpStream::connect(&self.handle, addr, limit).await?,
+                None => self.connect(tls, addr).await?,
             };
             let r = exchange(&mut s, req.clone(), head, self.max_body).await;
             let (resp, keep) = match r {
                 Err(ClientError::Io(_)) | Err(ClientError::Invalid(_)) if reused => {
-                    let mut s2 = TcpStream::connect(&self.handle, addr, limit).await?;
+                    let mut s2 = self.connect(tls, addr).await?;
                     let r = exchange(&mut s2, req, head, self.max_body).await?;
                     s = s2;
                     r
@@ -113,7 +184,7 @@ impl Client {
                 self.idle
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .entry(addr)
+                    .entry((addr, tls))
                     .or_default()
                     .push(s);
             }
@@ -124,19 +195,24 @@ impl Client {
             .map_err(|_| ClientError::Timeout(limit))?
     }
 
-    fn take_idle(&self, addr: SocketAddr) -> Option<TcpStream> {
+    fn take_idle(&self, key: (SocketAddr, bool)) -> Option<Stream> {
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&addr)
+            .get_mut(&key)
             .and_then(|v| v.pop())
     }
 }
 
-fn parse_url(url: &str) -> Result<(SocketAddr, String), ClientError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| ClientError::Url(url.into()))?;
+/// `(https?, address, path)` of an `http(s)://IP:PORT/path` URL.
+fn parse_url(url: &str) -> Result<(bool, SocketAddr, String), ClientError> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err(ClientError::Url(url.into()));
+    };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].to_string()),
         None => (rest, "/".to_string()),
@@ -144,12 +220,12 @@ fn parse_url(url: &str) -> Result<(SocketAddr, String), ClientError> {
     let addr = hostport
         .parse::<SocketAddr>()
         .map_err(|_| ClientError::Url(url.into()))?;
-    Ok((addr, path))
+    Ok((tls, addr, path))
 }
 
 /// Writes `req` and reads one response: (response, connection reusable).
 async fn exchange(
-    s: &mut TcpStream,
+    s: &mut Stream,
     req: Vec<u8>,
     head: bool,
     max_body: usize,
