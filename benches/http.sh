@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HTTP plaintext benchmark: examples/http_server (per backend) and the hyper + tokio peer,
 # side by side in one run, `wrk -t2 -c64 -d${SECS:-10}s --latency` against each, ROUNDS times
-# alternating. Usage: bash benches/http.sh [--no-build]
+# alternating. ACCEPT=1 adds a run with AcceptMode::ReusePort (io_uring) next to the default.
+# Usage: bash benches/http.sh [--no-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-10}; ROUNDS=${ROUNDS:-2}; PORT=${PORT:-18090}
@@ -19,5 +20,6 @@ run() { # name, command...
 for r in $(seq "$ROUNDS"); do
   run "percore-uring" env PERCORE_IO=uring target/release/examples/http_server
   run "percore-mio" env PERCORE_IO=mio target/release/examples/http_server
+  [ -z "${ACCEPT:-}" ] || run "uring-reuseport" env PERCORE_IO=uring target/release/examples/http_server --accept reuseport
   run "hyper" target/release/examples/peer_hyper
 done

@@ -6,6 +6,8 @@
 //! cargo run --release --example http_server -- --addr 127.0.0.1:8080
 //! curl http://127.0.0.1:8080/json
 //! ```
+//! `--accept reuseport` uses one `SO_REUSEPORT` listener per loop instead of the default
+//! (accept on one loop, hand out round robin); benches/http.sh compares the two.
 //! Stops cleanly on SIGINT or SIGTERM.
 
 use percore::runtime::partition::RoundRobin;
@@ -52,7 +54,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .get("/json", api.clone())
         .get("/users/:id", api.clone())
         .post("/echo", api);
-    let server = HttpServer::bind(&rt.handle(), addr, router)?;
+    let mut opts = percore::transport::http::HttpOptions::default();
+    if let Some(mode) = args
+        .iter()
+        .position(|a| a == "--accept")
+        .and_then(|i| args.get(i + 1))
+    {
+        opts.server.accept = match mode.as_str() {
+            "reuseport" => percore::transport::AcceptMode::ReusePort,
+            "distribute" => percore::transport::AcceptMode::Distribute,
+            other => return Err(format!("--accept {other}: use reuseport or distribute").into()),
+        };
+    }
+    let server = HttpServer::bind_with(&rt.handle(), addr, router, opts)?;
     println!("listening on {}", server.local_addr());
     let sig = signals.wait();
     println!(

@@ -581,3 +581,48 @@ fn expect_100_continue_is_answered() {
         rt.shutdown();
     }
 }
+
+/// Both accept modes serve every connection. `AcceptMode::Distribute` (one listener handing
+/// connections to the event loops in turn) puts exactly half of them on each of two loops.
+#[test]
+fn accept_modes_serve_everyone_and_distribute_spreads_evenly() {
+    use percore::transport::AcceptMode;
+    use std::sync::atomic::Ordering;
+    let cases = modes()
+        .into_iter()
+        .flat_map(|m| [(m, AcceptMode::Distribute), (m, AcceptMode::ReusePort)]);
+    for ((b, co), mode) in cases {
+        let rt = runtime(b, co);
+        let mut opts = HttpOptions::default();
+        opts.server.accept = mode;
+        let srv = serve(&rt, opts);
+        let loops = rt.handle().io_workers();
+        let mut conns: Vec<TcpStream> = (0..8).map(|_| connect(srv.local_addr())).collect();
+        for s in conns.iter_mut() {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let (status, _, body) = read_response(s, &mut Vec::new()).expect("a response");
+            assert_eq!(
+                (status, &body[..]),
+                (200, &b"Hello, World!"[..]),
+                "{b:?}/{co}"
+            );
+        }
+        assert_eq!(srv.stats().accepted.load(Ordering::Relaxed), 8);
+        if loops == 2 && mode == AcceptMode::Distribute {
+            // Loop 0 holds the listener and 4 connections, loop 1 the other 4.
+            let h = rt.handle();
+            let handlers = |i: usize| h.io_stats(i).unwrap().handlers.load(Ordering::Relaxed);
+            let t0 = Instant::now();
+            while (handlers(0), handlers(1)) != (5, 4) {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(5),
+                    "{b:?}/{co}: handlers per loop {:?}",
+                    (handlers(0), handlers(1))
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        drop(conns);
+        rt.shutdown();
+    }
+}

@@ -38,7 +38,7 @@ pub mod udp;
 pub use client::{FramedClient, FramedError, Stream};
 pub use codec::{Codec, CodecError, LengthPrefixed, RawBytes};
 pub use server::{
-    CodecProtocol, Decoded, Dispatched, FrameCall, Responder, Server, ServerOptions,
+    AcceptMode, CodecProtocol, Decoded, Dispatched, FrameCall, Responder, Server, ServerOptions,
     ServerProtocol, ServerStats, Target,
 };
 

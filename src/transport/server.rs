@@ -105,6 +105,29 @@ pub struct ServerOptions {
     /// loop, the protocol sees plaintext. Build one with
     /// [`tls::server_config`](crate::transport::tls::server_config).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How connections are spread over the event loops (default: accept on one loop and hand
+    /// out round robin; see [`AcceptMode`] for the measurement behind it).
+    pub accept: AcceptMode,
+}
+
+/// How a [`Server`] spreads connections over the event loops.
+///
+/// Measured (BENCHMARKS.md, 2 loops, `wrk -t2 -c64`, io_uring, 4 rounds): keep-alive traffic
+/// `Distribute` 190-215 k req/s, p99 2.0-5.4 ms vs `ReusePort` 184-187 k, p99 6.6-7.1 ms (the
+/// kernel's hash put the 64 connections unevenly on the two loops, so one loop queued while
+/// the other idled); one connection per request (`Connection: close`) `ReusePort` 45.1 k vs
+/// `Distribute` 42.4 k conn/s. Hence the default: `Distribute`; use `ReusePort` for
+/// short-lived connections at very high accept rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AcceptMode {
+    /// A listening socket per loop with `SO_REUSEPORT`: the kernel picks the loop by a hash of
+    /// the connection's addresses. No cross-thread hand-off; the spread is only statistically
+    /// even (a few long-lived connections can land unevenly).
+    ReusePort,
+    /// One listener on the first loop accepts, and hands the connections to the loops in
+    /// turn (round robin): an exact spread, for one cross-thread hand-off per connection.
+    #[default]
+    Distribute,
 }
 
 impl Default for ServerOptions {
@@ -118,6 +141,7 @@ impl Default for ServerOptions {
             nodelay: true,
             backlog: 1024,
             tls: None,
+            accept: AcceptMode::default(),
         }
     }
 }
@@ -147,6 +171,8 @@ struct Shared<P: ServerProtocol> {
     handle: Handle,
     stopped: AtomicBool,
     next_conn: AtomicU64,
+    /// Event loops serving this server's connections.
+    loops: usize,
 }
 
 /// The way back from an app worker to the connection a request came from. Send exactly one
@@ -273,10 +299,14 @@ impl Server {
         proto: P,
         opts: ServerOptions,
     ) -> Result<Server, TransportError> {
-        let n = handle.io_workers();
-        if n == 0 {
+        let loops = handle.io_workers();
+        if loops == 0 {
             return Err(TransportError::NoIoWorkers);
         }
+        let n = match opts.accept {
+            AcceptMode::ReusePort => loops,
+            AcceptMode::Distribute => 1,
+        };
         let mut fds = Vec::with_capacity(n);
         let mut bound = addr;
         for _ in 0..n {
@@ -305,6 +335,7 @@ impl Server {
             handle: handle.clone(),
             stopped: AtomicBool::new(false),
             next_conn: AtomicU64::new(0),
+            loops,
         });
         let ids: Arc<std::sync::Mutex<Vec<HandlerId>>> = Arc::default();
         for (i, fd) in fds.into_iter().enumerate() {
@@ -312,13 +343,17 @@ impl Server {
             let ids2 = ids.clone();
             handle
                 .run_on_io(i, move |ctx| {
-                    let id = ctx.register(Box::new(Listener { fd, shared: sh }));
+                    let id = ctx.register(Box::new(Listener {
+                        fd,
+                        shared: sh,
+                        next_loop: 0,
+                    }));
                     ctx.accept(id.token, fd);
                     ids2.lock().unwrap_or_else(|p| p.into_inner()).push(id);
                 })
                 .map_err(TransportError::Runtime)?;
         }
-        tracing::info!(%bound, io_workers = n, "server listening");
+        tracing::info!(%bound, event_loops = loops, accept = ?shared.opts.accept, "server listening");
         let h2 = handle.clone();
         let sh2 = shared.clone();
         let stop = Arc::new(move || {
@@ -400,6 +435,8 @@ pub(crate) fn set_nodelay(fd: RawFd) {
 struct Listener<P: ServerProtocol> {
     fd: RawFd,
     shared: Arc<Shared<P>>,
+    /// Next loop for [`AcceptMode::Distribute`].
+    next_loop: usize,
 }
 
 impl<P: ServerProtocol> IoHandler for Listener<P> {
@@ -419,43 +456,27 @@ impl<P: ServerProtocol> IoHandler for Listener<P> {
                 if self.shared.opts.nodelay {
                     set_nodelay(fd);
                 }
-                let conn = self.shared.next_conn.fetch_add(1, Ordering::Relaxed);
-                let tls = match &self.shared.opts.tls {
-                    Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
-                        Ok(mut c) => {
-                            // Unsent bytes are bounded by `max_unsent` instead.
-                            c.set_buffer_limit(None);
-                            Some(Box::new(c))
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "TLS session could not start; closing");
-                            st.open.fetch_sub(1, Ordering::Relaxed);
-                            ctx.close(fd);
-                            return;
-                        }
-                    },
-                    None => None,
+                let target = match self.shared.opts.accept {
+                    AcceptMode::ReusePort => ctx.worker(),
+                    AcceptMode::Distribute => {
+                        let t = self.next_loop % self.shared.loops;
+                        self.next_loop = self.next_loop.wrapping_add(1);
+                        t
+                    }
                 };
-                let id = ctx.register(Box::new(Conn::<P> {
-                    tls,
-                    fd,
-                    conn,
-                    shared: self.shared.clone(),
-                    input: Vec::new(),
-                    partial_since: None,
-                    interim_sent: false,
-                    last_activity: ctx.now(),
-                    next_seq: 0,
-                    write_seq: 0,
-                    replies: VecDeque::new(),
-                    in_flight: 0,
-                    blocked: None,
-                    close_after_write: false,
-                    read_closed: false,
-                    closed: false,
-                }));
-                ctx.set_ticks(id.token, true);
-                ctx.recv(id.token, fd);
+                if target == ctx.worker() {
+                    start_conn(&self.shared, ctx, fd);
+                    return;
+                }
+                let sh = self.shared.clone();
+                let sent = self
+                    .shared
+                    .handle
+                    .run_on_io(target, move |ctx| start_conn(&sh, ctx, fd));
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, loop_ = target, "could not hand a connection to its loop; serving it here");
+                    start_conn(&self.shared, ctx, fd);
+                }
             }
             Event::AcceptError(e) => {
                 tracing::warn!(error = %e, "accept failed; the listener stays open");
@@ -464,6 +485,47 @@ impl<P: ServerProtocol> IoHandler for Listener<P> {
             _ => {}
         }
     }
+}
+
+/// Starts serving accepted connection `fd` on the current event loop.
+fn start_conn<P: ServerProtocol>(shared: &Arc<Shared<P>>, ctx: &mut IoCtx<'_>, fd: RawFd) {
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let tls = match &shared.opts.tls {
+        Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
+            Ok(mut c) => {
+                // Unsent bytes are bounded by `max_unsent` instead.
+                c.set_buffer_limit(None);
+                Some(Box::new(c))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS session could not start; closing");
+                shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+                ctx.close(fd);
+                return;
+            }
+        },
+        None => None,
+    };
+    let id = ctx.register(Box::new(Conn::<P> {
+        tls,
+        fd,
+        conn,
+        shared: shared.clone(),
+        input: Vec::new(),
+        partial_since: None,
+        interim_sent: false,
+        last_activity: ctx.now(),
+        next_seq: 0,
+        write_seq: 0,
+        replies: VecDeque::new(),
+        in_flight: 0,
+        blocked: None,
+        close_after_write: false,
+        read_closed: false,
+        closed: false,
+    }));
+    ctx.set_ticks(id.token, true);
+    ctx.recv(id.token, fd);
 }
 
 struct Conn<P: ServerProtocol> {
