@@ -3,7 +3,7 @@
 //! the worker when it dispatches a `Readable`/`Acceptable` completion (so the handler is called
 //! between reads); writes are performed here, as soon as they are queued and on writability.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -38,7 +38,7 @@ pub(crate) struct MioBackend {
     poll: Poll,
     events: Events,
     waker: Arc<Waker>,
-    fds: HashMap<RawFd, MFd>,
+    fds: super::fdmap::FdMap<MFd>,
     next_epoch: u64,
     /// Completions produced outside `poll` (immediate writes, arming), handed out by the next
     /// `poll`.
@@ -53,7 +53,7 @@ impl MioBackend {
             poll,
             events: Events::with_capacity(1024),
             waker,
-            fds: HashMap::new(),
+            fds: super::fdmap::FdMap::default(),
             next_epoch: 0,
             ready: VecDeque::new(),
         })
@@ -72,7 +72,7 @@ impl MioBackend {
 
     fn entry(&mut self, token: Token, fd: RawFd, interest: Interest) -> &mut MFd {
         let epoch = &mut self.next_epoch;
-        let e = self.fds.entry(fd).or_insert_with(|| {
+        let e = self.fds.get_or_insert_with(fd, || {
             *epoch += 1;
             MFd {
                 token,
@@ -363,7 +363,7 @@ impl MioBackend {
 
     /// Closes every fd still registered (worker exit).
     pub(crate) fn close_all(&mut self) {
-        let fds: Vec<RawFd> = self.fds.keys().copied().collect();
+        let fds: Vec<RawFd> = self.fds.fds();
         for fd in fds {
             self.close(fd);
         }

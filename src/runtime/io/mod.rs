@@ -34,6 +34,7 @@
 //! rt.shutdown();
 //! ```
 
+mod fdmap;
 mod mio_backend;
 mod uring_backend;
 pub(crate) mod worker;

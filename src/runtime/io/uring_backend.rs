@@ -5,7 +5,7 @@
 //! connection low. Where buffer rings are not supported, recv falls back to one plain `Recv`
 //! with an owned buffer per connection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -131,7 +131,7 @@ impl Drop for BufRing {
 pub(crate) struct UringBackend {
     ring: IoUring,
     ops: slab::Slab<Op>,
-    fds: HashMap<RawFd, UFd>,
+    fds: super::fdmap::FdMap<UFd>,
     next_epoch: u64,
     eventfd: RawFd,
     wake_armed: bool,
@@ -163,7 +163,7 @@ impl UringBackend {
         let mut b = UringBackend {
             ring,
             ops: slab::Slab::with_capacity(1024),
-            fds: HashMap::new(),
+            fds: super::fdmap::FdMap::default(),
             next_epoch: 0,
             eventfd,
             wake_armed: false,
@@ -268,7 +268,7 @@ impl UringBackend {
 
     fn fd_entry(&mut self, token: Token, fd: RawFd) -> &mut UFd {
         let epoch = &mut self.next_epoch;
-        let e = self.fds.entry(fd).or_insert_with(|| {
+        let e = self.fds.get_or_insert_with(fd, || {
             *epoch += 1;
             UFd {
                 token,
@@ -773,7 +773,7 @@ impl UringBackend {
 
     /// Closes every fd still known (worker exit).
     pub(crate) fn close_all(&mut self) {
-        let fds: Vec<RawFd> = self.fds.keys().copied().collect();
+        let fds: Vec<RawFd> = self.fds.fds();
         for fd in fds {
             self.close(fd);
         }
