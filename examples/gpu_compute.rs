@@ -175,7 +175,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  {} ({}, {})", a.name, a.backend, a.kind);
     }
     let rt = Runtime::testing(2)?;
-    let accel = Arc::new(Accel::start_on(&rt.handle(), AccelOptions::from_env()?)?);
+    let accel = Arc::new(Accel::start_on(
+        &rt.handle(),
+        AccelOptions::for_runtime(rt.handle().config())?,
+    )?);
     let sel = accel.selection().cloned();
     println!(
         "accelerator: {} ({})",

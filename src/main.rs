@@ -253,6 +253,7 @@ fn print_configs(configs: &[Config]) {
         ("io_workers", Box::new(|c| c.io_workers.to_string())),
         ("io_colocated", Box::new(|c| c.io_colocated.to_string())),
         ("accel_workers", Box::new(|c| c.accel_workers.to_string())),
+        ("accel_backend", Box::new(|c| c.accel_backend.to_string())),
         ("pin_workers", Box::new(|c| c.pin_workers.to_string())),
         ("numa_aware", Box::new(|c| c.numa_aware.to_string())),
         ("ring_capacity", Box::new(|c| c.ring_capacity.to_string())),

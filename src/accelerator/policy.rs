@@ -192,7 +192,45 @@ impl Default for AccelOptions {
     }
 }
 
+impl From<crate::runtime::config::AccelPolicy> for AccelBackend {
+    fn from(p: crate::runtime::config::AccelPolicy) -> Self {
+        use crate::runtime::config::AccelPolicy;
+        match p {
+            AccelPolicy::Auto => AccelBackend::Auto,
+            AccelPolicy::Gpu => AccelBackend::Gpu,
+            AccelPolicy::Cpu => AccelBackend::Cpu,
+        }
+    }
+}
+
 impl AccelOptions {
+    /// The options a runtime's configuration asks for: its `accel_backend` (which already
+    /// carries `PERCORE_ACCEL`, the TOML file and the builder, in that precedence), then
+    /// `WGPU_BACKEND` and `PERCORE_ACCEL_CROSSOVER_FILE` from the process environment.
+    ///
+    /// ```
+    /// use percore::accelerator::{AccelBackend, AccelOptions};
+    /// use percore::runtime::config::AccelPolicy;
+    /// use percore::runtime::Runtime;
+    ///
+    /// let rt = Runtime::builder()
+    ///     .profile(percore::runtime::config::Profile::Testing)
+    ///     .accel_backend(AccelPolicy::Cpu)
+    ///     .build()
+    ///     .unwrap();
+    /// let opts = AccelOptions::for_runtime(rt.handle().config()).unwrap();
+    /// assert_eq!(opts.backend, AccelBackend::Cpu);
+    /// ```
+    pub fn for_runtime(cfg: &crate::runtime::config::Config) -> Result<Self, AccelError> {
+        let mut o = Self::from_env_with(|k| match k {
+            // The runtime's config already resolved this one.
+            "PERCORE_ACCEL" => None,
+            k => std::env::var(k).ok(),
+        })?;
+        o.backend = cfg.accel_backend.into();
+        Ok(o)
+    }
+
     /// Defaults, then `PERCORE_ACCEL` and `WGPU_BACKEND` from the process environment.
     pub fn from_env() -> Result<Self, AccelError> {
         Self::from_env_with(|k| std::env::var(k).ok())

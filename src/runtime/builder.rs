@@ -147,6 +147,10 @@ impl Builder<Ready> {
     pub fn io_backend(self, b: IoBackend) -> Self {
         self.set(|c| c.io_backend = b)
     }
+    /// Accelerator backend policy (read by `accelerator::AccelOptions::for_runtime`).
+    pub fn accel_backend(self, p: super::config::AccelPolicy) -> Self {
+        self.set(|c| c.accel_backend = p)
+    }
     /// Run an event loop on every app worker (true) or on dedicated I/O threads (false).
     pub fn io_colocated(self, on: bool) -> Self {
         self.set(|c| c.io_colocated = on)

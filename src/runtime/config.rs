@@ -128,6 +128,47 @@ impl FromStr for IoBackend {
     }
 }
 
+/// Which backend the accelerator workers run compute tasks on. The runtime only carries the
+/// choice; `accelerator::AccelOptions::for_runtime` reads it (the runtime knows no layer above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelPolicy {
+    /// A discrete GPU, else an integrated one, else the CPU backend (software adapters such as
+    /// lavapipe are skipped: slower than the CPU backend).
+    Auto,
+    /// Any wgpu adapter, software ones included (how tests exercise the WGSL kernels without
+    /// a GPU); the CPU backend when there is none.
+    Gpu,
+    /// The CPU backend only.
+    Cpu,
+}
+
+impl FromStr for AccelPolicy {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_lowercase().as_str() {
+            "auto" => Ok(AccelPolicy::Auto),
+            "gpu" => Ok(AccelPolicy::Gpu),
+            "cpu" => Ok(AccelPolicy::Cpu),
+            _ => Err(ConfigError::Invalid {
+                setting: "accel_backend".into(),
+                value: s.into(),
+                expected: "auto, gpu or cpu".into(),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for AccelPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AccelPolicy::Auto => "auto",
+            AccelPolicy::Gpu => "gpu",
+            AccelPolicy::Cpu => "cpu",
+        })
+    }
+}
+
 /// Which CPU each worker thread is pinned to (`None`: not pinned).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Placement {
@@ -218,6 +259,8 @@ pub struct Config {
     /// an app worker and pay a cross-thread wake-up per hand-off), false from 8 cores; Testing
     /// false (it exercises the dedicated path).
     pub io_colocated: bool,
+    /// Accelerator backend policy (`PERCORE_ACCEL`, TOML `accel_backend`). Rule: Auto.
+    pub accel_backend: AccelPolicy,
     /// Transport connection limit (1..=10^7). Rule: usable memory / 64 KiB, at most 1,000,000;
     /// Testing, Minimal and Embedded 1024.
     pub max_connections: usize,
@@ -293,6 +336,7 @@ impl Config {
                 _ => 10,
             }),
             io_backend: IoBackend::Auto,
+            accel_backend: AccelPolicy::Auto,
             io_colocated: cores < 8 && profile != Testing,
             max_connections: match profile {
                 Testing | Minimal | Embedded => 1024,
@@ -421,6 +465,11 @@ impl Config {
                 .parse()
                 .map_err(|_| invalid("PERCORE_IO", &v, "auto, uring or mio"))?;
         }
+        if let Some(v) = env("PERCORE_ACCEL") {
+            self.accel_backend = v
+                .parse()
+                .map_err(|_| invalid("PERCORE_ACCEL", &v, "auto, gpu or cpu"))?;
+        }
         if let Some(v) = env("PERCORE_SPIN_US") {
             self.spin_before_park =
                 Duration::from_micros(num("PERCORE_SPIN_US", &v, 0, 10_000_000)?);
@@ -467,6 +516,7 @@ impl Config {
             shutdown_timeout_ms: Option<u64>,
             io_backend: Option<String>,
             io_colocated: Option<bool>,
+            accel_backend: Option<String>,
             max_connections: Option<u64>,
             seed: Option<u64>,
         }
@@ -492,6 +542,7 @@ impl Config {
             set("PERCORE_MAX_CONNECTIONS", f.max_connections),
             set("PERCORE_SEED", f.seed),
             f.io_backend.map(|v| ("PERCORE_IO".to_string(), v)),
+            f.accel_backend.map(|v| ("PERCORE_ACCEL".to_string(), v)),
             f.pin_workers
                 .map(|v| ("PERCORE_PIN".to_string(), v.to_string())),
             f.io_colocated
@@ -616,6 +667,7 @@ fn toml_key(env: &str) -> &str {
         "PERCORE_MAX_CONNECTIONS" => "max_connections",
         "PERCORE_SEED" => "seed",
         "PERCORE_IO" => "io_backend",
+        "PERCORE_ACCEL" => "accel_backend",
         "PERCORE_PIN" => "pin_workers",
         "PERCORE_IO_COLOCATED" => "io_colocated",
         other => other,
@@ -770,6 +822,14 @@ mod tests {
         assert!(e.to_string().contains("power of two"), "{e}");
         let e = Config::from_env_with(&h, env(&[("PERCORE_IO", "kqueue")])).unwrap_err();
         assert!(e.to_string().contains("auto, uring or mio"), "{e}");
+        let c = Config::from_env_with(&h, env(&[("PERCORE_ACCEL", " GPU ")])).unwrap();
+        assert_eq!(c.accel_backend, AccelPolicy::Gpu);
+        let e = Config::from_env_with(&h, env(&[("PERCORE_ACCEL", "tpu")])).unwrap_err();
+        assert!(
+            e.to_string().starts_with("PERCORE_ACCEL=\"tpu\"")
+                && e.to_string().contains("auto, gpu or cpu"),
+            "{e}"
+        );
         let e = Config::from_env_with(&h, env(&[("PERCORE_PROFILE", "turbo")])).unwrap_err();
         assert!(
             e.to_string().starts_with("PERCORE_PROFILE=\"turbo\""),
@@ -780,10 +840,13 @@ mod tests {
     #[test]
     fn toml_overrides_and_unknown_keys() {
         let mut c = Config::for_profile(Profile::Production, &hw(4, false));
-        c.apply_toml("mailbox_capacity = 99\nio_backend = \"mio\"\nspin_before_park_us = 0\n")
+        c.apply_toml("mailbox_capacity = 99\nio_backend = \"mio\"\nspin_before_park_us = 0\naccel_backend = \"cpu\"\n")
             .unwrap();
         assert_eq!(c.mailbox_capacity, 99);
         assert_eq!(c.io_backend, IoBackend::Mio);
+        assert_eq!(c.accel_backend, AccelPolicy::Cpu);
+        let e = c.apply_toml("accel_backend = \"tpu\"").unwrap_err();
+        assert!(e.to_string().starts_with("accel_backend=\"tpu\""), "{e}");
         assert_eq!(c.spin_before_park, Duration::ZERO);
         let e = c.apply_toml("mailbox_capacity = 0").unwrap_err();
         assert!(e.to_string().starts_with("mailbox_capacity=\"0\""), "{e}");
