@@ -218,6 +218,33 @@ fn device_lost_reroutes_to_cpu_with_same_answers() {
     assert!(st.fallback_tasks >= 1);
 }
 
+/// Out of device memory: the failed batch reruns on the CPU backend with the same answers,
+/// and the device stays in use afterwards (unlike a lost device).
+#[test]
+fn out_of_memory_reroutes_one_batch_and_keeps_the_device() {
+    let Some(accel) = gpu_accel() else { return };
+    // Big enough to go to the worker (not run inline), small enough for lavapipe.
+    let t = matmul_task(96, 80, 72);
+    let want = cpu::run(&t, 1).unwrap();
+    assert_eq!(accel.submit(t.clone()).wait().unwrap().ran, Ran::Gpu);
+    assert_eq!(accel.fail_next_batches_as_oom(2), 1);
+    for _ in 0..2 {
+        let out = accel.submit(t.clone()).wait().unwrap();
+        assert_eq!(out.ran, Ran::CpuFallback);
+        close(&out.tensors[0], &want[0], 1e-4);
+    }
+    let out = accel.submit(t.clone()).wait().unwrap();
+    assert_eq!(
+        out.ran,
+        Ran::Gpu,
+        "the device is used again after an out-of-memory"
+    );
+    close(&out.tensors[0], &want[0], 1e-4);
+    assert!(accel.on_gpu());
+    let st = &accel.stats()[0];
+    assert_eq!(st.fallback_tasks, 2, "{st:?}");
+}
+
 /// Blocks the worker on a host pipeline stage until the barrier is released.
 fn block_worker(
     accel: &Accel,

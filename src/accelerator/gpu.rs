@@ -73,6 +73,8 @@ pub struct GpuDevice {
     lost: Arc<AtomicBool>,
     uncaptured: Arc<Mutex<Vec<String>>>,
     stats: GpuStats,
+    /// Batches still to fail as out-of-memory ([`GpuDevice::fail_next_as_oom`]).
+    injected_oom: u32,
 }
 
 impl std::fmt::Debug for GpuDevice {
@@ -144,7 +146,15 @@ impl GpuDevice {
             lost,
             uncaptured,
             stats: GpuStats::default(),
+            injected_oom: 0,
         })
+    }
+
+    /// Makes the next `n` batches fail as out-of-memory, as a full device would (before
+    /// anything is uploaded), to exercise the CPU fallback where memory cannot be exhausted on
+    /// purpose (software adapters ignore memory budgets).
+    pub fn fail_next_as_oom(&mut self, n: u32) {
+        self.injected_oom = n;
     }
 
     /// The adapter this device was opened on.
@@ -544,6 +554,12 @@ impl GpuDevice {
 
     fn run_jobs(&mut self, jobs: Vec<Job<'_>>) -> Result<Vec<Vec<Tensor>>, DeviceFailure> {
         self.check_failure()?;
+        if self.injected_oom > 0 {
+            self.injected_oom -= 1;
+            return Err(DeviceFailure::OutOfMemory(
+                "injected by Accel::fail_next_batches_as_oom".into(),
+            ));
+        }
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut enc = self

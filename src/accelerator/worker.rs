@@ -430,6 +430,18 @@ impl Accel {
             .count()
     }
 
+    /// Makes each worker's next `n` GPU batches fail as out-of-memory, as a full device would:
+    /// they rerun on the CPU backend (one warning per worker) while the device stays in use for
+    /// later work. For testing fallback paths where device memory cannot be exhausted on
+    /// purpose. Returns how many workers have a device.
+    pub fn fail_next_batches_as_oom(&self, n: u32) -> usize {
+        self.workers
+            .iter()
+            .filter_map(|w| self.control(w, move |st| st.inject_oom(n)).ok())
+            .filter(|d| *d)
+            .count()
+    }
+
     /// Stops the workers after the queued work has run and joins them.
     pub fn shutdown(mut self) {
         self.stop();
@@ -698,6 +710,16 @@ impl WorkerState {
             s.gpu = self.gpu.as_ref().map(|g| g.stats());
         }
         s
+    }
+
+    fn inject_oom(&mut self, n: u32) -> bool {
+        #[cfg(feature = "gpu")]
+        if let Some(g) = self.gpu.as_mut() {
+            g.fail_next_as_oom(n);
+            return true;
+        }
+        let _ = n;
+        false
     }
 
     fn destroy_device(&mut self) -> bool {
