@@ -138,6 +138,22 @@ thread_local! {
     static OUTBOUND: RefCell<Option<Outbound>> = const { RefCell::new(None) };
 }
 
+/// Runs `f` on this thread's outbound slot (`None` once the thread's TLS is being torn down).
+///
+/// Why not `OUTBOUND.with(f)`: with a large `f`, `LocalKey::with` is not inlined and reaches
+/// the slot through an indirect call per access (perf: 12-27 % of a streaming sender); taking
+/// the address in a tiny closure keeps the access a plain thread-local load.
+#[inline(always)]
+fn with_outbound<R>(f: impl FnOnce(Option<&RefCell<Option<Outbound>>>) -> R) -> R {
+    let p = OUTBOUND
+        .try_with(|o| o as *const RefCell<Option<Outbound>>)
+        .ok();
+    // SAFETY: `try_with` succeeded, so the slot is alive and stays alive until this thread's
+    // TLS destructors run, which cannot happen while this thread is inside `f`; the reference
+    // is used on this thread only and does not outlive `f`.
+    f(p.map(|p| unsafe { &*p }))
+}
+
 impl Outbound {
     pub(crate) fn new(
         mesh: Arc<MeshShared>,
@@ -314,8 +330,8 @@ pub(crate) fn merge_with_credit<V>(
     v: V,
     merge: impl FnOnce(&mut Envelope, u8, V) -> Result<(), V>,
 ) -> Result<(), V> {
-    OUTBOUND.with(|o| {
-        let Ok(mut g) = o.try_borrow_mut() else {
+    with_outbound(|o| {
+        let Some(Ok(mut g)) = o.map(|o| o.try_borrow_mut()) else {
             return Err(v);
         };
         let Some(ob) = g.as_mut() else {
@@ -347,25 +363,24 @@ pub(crate) fn merge_with_credit<V>(
 
 /// Flushes the current thread's outbound rings, if it has any.
 pub(crate) fn flush_current() -> usize {
-    OUTBOUND.with(|o| match o.try_borrow_mut() {
-        Ok(mut g) => g.as_mut().map_or(0, |ob| ob.flush()),
-        Err(_) => 0,
+    with_outbound(|o| match o.map(|o| o.try_borrow_mut()) {
+        Some(Ok(mut g)) => g.as_mut().map_or(0, |ob| ob.flush()),
+        _ => 0,
     })
 }
 
 /// True when the current thread has unflushed overflow.
 pub(crate) fn current_has_overflow() -> bool {
-    OUTBOUND.with(|o| {
-        o.try_borrow()
-            .map(|g| g.as_ref().is_some_and(|ob| ob.has_overflow()))
-            .unwrap_or(false)
+    with_outbound(|o| {
+        o.and_then(|o| o.try_borrow().ok())
+            .is_some_and(|g| g.as_ref().is_some_and(|ob| ob.has_overflow()))
     })
 }
 
 /// The mesh node the current thread is, if it belongs to `mesh`.
 pub(crate) fn current_node(mesh_id: u64) -> Option<usize> {
-    OUTBOUND.with(|o| {
-        o.try_borrow().ok().and_then(|g| {
+    with_outbound(|o| {
+        o.and_then(|o| o.try_borrow().ok()).and_then(|g| {
             g.as_ref()
                 .filter(|ob| ob.mesh.id == mesh_id)
                 .map(|ob| ob.me)
@@ -376,8 +391,8 @@ pub(crate) fn current_node(mesh_id: u64) -> Option<usize> {
 /// Sends `env` to node `to`: over this thread's ring if it is a node of the same mesh (published
 /// at the next flush), else through the target's injector with an immediate wake-up.
 pub(crate) fn send(mesh: &MeshShared, to: usize, env: Envelope) {
-    let env = OUTBOUND.with(|o| {
-        let Ok(mut g) = o.try_borrow_mut() else {
+    let env = with_outbound(|o| {
+        let Some(Ok(mut g)) = o.map(|o| o.try_borrow_mut()) else {
             return Some(env);
         };
         match g.as_mut() {
@@ -419,8 +434,8 @@ pub(crate) fn send_keyed<V>(
     make: impl Fn(V) -> (Envelope, u8),
     (grant, release): (impl FnOnce() -> u32, unsafe fn(usize, usize)),
 ) {
-    let rest = OUTBOUND.with(|o| {
-        let Ok(mut g) = o.try_borrow_mut() else {
+    let rest = with_outbound(|o| {
+        let Some(Ok(mut g)) = o.map(|o| o.try_borrow_mut()) else {
             return Some(v);
         };
         match g.as_mut() {
@@ -481,9 +496,8 @@ fn run_envelope(env: Envelope) {
 
 /// The current thread's mesh and node index, if it is a node of some runtime.
 pub(crate) fn current_mesh() -> Option<(Arc<MeshShared>, usize)> {
-    OUTBOUND.with(|o| {
-        o.try_borrow()
-            .ok()
+    with_outbound(|o| {
+        o.and_then(|o| o.try_borrow().ok())
             .and_then(|g| g.as_ref().map(|ob| (ob.mesh.clone(), ob.me)))
     })
 }
