@@ -49,11 +49,10 @@ impl FromStr for AccelBackend {
     type Err = AccelError;
     /// `auto`, `gpu` or `cpu`, case-insensitive, surrounding blanks ignored.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(AccelBackend::Auto),
-            "gpu" => Ok(AccelBackend::Gpu),
-            "cpu" => Ok(AccelBackend::Cpu),
-            _ => Err(AccelError::InvalidSetting {
+        // One parser for the policy names: the runtime config's.
+        match s.parse::<crate::runtime::config::AccelPolicy>() {
+            Ok(p) => Ok(p.into()),
+            Err(_) => Err(AccelError::InvalidSetting {
                 setting: "accel backend".into(),
                 value: s.into(),
                 expected: "auto, gpu or cpu",
