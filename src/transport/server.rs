@@ -1,5 +1,6 @@
-//! Protocol-agnostic TCP serving on the I/O workers: listeners (one `SO_REUSEPORT` socket per
-//! I/O worker, so the kernel spreads connections), connection state machines that decode
+//! Protocol-agnostic TCP serving on the I/O workers: listeners ([`AcceptMode`]: by default one
+//! listener handing connections to the loops round robin, or one `SO_REUSEPORT` socket per
+//! loop so the kernel spreads them), connection state machines that decode
 //! requests on the I/O worker and hand them to app actors over the mesh, ordered replies
 //! (pipelining), backpressure, connection limits and timeouts. Owns sockets and per-connection
 //! buffers; knows no protocol: a [`ServerProtocol`] (HTTP, a framed codec, yours) says how bytes
