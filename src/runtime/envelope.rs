@@ -26,9 +26,9 @@
 //! ```
 //!
 //! ## Invariants
-//! - `data` holds exactly one live value of the closure (or [`Payload`]) type `F` that `call`
+//! - `data` holds exactly one live value of the closure (or `Payload`) type `F` that `call`
 //!   was instantiated for: `F` itself when it fits ([`INLINE`] bytes, alignment ≤ 8), else a
-//!   `Box<F>`. [`Envelope::payload_mut`] and [`Envelope::into_payload`] rely on the same rule,
+//!   `Box<F>`. `Envelope::payload_mut` and `Envelope::into_payload` rely on the same rule,
 //!   and their callers promise the type.
 //! - `call(data, true)` moves that value out and runs it; `call(data, false)` moves it out and
 //!   drops it. Either is done exactly once: by [`Envelope::run`] (which forgets `self`) or by
