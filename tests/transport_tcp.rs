@@ -254,3 +254,65 @@ fn udp_datagrams_round_trip_on_every_backend() {
         rt.shutdown();
     }
 }
+
+/// `FramedClient` against misbehaving peers (a plain std server thread each): a frame cut short
+/// by EOF is a typed `Truncated` error, an oversize announced length a `FrameTooLarge` one, a
+/// silent peer a `Timeout` — after which the client refuses further use instead of reading a
+/// stale answer.
+#[test]
+fn framed_client_reports_bad_peers_with_typed_errors() {
+    use percore::transport::{CodecError, FramedClient, FramedError};
+    // Each peer reads one request, then misbehaves as `script` says.
+    fn peer(script: &'static [u8], then_close: bool) -> std::net::SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf);
+            s.write_all(script).unwrap();
+            if !then_close {
+                std::thread::sleep(Duration::from_secs(3));
+            }
+        });
+        addr
+    }
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let h = rt.handle();
+        let truncated = peer(&[0, 0, 0, 10, b'a', b'b', b'c'], true);
+        let oversize = peer(&[0xff, 0xff, 0xff, 0xff], false);
+        let silent = peer(b"", false);
+        rt.block_on(async move {
+            let t = Duration::from_secs(5);
+            let codec = LengthPrefixed::new(1024);
+            let mut c = FramedClient::connect(&h, truncated, codec, t)
+                .await
+                .unwrap();
+            match c.call(&b"hi"[..]).await {
+                Err(FramedError::Codec(CodecError::Truncated { .. })) => {}
+                other => panic!("{b:?}/{co}: expected Truncated, got {other:?}"),
+            }
+            let mut c = FramedClient::connect(&h, oversize, codec, t).await.unwrap();
+            match c.call(&b"hi"[..]).await {
+                Err(FramedError::Codec(CodecError::FrameTooLarge { .. })) => {}
+                other => panic!("{b:?}/{co}: expected FrameTooLarge, got {other:?}"),
+            }
+            let limit = Duration::from_millis(200);
+            let mut c = FramedClient::connect(&h, silent, codec, limit)
+                .await
+                .unwrap();
+            let t0 = Instant::now();
+            match c.call(&b"hi"[..]).await {
+                Err(FramedError::Timeout(d)) => assert_eq!(d, limit),
+                other => panic!("{b:?}/{co}: expected Timeout, got {other:?}"),
+            }
+            assert!(t0.elapsed() < Duration::from_secs(2));
+            match c.send(&b"again"[..]).await {
+                Err(FramedError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::NotConnected),
+                other => panic!("{b:?}/{co}: expected NotConnected, got {other:?}"),
+            }
+        });
+        rt.shutdown();
+    }
+}
