@@ -17,6 +17,7 @@ pub mod request;
 use std::net::SocketAddr;
 
 pub use client::{Client, ClientError};
+use request::Parsed;
 pub use request::{Limits, Method, ParseError, Request};
 
 use super::TransportError;
@@ -330,12 +331,12 @@ impl ServerProtocol for HttpProtocol {
     type Request = HttpCallParts;
 
     fn decode(&self, input: &[u8]) -> Decoded<HttpCallParts> {
-        match request::parse(input, &self.limits) {
-            Ok(Some((req, used))) => Decoded::Request(HttpCallParts(req), used),
-            Ok(None) if request::expects_continue(input) => {
-                Decoded::Interim(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
-            }
-            Ok(None) => Decoded::Incomplete,
+        match request::parse_request(input, &self.limits) {
+            Ok(Parsed::Complete(req, used)) => Decoded::Request(HttpCallParts(req), used),
+            Ok(Parsed::Incomplete {
+                expect_continue: true,
+            }) => Decoded::Interim(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()),
+            Ok(Parsed::Incomplete { .. }) => Decoded::Incomplete,
             Err(e) => Decoded::Reject {
                 response: Some(error_bytes(e.status(), &e.to_string())),
                 reason: e.to_string(),

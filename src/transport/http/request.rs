@@ -152,6 +152,27 @@ impl ParseError {
 /// Parses one request from the front of `buf`: `Ok(Some((request, bytes used)))`, `Ok(None)`
 /// when more bytes are needed, or the error to answer with.
 pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, ParseError> {
+    Ok(match parse_request(buf, limits)? {
+        Parsed::Complete(req, used) => Some((req, used)),
+        Parsed::Incomplete { .. } => None,
+    })
+}
+
+/// What [`parse_request`] found.
+pub(crate) enum Parsed {
+    /// A whole request and the bytes it used.
+    Complete(Request, usize),
+    /// More bytes are needed. `expect_continue`: the head is complete, is HTTP/1.1 and carries
+    /// `Expect: 100-continue`, so the client holds its body back until `100 Continue`.
+    Incomplete { expect_continue: bool },
+}
+
+/// [`parse`], also telling whether an incomplete request waits for `100 Continue` (from the
+/// same pass over the head).
+pub(crate) fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {
+    const INCOMPLETE: Parsed = Parsed::Incomplete {
+        expect_continue: false,
+    };
     const STACK: usize = 64;
     let mut stack = [httparse::EMPTY_HEADER; STACK];
     let mut heap;
@@ -168,7 +189,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Pa
             if buf.len() > limits.max_header_bytes {
                 return Err(ParseError::HeadersTooLarge);
             }
-            return Ok(None);
+            return Ok(INCOMPLETE);
         }
         Err(httparse::Error::TooManyHeaders) => return Err(ParseError::HeadersTooLarge),
         Err(httparse::Error::Version) => return Err(ParseError::Bad("unsupported HTTP version")),
@@ -188,6 +209,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Pa
     let mut chunked = false;
     let mut conn_close = false;
     let mut conn_keep = false;
+    let mut expect_continue = false;
     let mut out_headers = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -206,6 +228,8 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Pa
             } else {
                 return Err(ParseError::Bad("unsupported Transfer-Encoding"));
             }
+        } else if h.name.eq_ignore_ascii_case("expect") {
+            expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue");
         } else if h.name.eq_ignore_ascii_case("connection") {
             let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
             conn_close |= v.contains("close");
@@ -219,10 +243,13 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Pa
         ));
     }
     let keep_alive = if version == 1 { !conn_close } else { conn_keep };
+    let waiting = Parsed::Incomplete {
+        expect_continue: expect_continue && version == 1,
+    };
     let (body, used) = if chunked {
         match dechunk(&buf[hlen..], limits.max_body)? {
             Some((body, n)) => (body, hlen + n),
-            None => return Ok(None),
+            None => return Ok(waiting),
         }
     } else {
         let cl = content_length.unwrap_or(0);
@@ -230,11 +257,11 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Pa
             return Err(ParseError::BodyTooLarge(cl));
         }
         if buf.len() - hlen < cl {
-            return Ok(None);
+            return Ok(waiting);
         }
         (buf[hlen..hlen + cl].to_vec(), hlen + cl)
     };
-    Ok(Some((
+    Ok(Parsed::Complete(
         Request {
             method,
             path,
@@ -246,25 +273,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Pa
             keep_alive,
         },
         used,
-    )))
-}
-
-/// True when `buf` starts with a complete HTTP/1.1 request head carrying
-/// `Expect: 100-continue` (the client waits for `100 Continue` before sending its body). Only
-/// asked once `parse` said the request is incomplete and within limits, so the body is what is
-/// missing.
-pub(crate) fn expects_continue(buf: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(_)) if req.version == Some(1) => {
-            req.headers.iter().any(|h| {
-                h.name.eq_ignore_ascii_case("expect")
-                    && h.value.eq_ignore_ascii_case(b"100-continue")
-            })
-        }
-        _ => false,
-    }
+    ))
 }
 
 /// Decodes a chunked body from the front of `buf`: `Some((body, bytes used))` when complete.
@@ -309,6 +318,15 @@ pub(crate) fn dechunk(buf: &[u8], max: usize) -> Result<Option<(Vec<u8>, usize)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn expects_continue(buf: &[u8]) -> bool {
+        matches!(
+            parse_request(buf, &Limits::default()),
+            Ok(Parsed::Incomplete {
+                expect_continue: true
+            })
+        )
+    }
 
     #[test]
     fn expects_continue_only_for_a_complete_head_asking_for_it() {
