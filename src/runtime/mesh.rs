@@ -184,6 +184,11 @@ impl Outbound {
 
     fn push(&mut self, to: usize, env: Envelope) {
         self.reset_last(to);
+        self.push_env(to, env);
+    }
+
+    /// Writes `env` (ring, or overflow when the ring is full) without touching `last`.
+    fn push_env(&mut self, to: usize, env: Envelope) {
         let q = &mut self.overflow[to];
         if q.is_empty() {
             if let Some(p) = self.producers[to].as_mut() {
@@ -337,24 +342,13 @@ pub(crate) fn merge_with_credit<V>(
         let Some(ob) = g.as_mut() else {
             return Err(v);
         };
-        if ob.mesh.id != mesh.id || to >= ob.last.len() {
+        if ob.mesh.id != mesh.id || to >= ob.last.len() || ob.last[to].credits == 0 {
             return Err(v);
         }
-        let l = &ob.last[to];
-        if l.credits == 0 || l.key != key || l.kind == 0 {
+        let Some((env, kind)) = ob.last_keyed(to, key) else {
             return Err(v);
-        }
-        let kind = l.kind;
-        let env = match ob.overflow[to].back_mut() {
-            Some(e) => e,
-            None => match ob.producers[to]
-                .as_mut()
-                .and_then(|p| p.last_unpublished_mut())
-            {
-                Some(e) => e,
-                None => return Err(v),
-            },
         };
+        let kind = *kind;
         merge(env, kind, v)?;
         ob.last[to].credits -= 1;
         Ok(())
@@ -461,20 +455,13 @@ pub(crate) fn send_keyed<V>(
                 let (env, kind) = make(v);
                 debug_assert!(kind != 0, "kind 0 means none");
                 // Credits held for this key survive a new envelope for the same key.
-                let keep = if ob.last[to].key == key {
-                    let l = &mut ob.last[to];
-                    Some((std::mem::take(&mut l.credits), l.release))
-                } else {
-                    None
-                };
-                ob.push(to, env);
+                if ob.last[to].key != key {
+                    ob.reset_last(to);
+                }
+                ob.push_env(to, env);
                 let l = &mut ob.last[to];
                 l.key = key;
                 l.kind = kind;
-                if let Some((c, r)) = keep {
-                    l.credits = c;
-                    l.release = r;
-                }
                 None
             }
             _ => Some(v),
