@@ -229,28 +229,16 @@ impl MioBackend {
             }
             let mut n = n as usize;
             e.queued -= n;
-            while n > 0 {
-                let Some((_, front)) = e.sends.front() else {
-                    break;
-                };
+            // Complete every buffer the write covered; a zero-length buffer is covered as soon
+            // as it reaches the front.
+            while let Some((_, front)) = e.sends.front() {
                 let left = front.len() - e.off;
-                if n >= left {
-                    n -= left;
-                    e.off = 0;
-                    let (token, buf) = e.sends.pop_front().expect("front exists (checked above)");
-                    self.ready.push_back(Completion::Sent {
-                        token,
-                        fd,
-                        epoch: e.epoch,
-                        buf,
-                    });
-                } else {
+                if left > n {
                     e.off += n;
-                    n = 0;
+                    break;
                 }
-            }
-            // Zero-length buffers complete without writing anything.
-            while e.sends.front().is_some_and(|(_, b)| b.is_empty()) {
+                n -= left;
+                e.off = 0;
                 let (token, buf) = e.sends.pop_front().expect("front exists (checked above)");
                 self.ready.push_back(Completion::Sent {
                     token,
