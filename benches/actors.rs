@@ -181,6 +181,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("percore_cross_core", |b| {
         b.iter_custom(|iters| (0..iters).map(|_| percore_asks(&rt, 0, &actor, ASKS)).sum())
     });
+    g.bench_function("percore_same_core", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| percore_asks(&rt, 1, &actor, ASKS)).sum())
+    });
     g.bench_function("tokio_mpsc_actor", |b| {
         b.iter_custom(|iters| (0..iters).map(|_| tokio_asks(&trt, &tx, ASKS)).sum())
     });

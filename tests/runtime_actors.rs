@@ -664,3 +664,98 @@ fn streaming_sender_returns_unused_send_credits() {
     });
     assert!(rt.shutdown().clean);
 }
+
+/// An answer whose value counts its drops.
+struct Counted(Arc<AtomicUsize>);
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct SlowAnswer(Arc<AtomicUsize>);
+impl Actor for SlowAnswer {
+    type Msg = (Duration, Reply<Counted>);
+    async fn handle(&mut self, (wait, r): Self::Msg, _ctx: &mut Context<Self>) {
+        sleep(wait).await;
+        let _ = r.send(Counted(self.0.clone()));
+    }
+}
+
+/// A cross-core answer travels to the asker's worker as a ring envelope (counted in its
+/// `messages_in`), and an answer that arrives after the asker gave up is dropped there exactly
+/// once, without disturbing the actor or later asks.
+#[test]
+fn cross_core_answers_ride_the_ring_and_late_ones_are_dropped_once() {
+    let rt = Runtime::testing(2).unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let d = drops.clone();
+    let actor = rt.spawn_actor_on(1, move || SlowAnswer(d)).unwrap();
+    let before = rt.metrics()[0].messages_in;
+    let a = actor.clone();
+    let h = rt
+        .spawn_on(0, move || async move {
+            for _ in 0..200 {
+                a.ask(|r| (Duration::ZERO, r), T).await.unwrap();
+            }
+            // Gives up long before the answer comes.
+            let late = a.ask(
+                |r| (Duration::from_millis(100), r),
+                Duration::from_millis(5),
+            );
+            let timed_out = matches!(late.await, Err(AskError::Timeout(_)));
+            sleep(Duration::from_millis(200)).await;
+            let again = a.ask(|r| (Duration::ZERO, r), T).await.is_ok();
+            (timed_out, again)
+        })
+        .unwrap();
+    let (timed_out, again) = rt.block_on(h).unwrap();
+    assert!(timed_out, "the short ask must time out");
+    assert!(again, "the actor keeps answering after a late answer");
+    // 201 answers delivered and dropped by the asker, plus the late one dropped on arrival.
+    assert_eq!(drops.load(Ordering::SeqCst), 202);
+    let got = rt.metrics()[0].messages_in - before;
+    assert!(
+        got >= 201,
+        "worker 0 received {got} envelopes for 202 cross-core answers: answers did not come \
+         over the ring"
+    );
+}
+
+/// Wake-ups between workers (a join handle completed on worker 1 and awaited on worker 0)
+/// travel as ring envelopes; with spinning off each one must also wake a sleeping worker.
+#[test]
+fn cross_worker_wakeups_arrive_while_the_target_sleeps() {
+    use percore::runtime::builder::Builder;
+    use percore::runtime::config::Profile;
+    let mut cfg = Builder::new()
+        .profile(Profile::Testing)
+        .app_workers(std::num::NonZeroUsize::new(2).unwrap())
+        .config()
+        .unwrap();
+    cfg.spin_before_park = Duration::ZERO;
+    let rt = Runtime::start(cfg).unwrap();
+    let handle = rt.handle();
+    let before = rt.metrics()[0].messages_in;
+    let h = rt
+        .spawn_on(0, move || async move {
+            let mut sum = 0u64;
+            for i in 0..500u64 {
+                let j = handle
+                    .spawn_on(1, move || async move {
+                        sleep(Duration::from_micros(50)).await;
+                        i
+                    })
+                    .unwrap();
+                sum += j.await.unwrap();
+            }
+            sum
+        })
+        .unwrap();
+    assert_eq!(rt.block_on(h).unwrap(), (0..500).sum::<u64>());
+    assert!(rt.metrics()[0].parks > 0, "worker 0 never slept");
+    assert!(
+        rt.metrics()[0].messages_in - before >= 500,
+        "the wake-ups did not come over the ring"
+    );
+}

@@ -848,7 +848,12 @@ impl<A: Actor> Addr<A> {
         make: impl FnOnce(Reply<R>) -> A::Msg,
         timeout: Duration,
     ) -> Result<R, AskError> {
-        let (tx, rx) = oneshot::channel();
+        // Tagged with the asker's app worker + 1 (0: not on an app worker).
+        let home = match executor::current_mesh_node() {
+            Some((_, node)) if node < u16::MAX as usize => node as u16 + 1,
+            _ => 0,
+        };
+        let (tx, rx) = oneshot::channel_tagged(home);
         let msg = make(Reply { tx });
         let exchange = async {
             if self.tell(msg).await.is_err() {
@@ -904,16 +909,45 @@ impl<A: Actor> Addr<A> {
 
 /// The answer slot of a request. Put it in a message; the handler calls [`Reply::send`].
 /// Dropping it unanswered fails the ask with [`AskError::NoReply`] (or `Stopped`).
+///
+/// An answer to an asker on another app worker of the same runtime travels over the mesh ring
+/// to the asker's worker and is put in place there: the answering core never touches the
+/// asker's reply slot or task (each of those was a cache-line transfer on the round trip's
+/// critical path; BENCHMARKS.md, "Actors").
+///
+/// The asker's worker rides in the reply slot's pointer (spare high bits, see
+/// [`oneshot::Sender`]): a `Reply` is one word, so request messages stay small.
 pub struct Reply<R> {
     tx: oneshot::Sender<R>,
 }
 
-impl<R> Reply<R> {
-    /// Sends the answer; gives it back if the asker has gone (timed out or dropped).
+impl<R: Send + 'static> Reply<R> {
+    /// Sends the answer. Gives it back if the asker is known to have gone (timed out or
+    /// dropped); an answer handed to an asker on another core that gives up meanwhile is
+    /// dropped there.
     pub fn send(self, value: R) -> Result<(), R> {
-        self.tx.send(value)
+        let home = self.tx.tag() as usize;
+        match executor::current_mesh_node() {
+            Some((mesh, me)) if home != 0 && home - 1 != me => {
+                let tx = self.tx;
+                // Runs on the asker's worker: the value lands in the slot and the asker's task
+                // is queued there, both core-local.
+                let env = mesh::Envelope::new(move || {
+                    let _ = tx.send(value);
+                });
+                if let Err(env) = mesh::send_signal(mesh, home - 1, env) {
+                    // Not this thread's to send (ring ends busy, or a node this mesh lacks:
+                    // the asker runs in another runtime): deliver directly.
+                    env.run();
+                }
+                Ok(())
+            }
+            _ => self.tx.send(value),
+        }
     }
+}
 
+impl<R> Reply<R> {
     /// True when the asker has gone.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()

@@ -4,19 +4,22 @@
 //! It owns its tasks and timers and nothing else: message delivery and parking are the worker's.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Wake, Waker};
 use std::thread::Thread;
 use std::time::Instant;
 
 use crossbeam::queue::SegQueue;
 use slab::Slab;
+
+use super::timer::{TimerKey, Timers};
 
 use super::error::{JoinError, RuntimeError};
 
@@ -84,6 +87,9 @@ pub(crate) struct ExecShared {
     pub(crate) id: u64,
     remote: SegQueue<usize>,
     pub(crate) notifier: Arc<Notifier>,
+    /// `(mesh id, node)` when this executor runs a mesh node (an app worker): a wake-up from
+    /// another node of that mesh travels over the pair's ring instead of `remote`.
+    node: Option<(u64, usize)>,
 }
 
 impl ExecShared {
@@ -98,27 +104,112 @@ struct TaskWake {
     exec: Arc<ExecShared>,
 }
 
-impl Wake for TaskWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
+impl TaskWake {
+    /// Marks the task queued; false when it already was (the wake-up is then a no-op).
+    fn mark(&self) -> bool {
+        !self.queued.swap(true, Ordering::AcqRel)
     }
-    fn wake_by_ref(self: &Arc<Self>) {
-        if self.queued.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        if CURRENT_ID.with(|c| c.get()) == self.exec.id {
-            let local = CURRENT.with(|c| {
+
+    /// Queues the task on this thread's executor when it is the task's own. True if done.
+    fn wake_here(&self) -> bool {
+        CURRENT_ID.with(|c| c.get()) == self.exec.id
+            && CURRENT.with(|c| {
                 c.borrow()
                     .as_ref()
                     .map(|e| e.ready.borrow_mut().push_back(self.key))
                     .is_some()
-            });
-            if local {
-                return;
-            }
+            })
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.mark() && !self.wake_here() {
+            self.clone().wake_remote();
         }
-        // A wake-up that crosses threads is a signal: publish this thread's batched ring sends
-        // first, so whatever the woken task learns happened-before is also visible to it.
+    }
+
+    fn wake(self: Arc<Self>) {
+        if self.mark() && !self.wake_here() {
+            self.wake_remote();
+        }
+    }
+}
+
+// A `Waker` over `Arc<TaskWake>` built by hand rather than through `std::task::Wake`, so that
+// `run_ready` can lend each polled task a waker without touching the reference count (two
+// locked instructions per poll, ~10 % of a same-core ask). Invariants: the data pointer is
+// always `Arc::as_ptr` of a `TaskWake` whose strong count includes one reference per owned
+// `Waker` built from it; a lent waker (in `ManuallyDrop`) owns none and is only used while the
+// lender keeps its `Arc` alive.
+static TASK_WAKER: RawWakerVTable = RawWakerVTable::new(
+    task_waker_clone,
+    task_waker_wake,
+    task_waker_wake_by_ref,
+    task_waker_drop,
+);
+
+unsafe fn task_waker_clone(p: *const ()) -> RawWaker {
+    // SAFETY: `p` is a live `TaskWake` (the waker being cloned holds or borrows a reference);
+    // the new waker owns the reference added here.
+    unsafe { Arc::increment_strong_count(p.cast::<TaskWake>()) };
+    RawWaker::new(p, &TASK_WAKER)
+}
+
+unsafe fn task_waker_wake(p: *const ()) {
+    // SAFETY: an owned waker is consumed: its reference moves into this `Arc`.
+    let a = unsafe { Arc::from_raw(p.cast::<TaskWake>()) };
+    a.wake();
+}
+
+unsafe fn task_waker_wake_by_ref(p: *const ()) {
+    // SAFETY: the waker keeps its reference; `ManuallyDrop` keeps this `Arc` from releasing it.
+    let a = ManuallyDrop::new(unsafe { Arc::from_raw(p.cast::<TaskWake>()) });
+    a.wake_by_ref();
+}
+
+unsafe fn task_waker_drop(p: *const ()) {
+    // SAFETY: an owned waker is dropped: its reference is released here.
+    drop(unsafe { Arc::from_raw(p.cast::<TaskWake>()) });
+}
+
+/// A waker lent for one poll: no reference of its own (see the invariants above `TASK_WAKER`).
+///
+/// # Safety
+/// `w` must stay alive (the caller holds an `Arc`) for as long as the returned waker is used;
+/// clones taken from it are owned and independent.
+unsafe fn lend_waker(w: &Arc<TaskWake>) -> ManuallyDrop<Waker> {
+    let raw = RawWaker::new(Arc::as_ptr(w).cast(), &TASK_WAKER);
+    // SAFETY: the vtable's functions uphold the `RawWaker` contract for this pointer (see
+    // above); `ManuallyDrop` keeps the borrowed reference from being released.
+    ManuallyDrop::new(unsafe { Waker::from_raw(raw) })
+}
+
+impl TaskWake {
+    /// A wake-up from another thread. It is a signal: this thread's batched ring sends are
+    /// published with it, so whatever the woken task learns happened-before is visible to it.
+    ///
+    /// Between two nodes of one mesh the wake-up is an envelope on the pair's SPSC ring,
+    /// published at once: plain stores the target's spin loop already watches, where the
+    /// `remote` queue costs a compare-and-swap on each side and two more shared lines. Anywhere
+    /// else, or when this thread's ring ends are busy (a wake from inside a send), it goes
+    /// through `remote`.
+    fn wake_remote(self: Arc<Self>) {
+        if let Some((mesh_id, node)) = self.exec.node {
+            let env = super::mesh::Envelope::new(move || self.requeue());
+            if let Err(env) = super::mesh::send_signal(mesh_id, node, env) {
+                // Not sent: run it here, which takes the `remote` path below.
+                env.run();
+            }
+            return;
+        }
+        self.requeue();
+    }
+
+    /// Queues the task: on its own executor's run queue when this thread runs it (a wake
+    /// envelope arriving), else through `remote` with a notification.
+    fn requeue(&self) {
+        if self.wake_here() {
+            return;
+        }
         super::mesh::flush_current();
         self.exec.remote.push(self.key);
         self.exec.notifier.notify();
@@ -127,8 +218,8 @@ impl Wake for TaskWake {
 
 struct Slot {
     fut: Option<Pin<Box<dyn Future<Output = ()>>>>,
-    /// The task's wake state; a `Waker` is made from it for each poll (one uncontended
-    /// reference-count increment), which keeps a slot at 24 bytes.
+    /// The task's wake state; each poll is lent a `Waker` over it without a reference-count
+    /// change (see `lend_waker`), and a slot stays 24 bytes.
     wake: Arc<TaskWake>,
 }
 
@@ -145,22 +236,33 @@ pub(crate) struct Executor {
     tasks: RefCell<Slab<Slot>>,
     ready: RefCell<VecDeque<usize>>,
     timers: RefCell<Timers>,
+    /// The instant of this executor's latest [`Executor::fire_timers`] (a turn's start). A
+    /// [`Sleep`] whose deadline is at or before it has certainly passed, so a first poll needs no
+    /// clock read; a deadline that passed since is fired by the next turn.
+    now: Cell<Instant>,
     pub(crate) counters: LocalCounters,
     /// Worker index when this executor runs an app worker; `None` inside `block_on`.
     pub(crate) worker: Option<usize>,
 }
 
 impl Executor {
-    pub(crate) fn new(notifier: Arc<Notifier>, worker: Option<usize>) -> Rc<Self> {
+    /// `node`: the `(mesh id, node)` this executor runs, for app workers.
+    pub(crate) fn new(
+        notifier: Arc<Notifier>,
+        worker: Option<usize>,
+        node: Option<(u64, usize)>,
+    ) -> Rc<Self> {
         Rc::new(Executor {
             shared: Arc::new(ExecShared {
                 id: NEXT_EXEC_ID.fetch_add(1, Ordering::Relaxed),
                 remote: SegQueue::new(),
                 notifier,
+                node,
             }),
             tasks: RefCell::new(Slab::new()),
             ready: RefCell::new(VecDeque::new()),
             timers: RefCell::new(Timers::default()),
+            now: Cell::new(Instant::now()),
             counters: LocalCounters::default(),
             worker,
         })
@@ -227,7 +329,9 @@ impl Executor {
                 };
                 slot.wake.queued.store(false, Ordering::Release);
                 match slot.fut.take() {
-                    Some(f) => (f, Waker::from(slot.wake.clone())),
+                    // SAFETY: the slot's `Arc` outlives this poll: a slot is removed only
+                    // below, after the poll, or by `cancel_all`, which never runs inside one.
+                    Some(f) => (f, unsafe { lend_waker(&slot.wake) }),
                     None => continue,
                 }
             };
@@ -262,24 +366,24 @@ impl Executor {
 
     /// Wakes every timer whose deadline has passed. Returns how many fired.
     pub(crate) fn fire_timers(&self, now: Instant) -> usize {
-        let fired = {
+        self.now.set(now);
+        let mut fired = Vec::new();
+        {
             let mut t = self.timers.borrow_mut();
-            if t.map.first_key_value().is_none_or(|(k, _)| k.0 > now) {
+            if t.next_deadline().is_none_or(|d| d > now) {
                 return 0;
             }
-            let later = t.map.split_off(&(now, u64::MAX));
-            std::mem::replace(&mut t.map, later)
-        };
-        let n = fired.len();
-        for (_, w) in fired {
-            w.wake();
+            t.expire(now, &mut fired);
         }
+        // Woken outside the borrow: a waker may belong to a task that touches the timers.
+        let n = fired.len();
+        fired.into_iter().for_each(Waker::wake);
         n
     }
 
     /// The earliest timer deadline, if any.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.timers.borrow().map.first_key_value().map(|(k, _)| k.0)
+        self.timers.borrow_mut().next_deadline()
     }
 
     /// Drops every task (cancelling them). Used at shutdown, on the owner thread.
@@ -317,6 +421,11 @@ pub(crate) fn current_exec_id() -> u64 {
     CURRENT_ID.with(|c| c.get())
 }
 
+/// The `(mesh id, node)` this thread's executor runs, if it is an app worker's.
+pub(crate) fn current_mesh_node() -> Option<(u64, usize)> {
+    with_current(|e| e.shared.node).flatten()
+}
+
 /// The app worker this thread runs, if any.
 pub fn current_worker() -> Option<usize> {
     with_current(|e| e.worker).flatten()
@@ -335,12 +444,6 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 // ---------------------------------------------------------------------------------------------
 // Timers
 
-#[derive(Default)]
-struct Timers {
-    map: BTreeMap<(Instant, u64), Waker>,
-    seq: u64,
-}
-
 /// A future that completes at a deadline. Created by [`sleep`] and [`sleep_until`].
 ///
 /// Registered with the current executor's timer list on first poll; dropping it removes the
@@ -348,7 +451,8 @@ struct Timers {
 #[must_use = "futures do nothing unless awaited"]
 pub struct Sleep {
     deadline: Instant,
-    entry: Option<(u64, (Instant, u64))>,
+    /// The executor id and key of the registered timer.
+    entry: Option<(u64, TimerKey)>,
     fallback: Option<Arc<AtomicBool>>,
 }
 
@@ -382,7 +486,7 @@ impl Sleep {
         if let Some((exec_id, key)) = self.entry.take()
             && exec_id == current_exec_id()
         {
-            with_current(|e| e.timers.borrow_mut().map.remove(&key));
+            with_current(|e| e.timers.borrow_mut().cancel(key));
         }
     }
 }
@@ -390,60 +494,64 @@ impl Sleep {
 impl Future for Sleep {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let id = current_exec_id();
+        if id == 0 {
+            return self.poll_off_executor(cx);
+        }
+        let (deadline, entry) = (self.deadline, self.entry);
+        let waker = cx.waker();
+        let registered = with_current(|e| {
+            let mut t = e.timers.borrow_mut();
+            if deadline <= e.now.get() {
+                if let Some((eid, key)) = entry
+                    && eid == id
+                {
+                    t.cancel(key);
+                }
+                return None;
+            }
+            match entry {
+                Some((eid, key)) if eid == id && t.update_waker(key, waker) => Some((eid, key)),
+                _ => Some((id, t.insert(deadline, waker.clone()))),
+            }
+        })
+        .flatten();
+        match registered {
+            Some(entry) => {
+                self.entry = Some(entry);
+                Poll::Pending
+            }
+            None => {
+                self.entry = None;
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl Sleep {
+    /// Outside a percore executor a helper thread provides the wake-up.
+    fn poll_off_executor(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if Instant::now() >= self.deadline {
-            self.unregister();
             return Poll::Ready(());
         }
         if let Some(flag) = &self.fallback {
             if flag.load(Ordering::Acquire) {
                 return Poll::Ready(());
             }
-        }
-        let id = current_exec_id();
-        if id == 0 {
-            if self.fallback.is_none() {
-                // Not on a percore executor: a helper thread provides the wake-up.
-                let flag = Arc::new(AtomicBool::new(false));
-                self.fallback = Some(flag.clone());
-                let (deadline, waker) = (self.deadline, cx.waker().clone());
-                std::thread::spawn(move || {
-                    let now = Instant::now();
-                    if deadline > now {
-                        std::thread::sleep(deadline - now);
-                    }
-                    flag.store(true, Ordering::Release);
-                    waker.wake();
-                });
-            }
             return Poll::Pending;
         }
-        let deadline = self.deadline;
-        let waker = cx.waker();
-        let entry = self.entry;
-        let new_entry = with_current(|e| {
-            let mut t = e.timers.borrow_mut();
-            match entry {
-                Some((eid, key)) if eid == id => {
-                    if let Some(w) = t.map.get_mut(&key) {
-                        if !w.will_wake(waker) {
-                            *w = waker.clone();
-                        }
-                        return (eid, key);
-                    }
-                    t.seq += 1;
-                    let key = (deadline, t.seq);
-                    t.map.insert(key, waker.clone());
-                    (id, key)
-                }
-                _ => {
-                    t.seq += 1;
-                    let key = (deadline, t.seq);
-                    t.map.insert(key, waker.clone());
-                    (id, key)
-                }
+        let flag = Arc::new(AtomicBool::new(false));
+        self.fallback = Some(flag.clone());
+        let (deadline, waker) = (self.deadline, cx.waker().clone());
+        std::thread::spawn(move || {
+            let now = Instant::now();
+            if deadline > now {
+                std::thread::sleep(deadline - now);
             }
+            flag.store(true, Ordering::Release);
+            waker.wake();
         });
-        self.entry = new_entry;
         Poll::Pending
     }
 }
@@ -735,7 +843,7 @@ pub async fn yield_now() {
 /// `Runtime::block_on`). Tasks spawned with [`spawn_local`] inside run on this thread too.
 pub(crate) fn run_until<F: Future>(fut: F) -> F::Output {
     let notifier = Notifier::for_current_thread();
-    let exec = Executor::new(notifier.clone(), None);
+    let exec = Executor::new(notifier.clone(), None, None);
     let _guard = exec.enter();
     let main_woken = Arc::new(MainWake {
         flag: AtomicBool::new(true),

@@ -404,6 +404,26 @@ pub(crate) fn send(mesh: &MeshShared, to: usize, env: Envelope) {
     }
 }
 
+/// Sends a signal envelope (e.g. a task wake-up) to node `to` of mesh `mesh_id` over this
+/// thread's ring and publishes all of this thread's pending sends with it. Gives the envelope
+/// back when this thread is not another node of that mesh, `to` is not a node of it, or this
+/// thread's ring ends are in use (a signal raised from inside a send).
+pub(crate) fn send_signal(mesh_id: u64, to: usize, env: Envelope) -> Result<(), Envelope> {
+    with_outbound(|o| {
+        let Some(Ok(mut g)) = o.map(|o| o.try_borrow_mut()) else {
+            return Err(env);
+        };
+        match g.as_mut() {
+            Some(ob) if ob.mesh.id == mesh_id && ob.me != to && to < ob.producers.len() => {
+                ob.push(to, env);
+                ob.flush();
+                Ok(())
+            }
+            _ => Err(env),
+        }
+    })
+}
+
 /// Sends `v` to node `to` under `key` (e.g. a mailbox address): when the last envelope this
 /// thread sent to `to` is still unpublished and was sent under the same key, `merge` folds `v`
 /// into it (it gets the envelope and its kind, and may change the kind); otherwise, or when

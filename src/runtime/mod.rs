@@ -36,6 +36,7 @@ pub mod ring;
 mod rt;
 pub mod sharded;
 pub mod signal;
+mod timer;
 
 pub use actor::{Actor, Addr, Context, Reply, TimerId};
 pub use error::{AskError, JoinError, RuntimeError, SendError, Stopped, TrySendError};

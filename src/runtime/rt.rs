@@ -800,7 +800,7 @@ fn worker_main(
     };
     let colocated = io_kind.is_some();
     let _ = node.notifier.set(notifier.clone());
-    let exec = Executor::new(notifier.clone(), Some(idx));
+    let exec = Executor::new(notifier.clone(), Some(idx), Some((mesh.id, idx)));
     let _ = node.exec_id.set(exec.shared.id);
     let _enter = exec.enter();
     Outbound::new(mesh.clone(), idx, ends.outbound).install();
@@ -812,8 +812,11 @@ fn worker_main(
     let budget = cfg.tasks_per_tick.max(32);
     let m = &node.metrics;
 
+    // A busy turn's closing clock read doubles as the next turn's start: one read per turn
+    // while work keeps coming (clock reads were ~6 % of a cross-core ask's profile).
+    let mut carried: Option<Instant> = None;
     loop {
-        let t0 = Instant::now();
+        let t0 = carried.take().unwrap_or_else(Instant::now);
         let mut did = inbound.drain(node, budget);
         did += exec.drain_remote();
         did += exec.fire_timers(t0);
@@ -823,8 +826,10 @@ fn worker_main(
         }
         let overflow = mesh::flush_current();
         if did > 0 {
+            let t1 = Instant::now();
             m.busy_ns
-                .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                .fetch_add((t1 - t0).as_nanos() as u64, Ordering::Relaxed);
+            carried = Some(t1);
             m.tasks_polled
                 .store(exec.counters.polled.get(), Ordering::Relaxed);
             continue;
@@ -857,7 +862,8 @@ fn worker_main(
         } else {
             cfg.spin
         };
-        let spin_end = Instant::now() + spin;
+        // This (idle) turn started moments ago: its start stands in for now.
+        let spin_end = t0 + spin;
         let deadline = exec.next_deadline();
         let mut found = false;
         let mut spins = 0u32;
