@@ -2,7 +2,7 @@
 //! backpressure, stop, panics, timers, sharding, external nodes and graceful shutdown.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -757,5 +757,60 @@ fn cross_worker_wakeups_arrive_while_the_target_sleeps() {
     assert!(
         rt.metrics()[0].messages_in - before >= 500,
         "the wake-ups did not come over the ring"
+    );
+}
+
+struct CountAll(Arc<AtomicUsize>);
+impl Actor for CountAll {
+    type Msg = u64;
+    async fn handle(&mut self, _m: u64, _ctx: &mut Context<Self>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Cooperative budget: a task streaming `tell`s into a mailbox that never fills still yields
+/// its worker every few hundred sends, so another task there runs long before it finishes.
+#[test]
+fn a_streaming_sender_yields_its_worker_to_other_tasks() {
+    let rt = Runtime::testing(2).unwrap();
+    let got = Arc::new(AtomicUsize::new(0));
+    let g = got.clone();
+    const N: u64 = 200_000;
+    let sink = rt
+        .handle()
+        .spawn_actor_on_with_capacity(1, N as usize + 1, move || CountAll(g))
+        .unwrap();
+    let (flag, seen_at) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let (f1, f2, s) = (flag.clone(), flag.clone(), seen_at.clone());
+    let sender = rt
+        .spawn_on(0, move || async move {
+            // The other task is spawned from here, so it is queued behind this one.
+            percore::runtime::spawn_local(async move { f1.store(true, Ordering::SeqCst) }).detach();
+            for i in 0..N {
+                if f2.load(Ordering::SeqCst) && s.load(Ordering::SeqCst) == 0 {
+                    s.store(i as usize, Ordering::SeqCst);
+                }
+                sink.tell(i).await.unwrap();
+            }
+        })
+        .unwrap();
+    rt.block_on(sender).unwrap();
+    let at = seen_at.load(Ordering::SeqCst);
+    assert!(flag.load(Ordering::SeqCst));
+    assert!(
+        at > 0 && at <= 1_000,
+        "the other task first ran after {at} sends (0 = only after all {N})"
+    );
+    let deadline = Instant::now() + T;
+    while got.load(Ordering::Relaxed) < N as usize && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        got.load(Ordering::Relaxed),
+        N as usize,
+        "every message arrives"
     );
 }

@@ -53,6 +53,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
+use super::bufpool;
 use super::envelope::{Envelope, Payload};
 use super::error::{AskError, SendError, Stopped, TrySendError};
 use super::executor::{self, JoinHandle, current_exec_id, panic_message};
@@ -356,22 +357,20 @@ impl<M: Send + 'static> Mailbox<M> {
     }
 
     /// Puts a batch of reserved messages into the queue, in order. Runs on the owner thread.
-    fn deliver_batch(&self, msgs: &mut Vec<M>) {
+    fn deliver_batch(&self, msgs: impl ExactSizeIterator<Item = M>) {
         let n = msgs.len();
         let r = self.local(|l| {
             if l.terminated {
-                return false;
+                return Err(msgs);
             }
-            l.queue.extend(msgs.drain(..));
-            if let Some(w) = l.waker.take() {
-                w.wake();
-            }
-            true
+            l.queue.extend(msgs);
+            Ok(l.waker.take())
         });
         match r {
-            Some(true) => {}
-            Some(false) => {
-                msgs.clear();
+            Some(Ok(Some(w))) => w.wake(),
+            Some(Ok(None)) => {}
+            Some(Err(msgs)) => {
+                msgs.for_each(drop);
                 self.release(n);
             }
             None => unreachable!("deliver_batch runs only on the owner worker"),
@@ -529,15 +528,23 @@ impl<M: Send + 'static> Payload for Single<M> {
 }
 
 /// Several cross-core messages to one mailbox, sent by one thread in one scheduler turn.
-/// The buffer is a `Vec` kept as raw parts so the payload fits an envelope inline (24 bytes).
+///
+/// The buffer is held as raw parts so the payload fits an envelope inline (24 bytes). Messages
+/// that fit [`Batch::MAX`] of them in 1 KiB use a [`bufpool::Buf`] from the sending thread's
+/// pool, and the emptied buffer is sent home to that thread (`home`) to be reused there;
+/// larger messages use a `Vec` allocation.
 struct Batch<M> {
     mb: MailboxPtr<M>,
+    /// A `bufpool::Buf` (when `POOLED`) or a `Vec<M>`'s buffer of capacity `MAX`.
     buf: std::ptr::NonNull<M>,
-    len: u32,
-    cap: u32,
+    /// Messages written at the front of `buf`.
+    len: u16,
+    /// The sending app worker + 1, or 0 (buffer freed by the receiver).
+    home: u16,
 }
 
-// SAFETY: `Batch` owns its messages (`M: Send`) and the buffer; see `MailboxPtr` for `mb`.
+// SAFETY: `Batch` owns its messages (`M: Send`) and the buffer (plain memory); see `MailboxPtr`
+// for `mb`.
 unsafe impl<M: Send> Send for Batch<M> {}
 
 /// Envelope kinds for [`mesh::send_keyed`].
@@ -545,8 +552,7 @@ const KIND_SINGLE: u8 = 1;
 const KIND_BATCH: u8 = 2;
 
 impl<M> Batch<M> {
-    /// Most messages in one batch: 1 KiB of messages (malloc's per-thread cache serves that
-    /// size), at most 64, at least 4. Allocated at full size once: no regrowth copies.
+    /// Most messages in one batch: 1 KiB of messages, at most 64, at least 4.
     const MAX: usize = {
         let sz = if size_of::<M>() == 0 {
             1
@@ -563,57 +569,106 @@ impl<M> Batch<M> {
         }
     };
 
-    fn from_vec(mb: MailboxPtr<M>, v: Vec<M>) -> Self {
-        let mut v = std::mem::ManuallyDrop::new(v);
-        Batch {
-            mb,
-            // SAFETY: a Vec's pointer is never null.
-            buf: unsafe { std::ptr::NonNull::new_unchecked(v.as_mut_ptr()) },
-            len: v.len() as u32,
-            cap: v.capacity() as u32,
-        }
-    }
+    /// Whether the buffer is a pooled 1 KiB `Buf` (else a `Vec` allocation; no allocation at
+    /// all for zero-sized messages).
+    const POOLED: bool = size_of::<M>() > 0
+        && Self::MAX * size_of::<M>() <= bufpool::BUF_BYTES
+        && align_of::<M>() <= bufpool::BUF_ALIGN;
 
-    /// Takes the buffer back as a `Vec` (the batch is left empty, owning nothing).
-    fn take_vec(&mut self) -> Vec<M> {
-        let (len, cap) = (self.len as usize, self.cap as usize);
-        self.len = 0;
-        self.cap = 0;
-        // SAFETY: `buf`, `len`, `cap` are the raw parts of a `Vec<M>` (from `from_vec`), and
-        // zeroing `cap` above makes this the only owner.
-        unsafe { Vec::from_raw_parts(self.buf.as_ptr(), len, cap) }
+    /// A batch of `first` and `second`, in a buffer from this thread's pool where `POOLED`.
+    fn pair(mb: MailboxPtr<M>, first: M, second: M) -> Self {
+        let (buf, home) = if Self::POOLED {
+            let b = bufpool::Buf::take();
+            prefetch_for_write(b.as_ptr(), Self::MAX * size_of::<M>());
+            let home = match executor::current_mesh_node() {
+                Some((_, node)) if node < u16::MAX as usize => node as u16 + 1,
+                _ => 0,
+            };
+            (b.into_raw().cast::<M>(), home)
+        } else {
+            let mut v = std::mem::ManuallyDrop::new(Vec::<M>::with_capacity(Self::MAX));
+            // SAFETY: a Vec's pointer is never null.
+            (
+                unsafe { std::ptr::NonNull::new_unchecked(v.as_mut_ptr()) },
+                0,
+            )
+        };
+        let mut b = Batch {
+            mb,
+            buf,
+            len: 0,
+            home,
+        };
+        // Two slots of a buffer sized for MAX >= 4 messages: both pushes succeed.
+        let _ = b.push(first);
+        let _ = b.push(second);
+        b
     }
 
     /// Appends `msg`; hands it back when the batch is full.
     #[inline]
     fn push(&mut self, msg: M) -> Result<(), M> {
-        if self.len >= self.cap || self.len as usize >= Self::MAX {
+        if self.len as usize >= Self::MAX {
             return Err(msg);
         }
-        // SAFETY: `len < cap`, so slot `len` of the buffer (raw parts of a `Vec<M>` with
-        // capacity `cap`) is allocated and uninitialised; writing it and bumping `len` keeps
-        // the raw parts a valid `Vec`.
+        // SAFETY: `len < MAX`, so slot `len` of the buffer (room for MAX messages) is allocated
+        // and uninitialised; writing it and bumping `len` keeps the first `len` slots initialised.
         unsafe { self.buf.as_ptr().add(self.len as usize).write(msg) };
         self.len += 1;
         Ok(())
+    }
+
+    /// Moves the messages out, in order (the batch is left empty; its buffer stays).
+    fn drain(&mut self) -> impl ExactSizeIterator<Item = M> + use<M> {
+        let (buf, len) = (self.buf, self.len as usize);
+        // Emptied first: were the consumer of the iterator to panic midway, the rest would
+        // leak rather than be dropped twice.
+        self.len = 0;
+        // SAFETY: slots `0..len` are initialised and, with `len` zeroed, read exactly once here.
+        (0..len).map(move |i| unsafe { buf.as_ptr().add(i).read() })
+    }
+
+    /// Frees the (empty) buffer, or sends it home to be reused.
+    fn release_buffer(&mut self) {
+        debug_assert_eq!(self.len, 0, "messages are moved out before the buffer goes");
+        if Self::POOLED {
+            // SAFETY: when POOLED, `buf` is a `Buf` given up with `into_raw`, owned by this
+            // batch alone; the batch is being consumed or dropped, so nobody uses it after.
+            let b = unsafe { bufpool::Buf::from_raw(self.buf.cast()) };
+            match (self.home, executor::current_mesh_node()) {
+                (0, _) => drop(b),
+                (h, Some((_, me))) if h as usize - 1 == me => b.recycle(),
+                (h, Some((mesh_id, _))) => {
+                    let env = mesh::Envelope::new(move || b.recycle());
+                    // Published with this turn's other sends; when it cannot go (another
+                    // runtime's worker, ring ends busy) the envelope drops and frees it here.
+                    let _ = mesh::send_deferred(mesh_id, h as usize - 1, env);
+                }
+                (_, None) => drop(b),
+            }
+        } else if size_of::<M>() > 0 {
+            // SAFETY: `buf` is the buffer of a `Vec<M>` with capacity MAX (see `pair`), holding
+            // no initialised messages now.
+            drop(unsafe { Vec::from_raw_parts(self.buf.as_ptr(), 0, Self::MAX) });
+        }
     }
 }
 
 impl<M> Drop for Batch<M> {
     fn drop(&mut self) {
-        if self.cap > 0 {
-            drop(self.take_vec());
-        }
+        // An envelope dropped without running (worker exit) still owns its messages.
+        self.drain().for_each(drop);
+        self.release_buffer();
     }
 }
 
 impl<M: Send + 'static> Payload for Batch<M> {
     fn run(mut self) {
-        let mut v = self.take_vec();
         // SAFETY: see `MailboxPtr`'s invariant: every message of the batch reserved a slot,
         // which keeps the mailbox alive until delivery.
         let mb = unsafe { &*self.mb.0 };
-        mb.deliver_batch(&mut v);
+        mb.deliver_batch(self.drain());
+        // `self` drops here: no messages left, the buffer goes home.
     }
 }
 
@@ -657,11 +712,7 @@ unsafe fn merge<M: Send + 'static>(env: &mut Envelope, kind: &mut u8, msg: M) ->
     let old = std::mem::replace(env, Envelope::new(|| ()));
     // SAFETY: the caller promises a `Single<M>`.
     let first = unsafe { old.into_payload::<Single<M>>() };
-    let mut v: Vec<M> = Vec::with_capacity(Batch::<M>::MAX);
-    prefetch_for_write(v.as_ptr().cast(), v.capacity() * size_of::<M>());
-    v.push(first.msg);
-    v.push(msg);
-    *env = Envelope::with_payload(Batch::from_vec(first.mb, v));
+    *env = Envelope::with_payload(Batch::pair(first.mb, first.msg, msg));
     *kind = KIND_BATCH;
     Ok(())
 }
@@ -784,11 +835,25 @@ impl<A: Actor> Addr<A> {
     /// Sends, waiting for mailbox room if it is full (backpressure). Fails only if the actor
     /// has stopped, handing the message back.
     pub async fn tell(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
-        let Err(msg) = self.mb.fast_send(msg) else {
-            return Ok(());
+        // Each send spends one unit of the task's cooperative budget (see
+        // `executor::poll_proceed`); a spent budget skips the fast path and yields below.
+        let budget = executor::take_budget();
+        let msg = match budget {
+            true => match self.mb.fast_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(msg) => msg,
+            },
+            false => msg,
         };
         let mut msg = Some(msg);
+        let mut must_yield = !budget;
         std::future::poll_fn(|cx| {
+            if must_yield {
+                if executor::poll_proceed(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                must_yield = false;
+            }
             loop {
                 match self.mb.try_reserve() {
                     Ok(()) => {

@@ -28,6 +28,54 @@ static NEXT_EXEC_ID: AtomicU64 = AtomicU64::new(1);
 thread_local! {
     static CURRENT: RefCell<Option<Rc<Executor>>> = const { RefCell::new(None) };
     static CURRENT_ID: Cell<u64> = const { Cell::new(0) };
+    /// Operations the task being polled may still complete without yielding (see
+    /// [`poll_proceed`]); `UNLIMITED` outside a poll by this executor.
+    static BUDGET: Cell<u32> = const { Cell::new(UNLIMITED) };
+    /// Set when a task yielded because its budget ran out: the scheduler turn ends early.
+    static BUDGET_YIELDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Budget value meaning "not counted" (threads and polls outside a percore scheduler turn).
+const UNLIMITED: u32 = u32::MAX;
+
+/// Operations (sends) a task may complete in one poll before it must yield: the same figure as
+/// tokio's cooperative budget.
+pub(crate) const TASK_BUDGET: u32 = 128;
+
+/// Cooperative scheduling: spends one unit of the polled task's budget. When it is spent the
+/// task is re-queued and `Pending` is returned, and the worker's turn ends early so that its
+/// inbound rings, timers and other tasks get their turn.
+///
+/// Without it a task streaming `tell`s to a mailbox that keeps up never yields, and its worker
+/// never drains the rings that bring back its batch buffers (nor anything else). Outside a
+/// percore scheduler turn it never yields.
+/// Spends one unit of the polled task's budget without yielding: false when it is spent (the
+/// caller then yields through [`poll_proceed`]). Always true outside a scheduler turn.
+#[inline]
+pub(crate) fn take_budget() -> bool {
+    BUDGET.with(|b| match b.get() {
+        UNLIMITED => true,
+        0 => false,
+        n => {
+            b.set(n - 1);
+            true
+        }
+    })
+}
+
+pub(crate) fn poll_proceed(cx: &mut Context<'_>) -> Poll<()> {
+    BUDGET.with(|b| match b.get() {
+        UNLIMITED => Poll::Ready(()),
+        0 => {
+            BUDGET_YIELDED.with(|y| y.set(true));
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        n => {
+            b.set(n - 1);
+            Poll::Ready(())
+        }
+    })
 }
 
 /// Wakes a sleeping thread: the parked-flag handshake shared by workers and `block_on`.
@@ -340,7 +388,10 @@ impl Executor {
             let mut cx = Context::from_waker(&waker);
             // Task wrappers catch panics themselves; this guard only keeps a raw task's panic
             // from unwinding through the worker loop.
+            BUDGET.with(|b| b.set(TASK_BUDGET));
             let res = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+            BUDGET.with(|b| b.set(UNLIMITED));
+            let yielded = BUDGET_YIELDED.with(|y| y.replace(false));
             match res {
                 Ok(Poll::Pending) => {
                     if let Some(slot) = self.tasks.borrow_mut().get_mut(key) {
@@ -356,6 +407,9 @@ impl Executor {
                     self.tasks.borrow_mut().remove(key);
                     drop(fut);
                 }
+            }
+            if yielded {
+                break;
             }
         }
         self.counters

@@ -409,6 +409,16 @@ pub(crate) fn send(mesh: &MeshShared, to: usize, env: Envelope) {
 /// back when this thread is not another node of that mesh, `to` is not a node of it, or this
 /// thread's ring ends are in use (a signal raised from inside a send).
 pub(crate) fn send_signal(mesh_id: u64, to: usize, env: Envelope) -> Result<(), Envelope> {
+    push_own(mesh_id, to, env, true)
+}
+
+/// Like [`send_signal`] but published with this thread's other sends (end of turn): for
+/// housekeeping that nobody waits for, such as a buffer going home.
+pub(crate) fn send_deferred(mesh_id: u64, to: usize, env: Envelope) -> Result<(), Envelope> {
+    push_own(mesh_id, to, env, false)
+}
+
+fn push_own(mesh_id: u64, to: usize, env: Envelope, publish: bool) -> Result<(), Envelope> {
     with_outbound(|o| {
         let Some(Ok(mut g)) = o.map(|o| o.try_borrow_mut()) else {
             return Err(env);
@@ -416,7 +426,9 @@ pub(crate) fn send_signal(mesh_id: u64, to: usize, env: Envelope) -> Result<(), 
         match g.as_mut() {
             Some(ob) if ob.mesh.id == mesh_id && ob.me != to && to < ob.producers.len() => {
                 ob.push(to, env);
-                ob.flush();
+                if publish {
+                    ob.flush();
+                }
                 Ok(())
             }
             _ => Err(env),

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod actor;
+mod bufpool;
 pub mod builder;
 pub mod config;
 pub mod detect;
