@@ -2,6 +2,9 @@
 # HTTP plaintext benchmark: examples/http_server (per backend) and the hyper + tokio peer,
 # side by side in one run, `wrk -t2 -c64 -d${SECS:-10}s --latency` against each, ROUNDS times
 # alternating. ACCEPT=1 adds a run with AcceptMode::ReusePort (io_uring) next to the default.
+# Also prints each server's CPU time per request (user + system, from /proc/PID/stat over the
+# wrk run): with wrk on the same cores, requests/s also measures how much CPU the server leaves
+# to wrk, while CPU per request compares the servers' own cost.
 # Usage: bash benches/http.sh [--no-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,12 +14,17 @@ run() { # name, command...
   local name=$1; shift
   "$@" --addr 127.0.0.1:$PORT >/dev/null 2>&1 & local pid=$!
   for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:$PORT/ && break; sleep 0.1; done
+  local t0; t0=$(cpu_ticks $pid)
   local out; out=$(wrk -t2 -c64 -d${SECS}s --latency http://127.0.0.1:$PORT/)
+  local t1; t1=$(cpu_ticks $pid)
   kill -TERM $pid; wait $pid 2>/dev/null || true
-  printf '%-14s %10s req/s  p50 %8s  p99 %8s\n' "$name" \
+  local reqs; reqs=$(awk '/requests in/{print $1}' <<<"$out")
+  printf '%-14s %10s req/s  p50 %8s  p99 %8s  cpu %5s us/req\n' "$name" \
     "$(awk '/Requests\/sec/{print $2}' <<<"$out")" \
-    "$(awk '$1=="50%"{print $2}' <<<"$out")" "$(awk '$1=="99%"{print $2}' <<<"$out")"
+    "$(awk '$1=="50%"{print $2}' <<<"$out")" "$(awk '$1=="99%"{print $2}' <<<"$out")" \
+    "$(awk -v d=$((t1 - t0)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", d * 1e6 / hz / n}')"
 }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, in clock ticks
 for r in $(seq "$ROUNDS"); do
   run "percore-uring" env PERCORE_IO=uring target/release/examples/http_server
   run "percore-mio" env PERCORE_IO=mio target/release/examples/http_server
