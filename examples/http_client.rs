@@ -1,6 +1,6 @@
-//! HTTP client from a task: `--url http://IP:PORT/path` fetches that URL; without it the
-//! example starts its own server on an ephemeral port, fetches two routes over one kept-alive
-//! connection and posts a body, printing each response.
+//! HTTP client from a task: `--url http://HOST[:PORT]/path` fetches that URL (HOST a name or
+//! an IP address). Without it the example starts its own server on an ephemeral port, fetches
+//! two routes over one kept-alive connection and posts a body, printing each response.
 
 use percore::runtime::{Actor, Context, Runtime};
 use percore::transport::http::{Client, HttpCall, HttpServer, Response, Router};

@@ -224,6 +224,60 @@ fn http_client_reuses_connections_and_reads_bodies() {
     }
 }
 
+struct HostEcho;
+impl Actor for HostEcho {
+    type Msg = HttpCall;
+    async fn handle(&mut self, call: HttpCall, _ctx: &mut Context<Self>) {
+        let host = call.req.header("host").unwrap_or("<none>").to_string();
+        call.respond(Response::text(200, host));
+    }
+}
+
+/// Host names resolve (off the worker, cached), each resolved address is tried in order (a
+/// name may resolve to ::1 first while the server listens on 127.0.0.1 only), the `Host`
+/// header carries the name, and a name that does not resolve is a typed error.
+#[test]
+fn http_client_resolves_host_names() {
+    use percore::transport::http::ClientError;
+    let rt = runtime(IoBackend::Mio, true);
+    let echo = rt.spawn_actor_on(0, || HostEcho).unwrap();
+    let srv = HttpServer::bind(
+        &rt.handle(),
+        "127.0.0.1:0".parse().unwrap(),
+        Router::new().get("/*p", echo),
+    )
+    .unwrap();
+    let port = srv.local_addr().port();
+    let h = rt.handle();
+    let (a, b, bad) = rt.block_on(async move {
+        let mut client = Client::new(&h);
+        client.timeout = Duration::from_secs(10);
+        let a = client.get(&format!("http://localhost:{port}/x")).await;
+        let b = client.get(&format!("http://localhost:{port}/y")).await;
+        let bad = client.get("http://no-such-host.invalid/").await;
+        (a, b, bad)
+    });
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.body, format!("localhost:{port}").into_bytes());
+    assert_eq!(b.status, 200);
+    assert_eq!(
+        srv.stats()
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "both requests to one host name share a connection"
+    );
+    // No network here: the resolver answers "not found" or the lookup outlives the timeout.
+    assert!(
+        matches!(
+            bad,
+            Err(ClientError::Dns { .. }) | Err(ClientError::Timeout(_))
+        ),
+        "{bad:?}"
+    );
+    rt.shutdown();
+}
+
 #[test]
 fn udp_datagrams_round_trip_on_every_backend() {
     use percore::transport::udp::UdpSocket;

@@ -371,6 +371,7 @@ fn https_client_and_framed_client_over_tls() {
         .unwrap();
         let (ha, fa, pa) = (https.local_addr(), framed.local_addr(), plain.local_addr());
         let h = rt.handle();
+        let https_stats = https.stats();
         rt.block_on(async move {
             let c = Client::with_tls(&h, ccfg.clone(), "localhost");
             for i in 0..3 {
@@ -385,6 +386,26 @@ fn https_client_and_framed_client_over_tls() {
                 .await
                 .unwrap();
             assert_eq!(r.status, 200);
+            // The three HTTPS GETs and the POST shared one connection.
+            assert_eq!(
+                https_stats
+                    .accepted
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                1,
+                "{b:?}/{co}: keep-alive over TLS"
+            );
+            // The certificate is checked against the URL's host when the URL names one, and
+            // against the configured name for an IP literal: with a configured name the
+            // certificate lacks, "localhost" works and 127.0.0.1 fails the handshake.
+            let mut other = Client::with_tls(&h, ccfg.clone(), "not-in-the-cert.example");
+            other.timeout = Duration::from_secs(5);
+            let r = other
+                .get(&format!("https://localhost:{}/named", ha.port()))
+                .await
+                .unwrap();
+            assert_eq!(&r.body[..], b"secure /named");
+            let e = other.get(&format!("https://{ha}/")).await.unwrap_err();
+            assert!(matches!(e, ClientError::Io(_)), "{e}");
             // A plaintext-only client refuses https:// with a typed error.
             let plain_client = Client::new(&h);
             let e = plain_client
@@ -408,15 +429,6 @@ fn https_client_and_framed_client_over_tls() {
             let mut pc = FramedClient::connect(&h, pa, codec, t).await.unwrap();
             assert_eq!(pc.call(&b"plain"[..]).await.unwrap(), b"PLAIN");
         });
-        // The three HTTPS GETs and the POST shared one connection.
-        assert_eq!(
-            https
-                .stats()
-                .accepted
-                .load(std::sync::atomic::Ordering::Relaxed),
-            1,
-            "{b:?}/{co}: keep-alive over TLS"
-        );
         rt.shutdown();
     }
 }

@@ -1,13 +1,15 @@
 //! HTTP/1.1 client for tasks and actors: requests over plain TCP or TLS ([`Stream`]) with
-//! keep-alive connection reuse per address, `Content-Length`, chunked and read-to-close
+//! keep-alive connection reuse per host, `Content-Length`, chunked and read-to-close
 //! response bodies, and a timeout per request. `https://` URLs need [`Client::with_tls`].
-//! Parses responses with `httparse`; owns only its idle pool.
+//! Host names are resolved off the worker (the system resolver blocks, so it runs on a
+//! short-lived helper thread) and cached for [`Client::dns_ttl`]; each resolved address is
+//! tried in order. Parses responses with `httparse`; owns only its idle pool and DNS cache.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Method, Response};
 use crate::runtime::{Handle, timeout};
@@ -25,24 +27,51 @@ pub enum ClientError {
     /// No complete response within the timeout.
     #[error("no response within {0:?}")]
     Timeout(Duration),
-    /// The URL is not `http(s)://IP:PORT/path` with a literal IP address.
-    #[error("unsupported URL {0:?}: use http://IP:PORT/path or https://IP:PORT/path")]
+    /// The URL is not `http(s)://HOST[:PORT][/path]`.
+    #[error("unsupported URL {0:?}: use http://HOST[:PORT]/path or https://HOST[:PORT]/path")]
     Url(String),
+    /// The host name did not resolve to any address.
+    #[error("could not resolve {host:?}: {error}")]
+    Dns {
+        /// The host name as written in the URL.
+        host: String,
+        /// What the system resolver said.
+        error: io::Error,
+    },
     /// An `https://` request on a client built without TLS.
     #[error("{0:?} is https but this client has no TLS config; build it with Client::with_tls")]
     NoTls(String),
 }
 
-/// An HTTP/1.1 client. Connections are kept alive and reused per address.
+/// An HTTP/1.1 client. Connections are kept alive and reused per host and port.
 pub struct Client {
     handle: Handle,
-    /// Idle connections by (address, TLS?).
-    idle: Mutex<HashMap<(SocketAddr, bool), Vec<Stream>>>,
+    /// Idle connections by (`host:port` as requested, TLS?).
+    idle: Mutex<HashMap<(String, bool), Vec<Stream>>>,
+    /// Resolved addresses by (host, port), with the time they were looked up.
+    dns: Mutex<DnsCache>,
     tls: Option<(Arc<rustls::ClientConfig>, String)>,
-    /// Per-request time limit (connect + send + full response).
+    /// Per-request time limit (resolve + connect + send + full response).
     pub timeout: Duration,
     /// Largest response body accepted.
     pub max_body: usize,
+    /// How long a resolved host name is reused before it is looked up again.
+    pub dns_ttl: Duration,
+}
+
+/// Resolved addresses by (host, port), with when they were looked up.
+type DnsCache = HashMap<(String, u16), (Arc<[SocketAddr]>, Instant)>;
+
+/// The parts of a request target.
+struct Target {
+    tls: bool,
+    /// Host as written (IPv6 without brackets).
+    host: String,
+    port: u16,
+    /// `Host` header value and idle-pool key: `host[:port]`, the port only when not the
+    /// scheme's default.
+    authority: String,
+    path: String,
 }
 
 impl Client {
@@ -51,15 +80,18 @@ impl Client {
         Client {
             handle: handle.clone(),
             idle: Mutex::new(HashMap::new()),
+            dns: Mutex::new(HashMap::new()),
             tls: None,
             timeout: Duration::from_secs(30),
             max_body: 16 << 20,
+            dns_ttl: Duration::from_secs(60),
         }
     }
 
     /// A client that also speaks `https://`: TLS with `config` (see
-    /// [`tls::client_config`](crate::transport::tls::client_config)), checking that the server's
-    /// certificate names `server_name` (a DNS name or an IP address).
+    /// [`tls::client_config`](crate::transport::tls::client_config)). The server's certificate
+    /// must name the URL's host when the URL names one, else `server_name` (a DNS name or an IP
+    /// address; used for IP-literal URLs and [`Client::request_tls`]).
     pub fn with_tls(
         handle: &Handle,
         config: Arc<rustls::ClientConfig>,
@@ -70,12 +102,12 @@ impl Client {
         c
     }
 
-    /// `GET url` (`http://IP:PORT/path` or `https://IP:PORT/path`).
+    /// `GET url` (`http://HOST[:PORT]/path` or `https://HOST[:PORT]/path`; HOST a name or an IP
+    /// address, IPv6 in brackets).
     pub async fn get(&self, url: &str) -> Result<Response, ClientError> {
-        let (tls, addr, path) = parse_url(url)?;
-        self.check_tls(tls, url)?;
-        self.send(tls, addr, Method::Get, &path, &[], Vec::new())
-            .await
+        let t = parse_url(url)?;
+        self.check_tls(t.tls, url)?;
+        self.send(&t, Method::Get, &[], Vec::new()).await
     }
 
     /// `POST url` with `body` and content type `ctype`.
@@ -85,17 +117,10 @@ impl Client {
         ctype: &str,
         body: Vec<u8>,
     ) -> Result<Response, ClientError> {
-        let (tls, addr, path) = parse_url(url)?;
-        self.check_tls(tls, url)?;
-        self.send(
-            tls,
-            addr,
-            Method::Post,
-            &path,
-            &[("Content-Type", ctype)],
-            body,
-        )
-        .await
+        let t = parse_url(url)?;
+        self.check_tls(t.tls, url)?;
+        self.send(&t, Method::Post, &[("Content-Type", ctype)], body)
+            .await
     }
 
     /// Sends one plain-HTTP request to `addr` and reads the response.
@@ -107,7 +132,8 @@ impl Client {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<Response, ClientError> {
-        self.send(false, addr, method, path, headers, body).await
+        self.send(&Target::of_addr(false, addr, path), method, headers, body)
+            .await
     }
 
     /// Sends one HTTPS request to `addr` (needs [`Client::with_tls`]) and reads the response.
@@ -120,7 +146,8 @@ impl Client {
         body: Vec<u8>,
     ) -> Result<Response, ClientError> {
         self.check_tls(true, &format!("https://{addr}{path}"))?;
-        self.send(true, addr, method, path, headers, body).await
+        self.send(&Target::of_addr(true, addr, path), method, headers, body)
+            .await
     }
 
     fn check_tls(&self, tls: bool, url: &str) -> Result<(), ClientError> {
@@ -130,27 +157,86 @@ impl Client {
         Ok(())
     }
 
-    async fn connect(&self, tls: bool, addr: SocketAddr) -> Result<Stream, ClientError> {
+    /// The addresses of `t`'s host: the literal, a cached lookup, or a fresh one made on a
+    /// helper thread (the system resolver blocks).
+    async fn resolve(&self, t: &Target) -> Result<Arc<[SocketAddr]>, ClientError> {
+        if let Ok(ip) = t.host.parse::<IpAddr>() {
+            return Ok(Arc::from([SocketAddr::new(ip, t.port)]));
+        }
+        let key = (t.host.clone(), t.port);
+        if let Some((addrs, at)) = self.dns.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+            && at.elapsed() < self.dns_ttl
+        {
+            return Ok(addrs.clone());
+        }
+        let (tx, rx) = crate::runtime::oneshot::channel();
+        let (host, port) = key.clone();
+        std::thread::Builder::new()
+            .name("percore-dns".into())
+            .spawn(move || {
+                let r = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|a| a.collect::<Vec<_>>());
+                let _ = tx.send(r);
+            })?;
+        let addrs = rx
+            .await
+            .map_err(|_| io::Error::other("the resolver thread stopped without answering"))
+            .and_then(|r| r)
+            .and_then(|v| match v.is_empty() {
+                true => Err(io::Error::new(io::ErrorKind::NotFound, "no addresses")),
+                false => Ok(v),
+            })
+            .map_err(|error| ClientError::Dns {
+                host: t.host.clone(),
+                error,
+            })?;
+        let addrs: Arc<[SocketAddr]> = addrs.into();
+        self.dns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (addrs.clone(), Instant::now()));
+        Ok(addrs)
+    }
+
+    /// Connects to the first of `t`'s addresses that answers.
+    async fn connect(&self, t: &Target) -> Result<Stream, ClientError> {
         let limit = self.timeout;
-        Ok(match (&self.tls, tls) {
-            (Some((cfg, name)), true) => {
-                Stream::connect_tls(&self.handle, addr, cfg.clone(), name, limit).await?
+        let mut last = None;
+        for addr in self.resolve(t).await?.iter().copied() {
+            let r = match (&self.tls, t.tls) {
+                (Some((cfg, name)), true) => {
+                    // A named host is what the certificate must name; an IP literal uses the
+                    // configured name.
+                    let name = match t.host.parse::<IpAddr>() {
+                        Ok(_) => name.as_str(),
+                        Err(_) => t.host.as_str(),
+                    };
+                    Stream::connect_tls(&self.handle, addr, cfg.clone(), name, limit).await
+                }
+                _ => Stream::connect(&self.handle, addr, limit).await,
+            };
+            match r {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
             }
-            _ => Stream::connect(&self.handle, addr, limit).await?,
-        })
+        }
+        Err(last
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no addresses"))
+            .into())
     }
 
     async fn send(
         &self,
-        tls: bool,
-        addr: SocketAddr,
+        t: &Target,
         method: Method,
-        path: &str,
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<Response, ClientError> {
         let mut req = Vec::with_capacity(128 + body.len());
-        req.extend_from_slice(format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n").as_bytes());
+        req.extend_from_slice(
+            format!("{method} {} HTTP/1.1\r\nHost: {}\r\n", t.path, t.authority).as_bytes(),
+        );
         for (n, v) in headers {
             req.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
         }
@@ -161,19 +247,20 @@ impl Client {
         req.extend_from_slice(&body);
         let limit = self.timeout;
         let head = method == Method::Head;
+        let key = (t.authority.clone(), t.tls);
         let fut = async {
             // A reused connection may have been closed by the server meanwhile: retry once on
             // a fresh one if nothing came back.
-            let pooled = self.take_idle((addr, tls));
+            let pooled = self.take_idle(&key);
             let reused = pooled.is_some();
             let mut s = match pooled {
                 Some(s) => s,
-                None => self.connect(tls, addr).await?,
+                None => self.connect(t).await?,
             };
             let r = exchange(&mut s, req.clone(), head, self.max_body).await;
             let (resp, keep) = match r {
                 Err(ClientError::Io(_)) | Err(ClientError::Invalid(_)) if reused => {
-                    let mut s2 = self.connect(tls, addr).await?;
+                    let mut s2 = self.connect(t).await?;
                     let r = exchange(&mut s2, req, head, self.max_body).await?;
                     s = s2;
                     r
@@ -184,7 +271,7 @@ impl Client {
                 self.idle
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .entry((addr, tls))
+                    .entry(key.clone())
                     .or_default()
                     .push(s);
             }
@@ -195,32 +282,77 @@ impl Client {
             .map_err(|_| ClientError::Timeout(limit))?
     }
 
-    fn take_idle(&self, key: (SocketAddr, bool)) -> Option<Stream> {
+    fn take_idle(&self, key: &(String, bool)) -> Option<Stream> {
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&key)
+            .get_mut(key)
             .and_then(|v| v.pop())
     }
 }
 
-/// `(https?, address, path)` of an `http(s)://IP:PORT/path` URL.
-fn parse_url(url: &str) -> Result<(bool, SocketAddr, String), ClientError> {
+impl Target {
+    fn of_addr(tls: bool, addr: SocketAddr, path: &str) -> Target {
+        Target {
+            tls,
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            authority: addr.to_string(),
+            path: path.to_string(),
+        }
+    }
+}
+
+/// The target of an `http(s)://HOST[:PORT][/path]` URL (IPv6 hosts in brackets).
+fn parse_url(url: &str) -> Result<Target, ClientError> {
+    let bad = || ClientError::Url(url.into());
     let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
         (true, r)
     } else if let Some(r) = url.strip_prefix("http://") {
         (false, r)
     } else {
-        return Err(ClientError::Url(url.into()));
+        return Err(bad());
     };
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].to_string()),
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
+        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
         None => (rest, "/".to_string()),
     };
-    let addr = hostport
-        .parse::<SocketAddr>()
-        .map_err(|_| ClientError::Url(url.into()))?;
-    Ok((tls, addr, path))
+    if authority.is_empty() || authority.contains('@') {
+        return Err(bad()); // no host, or user info (not supported)
+    }
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(bad)?;
+        let port = match after {
+            "" => default_port,
+            p => p
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(bad)?,
+        };
+        (h, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
+            None => (authority, default_port),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && (host.parse::<IpAddr>().is_ok()
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+    if !host_ok {
+        return Err(bad());
+    }
+    Ok(Target {
+        tls,
+        host: host.to_string(),
+        port,
+        authority: authority.to_string(),
+        path,
+    })
 }
 
 /// Writes `req` and reads one response: (response, connection reusable).
@@ -318,5 +450,50 @@ async fn exchange(
             )));
         }
         buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_with_names_ips_ports_and_defaults() {
+        let t = parse_url("http://example.com/a?b=1").unwrap();
+        assert_eq!((t.tls, t.host.as_str(), t.port), (false, "example.com", 80));
+        assert_eq!(
+            (t.authority.as_str(), t.path.as_str()),
+            ("example.com", "/a?b=1")
+        );
+        let t = parse_url("https://localhost:8443").unwrap();
+        assert_eq!(
+            (t.tls, t.host.as_str(), t.port, t.path.as_str()),
+            (true, "localhost", 8443, "/")
+        );
+        assert_eq!(t.authority, "localhost:8443");
+        let t = parse_url("http://127.0.0.1:9000?x").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("127.0.0.1", 9000, "/?x")
+        );
+        let t = parse_url("https://[::1]:8080/p").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.authority.as_str()),
+            ("::1", 8080, "[::1]:8080")
+        );
+        assert_eq!(parse_url("http://[::1]/").unwrap().port, 80);
+        for bad in [
+            "ftp://x/",
+            "http://",
+            "http:///p",
+            "http://host:port/",
+            "http://host:70000/",
+            "http://user@host/",
+            "http://[::1/",
+            "http://bad host/",
+            "http://[::1]x/",
+        ] {
+            assert!(matches!(parse_url(bad), Err(ClientError::Url(_))), "{bad}");
+        }
     }
 }
