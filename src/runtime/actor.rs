@@ -834,6 +834,9 @@ impl<A: Actor> Addr<A> {
 
     /// Sends, waiting for mailbox room if it is full (backpressure). Fails only if the actor
     /// has stopped, handing the message back.
+    ///
+    /// Cooperative: a task that has made 128 sends in one poll yields once here (its worker
+    /// then runs its rings, timers and other tasks before resuming it), like tokio's budget.
     pub async fn tell(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
         // Each send spends one unit of the task's cooperative budget (see
         // `executor::poll_proceed`); a spent budget skips the fast path and yields below.
