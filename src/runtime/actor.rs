@@ -127,11 +127,27 @@ impl<T> OwnerCell<T> {
 
 struct LocalQueue<M> {
     queue: VecDeque<M>,
+    /// The actor task's waker, kept between wake-ups (no clone and drop per message).
     waker: Option<Waker>,
+    /// The task has been woken since it last found the queue empty: further deliveries need
+    /// not wake it again.
+    notified: bool,
     /// Owner-side copies of the two states the owner checks per message, so the owner never
     /// reads the sender-written cache line (see [`Mailbox`]'s layout).
     stop_now: bool,
     terminated: bool,
+}
+
+impl<M> LocalQueue<M> {
+    /// Wakes the actor task after a delivery, unless it was already woken.
+    fn notify(&mut self) {
+        if !self.notified
+            && let Some(w) = &self.waker
+        {
+            self.notified = true;
+            w.wake_by_ref();
+        }
+    }
 }
 
 /// The shared part of an actor: capacity accounting, state, and the owner-local queue.
@@ -192,6 +208,7 @@ impl<M: Send + 'static> Mailbox<M> {
                 cell: RefCell::new(LocalQueue {
                     queue: VecDeque::new(),
                     waker: None,
+                    notified: false,
                     stop_now: false,
                     terminated: false,
                 }),
@@ -343,11 +360,11 @@ impl<M: Send + 'static> Mailbox<M> {
                 return Err(msg);
             }
             l.queue.push_back(msg);
-            Ok(l.waker.take())
+            l.notify();
+            Ok(())
         });
         match r {
-            Some(Ok(Some(w))) => w.wake(),
-            Some(Ok(None)) => {}
+            Some(Ok(())) => {}
             Some(Err(msg)) => {
                 drop(msg);
                 self.release(1);
@@ -364,11 +381,11 @@ impl<M: Send + 'static> Mailbox<M> {
                 return Err(msgs);
             }
             l.queue.extend(msgs);
-            Ok(l.waker.take())
+            l.notify();
+            Ok(())
         });
         match r {
-            Some(Ok(Some(w))) => w.wake(),
-            Some(Ok(None)) => {}
+            Some(Ok(())) => {}
             Some(Err(msgs)) => {
                 msgs.for_each(drop);
                 self.release(n);
@@ -1174,6 +1191,7 @@ async fn run_actor<A: Actor>(mut actor: A, mb: Arc<Mailbox<A::Msg>>) {
                                 if state == DRAINING && mb.len.load(Ordering::SeqCst) == 0 {
                                     return Poll::Ready(None);
                                 }
+                                l.notified = false;
                                 match &l.waker {
                                     Some(w) if w.will_wake(cx.waker()) => {}
                                     _ => l.waker = Some(cx.waker().clone()),

@@ -169,14 +169,32 @@ impl TaskWake {
             })
     }
 
+    /// A wake-up on the task's own thread, with a plain load and store instead of the locked
+    /// swap: a thread racing to wake the task too can at worst queue it twice, which costs one
+    /// spurious poll. True when handled here.
+    fn wake_local(&self) -> bool {
+        if CURRENT_ID.with(|c| c.get()) != self.exec.id {
+            return false;
+        }
+        if self.queued.load(Ordering::Relaxed) {
+            return true;
+        }
+        self.queued.store(true, Ordering::Relaxed);
+        if self.wake_here() {
+            return true;
+        }
+        self.queued.store(false, Ordering::Relaxed);
+        false
+    }
+
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.mark() && !self.wake_here() {
+        if !self.wake_local() && self.mark() && !self.wake_here() {
             self.clone().wake_remote();
         }
     }
 
     fn wake(self: Arc<Self>) {
-        if self.mark() && !self.wake_here() {
+        if !self.wake_local() && self.mark() && !self.wake_here() {
             self.wake_remote();
         }
     }
