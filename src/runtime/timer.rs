@@ -12,6 +12,10 @@
 //! `BTreeMap` it replaced allocated and freed a node whenever the list went from empty to one
 //! timer and back, once per ask.
 //!
+//! New timers wait in a short `fresh` list and enter the heap only when the executor next asks
+//! for the earliest deadline or for expired timers (once per scheduler turn): a timer cancelled
+//! within the turn that created it (an `ask` answered on the same core) never touches the heap.
+//!
 //! Timers with the same deadline fire in insertion order (the generation breaks ties).
 
 use std::cmp::Reverse;
@@ -38,8 +42,13 @@ struct Live {
 pub(crate) struct Timers {
     live: Slab<Live>,
     heap: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    /// Inserted since the heap was last brought up to date; moved there by `settle`.
+    fresh: Vec<(Instant, u64, usize)>,
     next_generation: u64,
 }
+
+/// Fresh timers kept out of the heap at most.
+const FRESH_MAX: usize = 1024;
 
 /// Below this many heap entries stale ones are never swept (sweeping a tiny heap costs more
 /// than skipping its stale tops).
@@ -51,7 +60,10 @@ impl Timers {
         let generation = self.next_generation;
         self.next_generation += 1;
         let slot = self.live.insert(Live { generation, waker });
-        self.heap.push(Reverse((deadline, generation, slot)));
+        if self.fresh.len() >= FRESH_MAX {
+            self.settle(); // a turn creating very many timers: keep the list short
+        }
+        self.fresh.push((deadline, generation, slot));
         TimerKey { slot, generation }
     }
 
@@ -83,8 +95,24 @@ impl Timers {
         true
     }
 
+    /// Moves the fresh timers still live into the heap.
+    fn settle(&mut self) {
+        if self.fresh.is_empty() {
+            return;
+        }
+        let mut fresh = std::mem::take(&mut self.fresh);
+        for (d, g, s) in fresh.drain(..) {
+            if self.is_live(s, g) {
+                self.heap.push(Reverse((d, g, s)));
+            }
+        }
+        // The list keeps its capacity: no allocation per turn.
+        self.fresh = fresh;
+    }
+
     /// The earliest live deadline, if any (drops stale entries it finds on top).
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        self.settle();
         while let Some(&Reverse((deadline, g, s))) = self.heap.peek() {
             if self.is_live(s, g) {
                 return Some(deadline);
@@ -97,6 +125,7 @@ impl Timers {
     /// Removes every timer whose deadline is at or before `now` and appends its waker to `out`,
     /// earliest first. Returns how many fired.
     pub(crate) fn expire(&mut self, now: Instant, out: &mut Vec<Waker>) -> usize {
+        self.settle();
         let mut n = 0;
         while let Some(&Reverse((deadline, g, s))) = self.heap.peek() {
             if deadline > now {
@@ -189,6 +218,22 @@ mod tests {
     }
 
     #[test]
+    fn timers_cancelled_before_settling_never_reach_the_heap() {
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        let (_c, w) = counting();
+        for _ in 0..1000 {
+            let k = t.insert(t0 + Duration::from_secs(60), w.clone());
+            assert!(t.cancel(k));
+        }
+        let keep = t.insert(t0 + Duration::from_secs(1), w.clone());
+        assert_eq!(t.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(t.heap.len(), 1, "only the live timer entered the heap");
+        assert!(t.fresh.is_empty());
+        assert!(t.cancel(keep));
+    }
+
+    #[test]
     fn stale_entries_are_swept_so_the_heap_stays_small() {
         let t0 = Instant::now();
         let far = t0 + Duration::from_secs(60);
@@ -200,6 +245,7 @@ mod tests {
             assert!(t.cancel(k));
         }
         assert_eq!(t.len(), 1);
+        t.settle();
         assert!(
             t.heap.len() <= SWEEP_FLOOR + 1,
             "heap kept {} entries for 1 live timer",
