@@ -215,3 +215,26 @@ fn shutdown_cancels_tasks_and_refuses_new_work() {
     ));
     assert!(h.is_finished());
 }
+
+/// `timeout` counts its limit without reading the clock at creation; it must still never cut a
+/// future short, on a worker and on the `block_on` thread.
+#[test]
+fn timeouts_never_fire_early() {
+    let rt = Runtime::testing(2).unwrap();
+    let check = || async {
+        for ms in [0u64, 1, 3, 7, 15] {
+            let d = Duration::from_millis(ms);
+            let t0 = Instant::now();
+            let r = timeout(d, sleep(Duration::from_secs(30))).await;
+            let took = t0.elapsed();
+            assert!(r.is_err(), "{ms} ms: the 30 s sleep cannot finish first");
+            assert!(took >= d, "{ms} ms limit fired after {took:?}");
+        }
+        // A future that finishes inside the limit is not cut short either.
+        let r = timeout(Duration::from_millis(50), sleep(Duration::from_millis(5))).await;
+        assert!(r.is_ok());
+    };
+    let h = rt.spawn_on(1, check).unwrap();
+    rt.block_on(h).unwrap();
+    rt.block_on(check());
+}

@@ -442,6 +442,7 @@ impl Executor {
         let mut fired = Vec::new();
         {
             let mut t = self.timers.borrow_mut();
+            t.settle(|| now);
             if t.next_deadline().is_none_or(|d| d > now) {
                 return 0;
             }
@@ -451,6 +452,13 @@ impl Executor {
         let n = fired.len();
         fired.into_iter().for_each(Waker::wake);
         n
+    }
+
+    /// Brings timers created since the last turn into the timer list, relative ones counted
+    /// from `now`, which must have been read after they were created (the worker passes the
+    /// clock read that closes a busy turn).
+    pub(crate) fn settle_timers(&self, now: Instant) {
+        self.timers.borrow_mut().settle(|| now);
     }
 
     /// The earliest timer deadline, if any.
@@ -640,19 +648,85 @@ impl Drop for Sleep {
 pub struct Elapsed;
 
 /// Runs `fut` with a time limit: `Err(Elapsed)` if it has not finished within `dur`.
+///
+/// On a percore worker the limit is counted from the worker's next clock reading after `fut`
+/// first waits (at the latest the end of the current scheduler turn), so it never cuts `fut`
+/// short and reads no clock of its own: a request answered within the turn (an `ask` to an
+/// actor on the same core) costs no clock read and no timer-list work at all.
 pub async fn timeout<F: Future>(dur: std::time::Duration, fut: F) -> Result<F::Output, Elapsed> {
     let mut fut = std::pin::pin!(fut);
-    let mut sleep = std::pin::pin!(sleep(dur));
+    let mut limit = After {
+        dur,
+        entry: None,
+        off_executor: None,
+    };
     std::future::poll_fn(|cx| {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
             return Poll::Ready(Ok(v));
         }
-        if sleep.as_mut().poll(cx).is_ready() {
+        if limit.poll(cx).is_ready() {
             return Poll::Ready(Err(Elapsed));
         }
         Poll::Pending
     })
     .await
+}
+
+/// A relative timer for [`timeout`]: registered on first poll without a clock read (see
+/// [`Timers::insert_after`]); ready once it has fired. Off a percore executor it is a
+/// [`Sleep`] started at its first poll.
+struct After {
+    dur: std::time::Duration,
+    entry: Option<(u64, TimerKey)>,
+    off_executor: Option<Pin<Box<Sleep>>>,
+}
+
+impl After {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let id = current_exec_id();
+        if id == 0 || self.off_executor.is_some() {
+            let dur = self.dur;
+            return self
+                .off_executor
+                .get_or_insert_with(|| Box::pin(sleep(dur)))
+                .as_mut()
+                .poll(cx);
+        }
+        let (dur, entry, waker) = (self.dur, self.entry, cx.waker());
+        let state = with_current(|e| {
+            let mut t = e.timers.borrow_mut();
+            match entry {
+                // Registered here before: still waiting, or gone, which means it fired.
+                Some((eid, key)) if eid == id => t.update_waker(key, waker).then_some(key),
+                _ => Some(t.insert_after(dur, waker.clone())),
+            }
+        });
+        match state {
+            Some(Some(key)) => {
+                self.entry = Some((id, key));
+                Poll::Pending
+            }
+            Some(None) => {
+                self.entry = None;
+                Poll::Ready(())
+            }
+            // No executor after all (cannot happen with a non-zero id): time it off-executor.
+            None => {
+                self.off_executor = Some(Box::pin(sleep(self.dur)));
+                self.poll(cx)
+            }
+        }
+    }
+}
+
+impl Drop for After {
+    fn drop(&mut self) {
+        if let Some((exec_id, key)) = self.entry.take()
+            && exec_id == current_exec_id()
+        {
+            with_current(|e| e.timers.borrow_mut().cancel(key));
+        }
+    }
 }
 
 /// A periodic timer: each [`Interval::tick`] completes one period after the previous deadline

@@ -829,6 +829,8 @@ fn worker_main(
             let t1 = Instant::now();
             m.busy_ns
                 .fetch_add((t1 - t0).as_nanos() as u64, Ordering::Relaxed);
+            // Read after every poll of this turn: timers those polls created count from it.
+            exec.settle_timers(t1);
             carried = Some(t1);
             m.tasks_polled
                 .store(exec.counters.polled.get(), Ordering::Relaxed);

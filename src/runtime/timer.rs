@@ -21,9 +21,18 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::task::Waker;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
+
+/// When a timer fires: at an instant, or a duration after the moment it is settled (see
+/// [`Timers::settle`]; such a timer needs no clock read to be created, and fires at least that
+/// long after its creation).
+#[derive(Debug, Clone, Copy)]
+enum When {
+    At(Instant),
+    After(Duration),
+}
 
 /// Names one inserted timer; stays unique for the life of the list (generations never repeat).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +44,8 @@ pub(crate) struct TimerKey {
 struct Live {
     generation: u64,
     waker: Waker,
+    /// A relative timer still in `fresh` (counted in `fresh_relative`).
+    relative_fresh: bool,
 }
 
 /// The timer list. See the module documentation.
@@ -43,7 +54,9 @@ pub(crate) struct Timers {
     live: Slab<Live>,
     heap: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     /// Inserted since the heap was last brought up to date; moved there by `settle`.
-    fresh: Vec<(Instant, u64, usize)>,
+    fresh: Vec<(When, u64, usize)>,
+    /// How many of `fresh` are relative (`When::After`).
+    fresh_relative: usize,
     next_generation: u64,
 }
 
@@ -57,13 +70,31 @@ const SWEEP_FLOOR: usize = 64;
 impl Timers {
     /// Adds a timer that hands back `waker` once `deadline` has passed.
     pub(crate) fn insert(&mut self, deadline: Instant, waker: Waker) -> TimerKey {
+        self.add(When::At(deadline), waker)
+    }
+
+    /// Adds a timer that hands back `waker` once `dur` has passed, counted from when it is
+    /// settled (at the latest the next scheduler turn), so it never fires early and its
+    /// creation reads no clock.
+    pub(crate) fn insert_after(&mut self, dur: Duration, waker: Waker) -> TimerKey {
+        self.add(When::After(dur), waker)
+    }
+
+    fn add(&mut self, when: When, waker: Waker) -> TimerKey {
         let generation = self.next_generation;
         self.next_generation += 1;
-        let slot = self.live.insert(Live { generation, waker });
         if self.fresh.len() >= FRESH_MAX {
-            self.settle(); // a turn creating very many timers: keep the list short
+            // A turn creating very many timers: keep the list short.
+            self.settle(Instant::now);
         }
-        self.fresh.push((deadline, generation, slot));
+        let relative_fresh = matches!(when, When::After(_));
+        let slot = self.live.insert(Live {
+            generation,
+            waker,
+            relative_fresh,
+        });
+        self.fresh_relative += relative_fresh as usize;
+        self.fresh.push((when, generation, slot));
         TimerKey { slot, generation }
     }
 
@@ -86,7 +117,9 @@ impl Timers {
         if !self.is_live(key.slot, key.generation) {
             return false;
         }
-        self.live.remove(key.slot);
+        if self.live.remove(key.slot).relative_fresh {
+            self.fresh_relative -= 1;
+        }
         if self.heap.len() > SWEEP_FLOOR && self.heap.len() > 4 * self.live.len() {
             let live = &self.live;
             self.heap
@@ -95,24 +128,34 @@ impl Timers {
         true
     }
 
-    /// Moves the fresh timers still live into the heap.
-    fn settle(&mut self) {
+    /// Moves the fresh timers still live into the heap. `now` is read (once) only when a
+    /// relative timer is among them, and it must be an instant taken after every fresh timer
+    /// was inserted: relative timers count from it.
+    pub(crate) fn settle(&mut self, now: impl FnOnce() -> Instant) {
         if self.fresh.is_empty() {
             return;
         }
+        let base = (self.fresh_relative > 0).then(now);
         let mut fresh = std::mem::take(&mut self.fresh);
-        for (d, g, s) in fresh.drain(..) {
+        for (when, g, s) in fresh.drain(..) {
             if self.is_live(s, g) {
+                self.live[s].relative_fresh = false;
+                let d = match (when, base) {
+                    (When::At(d), _) => d,
+                    (When::After(dur), Some(b)) => b + dur,
+                    (When::After(_), None) => unreachable!("a relative timer was counted"),
+                };
                 self.heap.push(Reverse((d, g, s)));
             }
         }
+        self.fresh_relative = 0;
         // The list keeps its capacity: no allocation per turn.
         self.fresh = fresh;
     }
 
     /// The earliest live deadline, if any (drops stale entries it finds on top).
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
-        self.settle();
+        self.settle(Instant::now);
         while let Some(&Reverse((deadline, g, s))) = self.heap.peek() {
             if self.is_live(s, g) {
                 return Some(deadline);
@@ -124,8 +167,10 @@ impl Timers {
 
     /// Removes every timer whose deadline is at or before `now` and appends its waker to `out`,
     /// earliest first. Returns how many fired.
+    ///
+    /// `now` must have been read after every timer inserted so far (see [`Timers::settle`]).
     pub(crate) fn expire(&mut self, now: Instant, out: &mut Vec<Waker>) -> usize {
-        self.settle();
+        self.settle(|| now);
         let mut n = 0;
         while let Some(&Reverse((deadline, g, s))) = self.heap.peek() {
             if deadline > now {
@@ -234,6 +279,37 @@ mod tests {
     }
 
     #[test]
+    fn relative_timers_count_from_their_settling() {
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        let (_c, w) = counting();
+        let rel = t.insert_after(Duration::from_millis(10), w.clone());
+        let abs = t.insert(t0 + Duration::from_millis(5), w.clone());
+        let settled_at = t0 + Duration::from_millis(1);
+        t.settle(|| settled_at);
+        assert_eq!(t.next_deadline(), Some(t0 + Duration::from_millis(5)));
+        let mut out = Vec::new();
+        assert_eq!(
+            t.expire(t0 + Duration::from_millis(10), &mut out),
+            1,
+            "only the absolute one"
+        );
+        assert_eq!(
+            t.next_deadline(),
+            Some(settled_at + Duration::from_millis(10))
+        );
+        assert_eq!(
+            t.expire(settled_at + Duration::from_millis(10), &mut out),
+            1
+        );
+        assert!(!t.cancel(rel) && !t.cancel(abs), "both fired");
+        // Cancelled before settling: never needs a clock.
+        let k = t.insert_after(Duration::from_secs(1), w.clone());
+        assert!(t.cancel(k));
+        t.settle(|| unreachable!("no live relative timer: no clock read"));
+    }
+
+    #[test]
     fn stale_entries_are_swept_so_the_heap_stays_small() {
         let t0 = Instant::now();
         let far = t0 + Duration::from_secs(60);
@@ -245,7 +321,7 @@ mod tests {
             assert!(t.cancel(k));
         }
         assert_eq!(t.len(), 1);
-        t.settle();
+        t.settle(Instant::now);
         assert!(
             t.heap.len() <= SWEEP_FLOOR + 1,
             "heap kept {} entries for 1 live timer",
