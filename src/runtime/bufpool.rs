@@ -123,11 +123,11 @@ mod tests {
     #[test]
     fn a_buffer_sent_home_from_another_thread_lands_in_the_home_pool() {
         let a = Buf::take();
-        let raw = a.into_raw().as_ptr() as usize;
-        // Another thread fills and empties it, then gives it back.
+        // Another thread holds it as raw parts (as a batch does), fills it, and gives it back.
         let back = std::thread::spawn(move || {
-            // SAFETY: `raw` came from `into_raw` above and nobody else owns it.
-            let b = unsafe { Buf::from_raw(NonNull::new(raw as *mut u8).unwrap()) };
+            let raw = a.into_raw();
+            // SAFETY: `raw` came from `into_raw` just above and nobody else owns it.
+            let b = unsafe { Buf::from_raw(raw) };
             // SAFETY: the buffer is BUF_BYTES long.
             unsafe { b.as_ptr().write_bytes(0xab, BUF_BYTES) };
             b
