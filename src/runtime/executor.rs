@@ -1068,7 +1068,11 @@ mod tests {
                 polls += 1;
                 match polls {
                     1 => cx.waker().wake_by_ref(),
-                    2 => cx.waker().clone().wake(),
+                    2 => {
+                        // An owned waker consumed by `wake` (the by-value vtable entry).
+                        let owned = cx.waker().clone();
+                        owned.wake();
+                    }
                     3 => {
                         let w = cx.waker().clone();
                         assert!(w.will_wake(&w.clone()));
