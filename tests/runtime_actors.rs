@@ -534,10 +534,9 @@ impl Actor for Echo {
     }
 }
 
-/// With spinning disabled every hand-off goes through the sleep/wake handshake; a lost wake-up
-/// would hang here (the bounded ask timeout turns a hang into a failure).
-#[test]
-fn park_wake_handshake_loses_no_wakeup() {
+/// Two app workers that never spin before sleeping: every hand-off between them goes through
+/// the sleep/wake handshake.
+fn two_workers_without_spin() -> Runtime {
     use percore::runtime::builder::Builder;
     use percore::runtime::config::Profile;
     let mut cfg = Builder::new()
@@ -546,7 +545,14 @@ fn park_wake_handshake_loses_no_wakeup() {
         .config()
         .unwrap();
     cfg.spin_before_park = Duration::ZERO;
-    let rt = Runtime::start(cfg).unwrap();
+    Runtime::start(cfg).unwrap()
+}
+
+/// With spinning disabled every hand-off goes through the sleep/wake handshake; a lost wake-up
+/// would hang here (the bounded ask timeout turns a hang into a failure).
+#[test]
+fn park_wake_handshake_loses_no_wakeup() {
+    let rt = two_workers_without_spin();
     let echo = rt.spawn_actor_on(1, || Echo).unwrap();
     let e2 = echo.clone();
     // Worker 0 <-> worker 1, and the block_on thread <-> worker 1, concurrently.
@@ -726,15 +732,7 @@ fn cross_core_answers_ride_the_ring_and_late_ones_are_dropped_once() {
 /// travel as ring envelopes; with spinning off each one must also wake a sleeping worker.
 #[test]
 fn cross_worker_wakeups_arrive_while_the_target_sleeps() {
-    use percore::runtime::builder::Builder;
-    use percore::runtime::config::Profile;
-    let mut cfg = Builder::new()
-        .profile(Profile::Testing)
-        .app_workers(std::num::NonZeroUsize::new(2).unwrap())
-        .config()
-        .unwrap();
-    cfg.spin_before_park = Duration::ZERO;
-    let rt = Runtime::start(cfg).unwrap();
+    let rt = two_workers_without_spin();
     let handle = rt.handle();
     let before = rt.metrics()[0].messages_in;
     let h = rt

@@ -1188,8 +1188,19 @@ async fn run_actor<A: Actor>(mut actor: A, mb: Arc<Mailbox<A::Msg>>) {
                                     mb.release(unreleased as usize);
                                     unreleased = 0;
                                 }
-                                if state == DRAINING && mb.len.load(Ordering::SeqCst) == 0 {
-                                    return Poll::Ready(None);
+                                if state == DRAINING {
+                                    if mb.len.load(Ordering::SeqCst) == 0 {
+                                        return Poll::Ready(None);
+                                    }
+                                    // The count can reach zero with no delivery to wake us:
+                                    // a streaming sender hands its unused send credits back
+                                    // at the end of its turn, possibly after its last batch
+                                    // arrived. Waiting as a room waiter too, any release
+                                    // wakes us to look again.
+                                    mb.register_room(cx.waker());
+                                    if mb.len.load(Ordering::SeqCst) == 0 {
+                                        return Poll::Ready(None);
+                                    }
                                 }
                                 l.notified = false;
                                 match &l.waker {
