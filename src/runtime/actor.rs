@@ -556,7 +556,7 @@ struct Batch<M> {
     buf: std::ptr::NonNull<M>,
     /// Messages written at the front of `buf`.
     len: u16,
-    /// The sending app worker + 1, or 0 (buffer freed by the receiver).
+    /// The sending node + 1, or 0 (buffer freed by the receiver).
     home: u16,
 }
 
@@ -597,7 +597,8 @@ impl<M> Batch<M> {
         let (buf, home) = if Self::POOLED {
             let b = bufpool::Buf::take();
             prefetch_for_write(b.as_ptr(), Self::MAX * size_of::<M>());
-            let home = match executor::current_mesh_node() {
+            // The sending node (an app worker or an attached I/O or accelerator worker).
+            let home = match mesh::own_node() {
                 Some((_, node)) if node < u16::MAX as usize => node as u16 + 1,
                 _ => 0,
             };
@@ -652,7 +653,7 @@ impl<M> Batch<M> {
             // SAFETY: when POOLED, `buf` is a `Buf` given up with `into_raw`, owned by this
             // batch alone; the batch is being consumed or dropped, so nobody uses it after.
             let b = unsafe { bufpool::Buf::from_raw(self.buf.cast()) };
-            match (self.home, executor::current_mesh_node()) {
+            match (self.home, mesh::own_node()) {
                 (0, _) => drop(b),
                 (h, Some((_, me))) if h as usize - 1 == me => b.recycle(),
                 (h, Some((mesh_id, _))) => {
@@ -1329,5 +1330,84 @@ mod size_tests {
             offset_of!(M, local),
             sender_end
         );
+    }
+}
+
+#[cfg(test)]
+mod batch_buffer_tests {
+    use super::*;
+    use crate::runtime::Runtime;
+    use std::time::{Duration, Instant};
+
+    struct Count(Arc<AtomicUsize>);
+    impl Actor for Count {
+        type Msg = u64;
+        async fn handle(&mut self, _m: u64, _ctx: &mut Context<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Batch buffers go back to the node that filled them, from an app worker and from an
+    /// attached external node alike (a buffer freed on the receiving thread would leave the
+    /// sender's pool empty).
+    #[test]
+    fn batch_buffers_come_home_to_the_sending_node() {
+        let mut cfg = crate::runtime::builder::Builder::new()
+            .profile(crate::runtime::config::Profile::Testing)
+            .app_workers(std::num::NonZeroUsize::new(2).expect("2 > 0"))
+            .config()
+            .unwrap();
+        cfg.io_workers = 1;
+        cfg.io_colocated = true; // leaves the external node free for this test
+        let rt = Runtime::start(cfg).unwrap();
+        let got = Arc::new(AtomicUsize::new(0));
+        let g = got.clone();
+        let a = rt.spawn_actor_on(1, move || Count(g)).unwrap();
+
+        // From app worker 0: a few full batches, then wait for the buffers to come back.
+        let a0 = a.clone();
+        let h = rt
+            .spawn_on(0, move || async move {
+                for i in 0..500u64 {
+                    a0.tell(i).await.unwrap();
+                }
+                let t0 = Instant::now();
+                while bufpool::pooled() == 0 && t0.elapsed() < Duration::from_secs(10) {
+                    crate::runtime::sleep(Duration::from_millis(1)).await;
+                }
+                bufpool::pooled()
+            })
+            .unwrap();
+        assert!(
+            rt.block_on(h).unwrap() > 0,
+            "no buffer came home to worker 0"
+        );
+
+        // From an external node (this thread): batch, flush, then run what comes back.
+        let mut node = rt.handle().attach_external(0).unwrap();
+        let before = bufpool::pooled();
+        for i in 0..200u64 {
+            while a.try_tell(i).is_err() {
+                node.flush();
+                std::thread::yield_now();
+            }
+        }
+        node.flush();
+        let t0 = Instant::now();
+        while bufpool::pooled() <= before && t0.elapsed() < Duration::from_secs(10) {
+            node.run_pending(64);
+            node.flush();
+            std::thread::yield_now();
+        }
+        assert!(
+            bufpool::pooled() > before,
+            "no buffer came home to the external node"
+        );
+        drop(node);
+        let t0 = Instant::now();
+        while got.load(Ordering::SeqCst) < 700 && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(got.load(Ordering::SeqCst), 700);
     }
 }

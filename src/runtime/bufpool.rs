@@ -99,7 +99,7 @@ thread_local! {
 
 /// Buffers in this thread's pool.
 #[cfg(test)]
-fn pooled() -> usize {
+pub(crate) fn pooled() -> usize {
     POOL.with(|p| p.borrow().0.len())
 }
 

@@ -13,7 +13,7 @@
 //! still-unpublished envelope it pushed last, and hold send credits for that key until the end
 //! of its turn; the actor layer uses it for cross-core batches (see `actor.rs`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -136,6 +136,17 @@ pub(crate) struct Outbound {
 
 thread_local! {
     static OUTBOUND: RefCell<Option<Outbound>> = const { RefCell::new(None) };
+    /// `(mesh id, node)` of this thread while its ring ends are installed (node `u32::MAX`:
+    /// none). Kept apart from `OUTBOUND` so it can be read while that is borrowed.
+    static OWN_NODE: Cell<(u64, u32)> = const { Cell::new((0, u32::MAX)) };
+}
+
+/// The `(mesh id, node)` this thread is (an app worker or an attached external node), if any.
+/// Readable anywhere, also from inside a send.
+#[inline]
+pub(crate) fn own_node() -> Option<(u64, usize)> {
+    let (mesh, node) = OWN_NODE.try_with(|n| n.get()).ok()?;
+    (node != u32::MAX).then_some((mesh, node as usize))
 }
 
 /// Runs `f` on this thread's outbound slot (`None` once the thread's TLS is being torn down).
@@ -175,10 +186,13 @@ impl Outbound {
 
     /// Installs this outbound as the current thread's; returns the previous one.
     pub(crate) fn install(self) {
+        let me = (self.mesh.id, u32::try_from(self.me).unwrap_or(u32::MAX));
+        OWN_NODE.with(|n| n.set(me));
         OUTBOUND.with(|o| *o.borrow_mut() = Some(self));
     }
 
     pub(crate) fn uninstall() -> Option<Outbound> {
+        let _ = OWN_NODE.try_with(|n| n.set((0, u32::MAX)));
         OUTBOUND.with(|o| o.borrow_mut().take())
     }
 
