@@ -1,7 +1,10 @@
 //! The per-thread executor: a local run queue of tasks that need not be `Send`, wakers that work
 //! from any thread, local timers, and join handles with cancellation. One executor runs on each
 //! app worker (and one on a thread inside [`Runtime::block_on`](crate::runtime::Runtime::block_on)).
-//! It owns its tasks and timers and nothing else: message delivery and parking are the worker's.
+//! It owns its tasks and timers and nothing else: message delivery and parking are the worker's
+//! (a wake-up from another node of the same mesh is handed to the mesh as a ring envelope).
+//! Each poll spends from a cooperative budget (128 sends, like tokio's) so that no task keeps its
+//! worker from the rest of its turn.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
