@@ -354,6 +354,9 @@ impl<M: Send + 'static> Mailbox<M> {
     }
 
     /// Puts a reserved message into the queue. Runs on the owner thread.
+    ///
+    /// Not `deliver_batch(iter::once(msg))`: that measured 3-6 % slower on same-core `tell`
+    /// and `ask` (A/B, three alternating runs).
     fn deliver_local(&self, msg: M) {
         let r = self.local(|l| {
             if l.terminated {

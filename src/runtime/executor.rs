@@ -566,11 +566,17 @@ impl Sleep {
     }
 
     fn unregister(&mut self) {
-        if let Some((exec_id, key)) = self.entry.take()
-            && exec_id == current_exec_id()
-        {
-            with_current(|e| e.timers.borrow_mut().cancel(key));
-        }
+        cancel_timer(self.entry.take());
+    }
+}
+
+/// Cancels a timer registered as `entry` (executor id, key), if it belongs to this thread's
+/// executor (a timer moved to another executor's task is left to fire harmlessly).
+fn cancel_timer(entry: Option<(u64, TimerKey)>) {
+    if let Some((exec_id, key)) = entry
+        && exec_id == current_exec_id()
+    {
+        with_current(|e| e.timers.borrow_mut().cancel(key));
     }
 }
 
@@ -724,11 +730,7 @@ impl After {
 
 impl Drop for After {
     fn drop(&mut self) {
-        if let Some((exec_id, key)) = self.entry.take()
-            && exec_id == current_exec_id()
-        {
-            with_current(|e| e.timers.borrow_mut().cancel(key));
-        }
+        cancel_timer(self.entry.take());
     }
 }
 

@@ -387,31 +387,15 @@ pub(crate) fn current_has_overflow() -> bool {
 
 /// The mesh node the current thread is, if it belongs to `mesh`.
 pub(crate) fn current_node(mesh_id: u64) -> Option<usize> {
-    with_outbound(|o| {
-        o.and_then(|o| o.try_borrow().ok()).and_then(|g| {
-            g.as_ref()
-                .filter(|ob| ob.mesh.id == mesh_id)
-                .map(|ob| ob.me)
-        })
-    })
+    own_node()
+        .filter(|&(mesh, _)| mesh == mesh_id)
+        .map(|(_, node)| node)
 }
 
 /// Sends `env` to node `to`: over this thread's ring if it is a node of the same mesh (published
 /// at the next flush), else through the target's injector with an immediate wake-up.
 pub(crate) fn send(mesh: &MeshShared, to: usize, env: Envelope) {
-    let env = with_outbound(|o| {
-        let Some(Ok(mut g)) = o.map(|o| o.try_borrow_mut()) else {
-            return Some(env);
-        };
-        match g.as_mut() {
-            Some(ob) if ob.mesh.id == mesh.id && ob.me != to => {
-                ob.push(to, env);
-                None
-            }
-            _ => Some(env),
-        }
-    });
-    if let Some(env) = env {
+    if let Err(env) = push_own(mesh.id, to, env, false) {
         let node = &mesh.nodes[to];
         node.injector.push(env);
         node.notify();
