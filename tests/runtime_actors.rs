@@ -812,3 +812,31 @@ fn a_streaming_sender_yields_its_worker_to_other_tasks() {
         "every message arrives"
     );
 }
+
+/// An ask from another runtime's worker whose index is, in the answering runtime, an external
+/// node nobody drains (here its unclaimed I/O node): the answer must still arrive.
+#[test]
+fn answers_reach_askers_in_another_runtime() {
+    use percore::runtime::builder::Builder;
+    use percore::runtime::config::Profile;
+    let mut cfg = Builder::new()
+        .profile(Profile::Testing)
+        .app_workers(std::num::NonZeroUsize::new(2).unwrap())
+        .config()
+        .unwrap();
+    cfg.io_workers = 1;
+    cfg.io_colocated = true; // node 2 of this runtime: an external node left unattached
+    let answering = Runtime::start(cfg).unwrap();
+    let echo = answering.spawn_actor_on(1, || Echo).unwrap();
+    let asking = Runtime::testing(3).unwrap();
+    let h = asking
+        .spawn_on(2, move || async move {
+            let mut sum = 0;
+            for i in 0..50u64 {
+                sum += echo.ask(|r| (i, r), Duration::from_secs(5)).await.unwrap();
+            }
+            sum
+        })
+        .unwrap();
+    assert_eq!(asking.block_on(h).unwrap(), (0..50).sum::<u64>());
+}

@@ -1025,8 +1025,10 @@ impl<R: Send + 'static> Reply<R> {
                     let _ = tx.send(value);
                 });
                 if let Err(env) = mesh::send_signal(mesh, home - 1, env) {
-                    // Not this thread's to send (ring ends busy, or a node this mesh lacks:
-                    // the asker runs in another runtime): deliver directly.
+                    // Not this thread's to send (ring ends busy, or no app worker of this
+                    // mesh has that index: the asker runs in another runtime): deliver
+                    // directly. (An asker in another runtime whose index is an app worker
+                    // here gets the answer via that worker: slower, still correct.)
                     env.run();
                 }
                 Ok(())

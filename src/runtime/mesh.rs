@@ -402,29 +402,36 @@ pub(crate) fn send(mesh: &MeshShared, to: usize, env: Envelope) {
     }
 }
 
-/// Sends a signal envelope (e.g. a task wake-up) to node `to` of mesh `mesh_id` over this
-/// thread's ring and publishes all of this thread's pending sends with it. Gives the envelope
-/// back when this thread is not another node of that mesh, `to` is not a node of it, or this
-/// thread's ring ends are in use (a signal raised from inside a send).
+/// Sends a signal envelope (e.g. a task wake-up or an answer) to app worker `to` of mesh
+/// `mesh_id` over this thread's ring and publishes all of this thread's pending sends with it.
+/// Gives the envelope back when this thread is not another node of that mesh, `to` is not one
+/// of its app workers (an external node may have nobody draining its ring), or this thread's
+/// ring ends are in use (a signal raised from inside a send).
 pub(crate) fn send_signal(mesh_id: u64, to: usize, env: Envelope) -> Result<(), Envelope> {
     push_own(mesh_id, to, env, true)
 }
 
-/// Like [`send_signal`] but published with this thread's other sends (end of turn): for
-/// housekeeping that nobody waits for, such as a buffer going home.
+/// Like [`send_signal`] but to any node, published with this thread's other sends (end of
+/// turn): for housekeeping that nobody waits for, such as a buffer going home.
 pub(crate) fn send_deferred(mesh_id: u64, to: usize, env: Envelope) -> Result<(), Envelope> {
     push_own(mesh_id, to, env, false)
 }
 
-fn push_own(mesh_id: u64, to: usize, env: Envelope, publish: bool) -> Result<(), Envelope> {
+/// Pushes `env` onto this thread's ring to `to` if this thread is another node of mesh
+/// `mesh_id`; `signal`: only to app workers, and published at once.
+fn push_own(mesh_id: u64, to: usize, env: Envelope, signal: bool) -> Result<(), Envelope> {
     with_outbound(|o| {
         let Some(Ok(mut g)) = o.map(|o| o.try_borrow_mut()) else {
             return Err(env);
         };
+        let limit = |ob: &Outbound| match signal {
+            true => ob.mesh.app_workers,
+            false => ob.producers.len(),
+        };
         match g.as_mut() {
-            Some(ob) if ob.mesh.id == mesh_id && ob.me != to && to < ob.producers.len() => {
+            Some(ob) if ob.mesh.id == mesh_id && ob.me != to && to < limit(ob) => {
                 ob.push(to, env);
-                if publish {
+                if signal {
                     ob.flush();
                 }
                 Ok(())
