@@ -671,6 +671,83 @@ fn streaming_sender_returns_unused_send_credits() {
     assert!(rt.shutdown().clean);
 }
 
+/// A sender that streams to several mailboxes in runs of every length (shorter, equal to and
+/// longer than a batch and a credit chunk), mixing `tell`, `try_tell` and `ask`, loses and
+/// reorders nothing, and every reserved slot comes back: the streaming cursor never spends a
+/// credit it does not hold, nor appends to a batch that another send has moved on from.
+#[test]
+fn interleaved_streams_keep_order_and_slot_accounting() {
+    let rt = Runtime::testing(2).unwrap();
+    let h = rt.handle();
+    // Two mailboxes on the other worker (one small: credits come two at a time) and one on the
+    // sender's own worker.
+    let recs = vec![
+        h.spawn_actor_on_with_capacity(1, 1024, Recorder::default)
+            .unwrap(),
+        h.spawn_actor_on_with_capacity(1, 16, Recorder::default)
+            .unwrap(),
+        h.spawn_actor_on_with_capacity(0, 256, Recorder::default)
+            .unwrap(),
+    ];
+    let targets = recs.clone();
+    let sent = rt
+        .spawn_on(0, move || async move {
+            // Bounded: a mis-counted slot shows up as a sender waiting forever for room.
+            let stream = async move {
+                let runs = [1u64, 2, 3, 31, 32, 33, 63, 64, 65, 127, 128, 129, 200, 1000];
+                let mut next = [0u64; 3];
+                let mut k = 0usize;
+                for round in 0..6u64 {
+                    for &run in &runs {
+                        let t = k % targets.len();
+                        k += 1;
+                        for _ in 0..run {
+                            let m = RecMsg::Item(t as u32, next[t]);
+                            if (next[t] + round) % 7 == 3 {
+                                match targets[t].try_tell(m) {
+                                    Ok(()) => {}
+                                    Err(TrySendError::Full(m)) => targets[t].tell(m).await.unwrap(),
+                                    Err(TrySendError::Stopped(_)) => panic!("target stopped"),
+                                }
+                            } else {
+                                targets[t].tell(m).await.unwrap();
+                            }
+                            next[t] += 1;
+                        }
+                        if run % 5 == 0 {
+                            // An ask in the middle of a stream to another mailbox.
+                            let o = (t + 1) % targets.len();
+                            targets[o].ask(RecMsg::Where, T).await.unwrap();
+                        }
+                    }
+                }
+                next
+            };
+            percore::runtime::timeout(T, stream)
+                .await
+                .expect("the sender never got room: mailbox slots were mis-counted")
+        })
+        .unwrap();
+    let sent = rt.block_on(sent).unwrap();
+    for (t, rec) in recs.iter().enumerate() {
+        let r = rec.clone();
+        let n = sent[t] as usize;
+        let seen = rt.block_on(async move { collect(&r, n).await });
+        assert!(seen.iter().all(|&(s, _)| s == t as u32));
+        check_per_sender_order(&seen, 1, sent[t]);
+        let t0 = Instant::now();
+        while rec.mailbox_len() != 0 {
+            assert!(
+                t0.elapsed() < T,
+                "mailbox {t}: {} slots still counted after everything was handled",
+                rec.mailbox_len()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert!(rt.shutdown().clean);
+}
+
 /// An answer whose value counts its drops.
 struct Counted(Arc<AtomicUsize>);
 impl Drop for Counted {

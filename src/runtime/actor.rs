@@ -268,14 +268,34 @@ impl<M: Send + 'static> Mailbox<M> {
         Ok(())
     }
 
-    /// The streaming fast path of a cross-core send: if this thread's last envelope to the
-    /// owner is an unpublished batch for this mailbox and the thread holds a send credit (a
-    /// slot reserved earlier this turn, see [`Mailbox::grant_credits`]), the message is
-    /// appended to the batch with no atomic operation. Hands `msg` back otherwise.
+    /// The streaming fast path of a cross-core send: if this thread is streaming to this
+    /// mailbox (its last envelope to the owner was for it this turn) and holds a send credit (a
+    /// slot reserved in advance, see [`Mailbox::grant_credits`]), one credit is spent and the
+    /// message is appended to the unpublished batch with no atomic operation. `Err((msg,
+    /// true))`: a credit was spent (the slot is reserved) but the message could not be
+    /// appended: the caller [`dispatch`](Self::dispatch)es it. `Err((msg, false))`: no credit.
+    ///
+    /// First tier: this thread's streaming cursor (see `mesh::cursor_send`), armed only for a
+    /// mailbox on another worker while send credits are held. It reads neither the shared state
+    /// nor the executor: a credit is a slot reserved while the actor was open, and a message
+    /// sent with it is handled even if the actor starts draining meanwhile (as if sent just
+    /// before the stop); the cursor lasts one scheduler turn at most.
     #[inline]
-    fn fast_send(&self, msg: M) -> Result<(), M> {
+    fn fast_send(&self, msg: M) -> Result<(), (M, bool)> {
+        let key = self as *const Self as usize;
+        let push = |p: *mut (), msg| {
+            // SAFETY: `cursor_send` passes the payload `dispatch`'s `arm` returned for this
+            // key: a `Batch<M>` of this mailbox, in an unpublished envelope only this thread
+            // touches (see `mesh::Cursor`'s invariant).
+            unsafe { &mut *p.cast::<Batch<M>>() }.push(msg)
+        };
+        // SAFETY: `push` treats the payload as the `Batch<M>` that `arm` returns for this key.
+        let msg = match unsafe { mesh::cursor_send(key, msg, push) } {
+            Ok(()) => return Ok(()),
+            Err(msg) => msg,
+        };
         if current_exec_id() == self.owner || self.state.load(Ordering::Acquire) != OPEN {
-            return Err(msg);
+            return Err((msg, false));
         }
         mesh::merge_with_credit(
             &self.mesh,
@@ -290,6 +310,9 @@ impl<M: Send + 'static> Mailbox<M> {
                 // (see `dispatch`), and `kind` says it is a batch.
                 unsafe { env.payload_mut::<Batch<M>>() }.push(msg)
             },
+            || self.grant_credits(),
+            // SAFETY: envelopes under this mailbox's key come from `dispatch`.
+            |env, kind| unsafe { arm_batch::<M>(env, kind) },
         )
     }
 
@@ -424,16 +447,26 @@ impl<M: Send + 'static> Mailbox<M> {
                 // from `Single<M>` or `Batch<M>` for this mailbox (the key is its address,
                 // unique while a reserved message keeps it alive), and `kind` says which.
                 |env, kind, msg| unsafe { merge::<M>(env, kind, msg) },
-                |msg| {
-                    (
+                |msg, streaming| match streaming {
+                    // More will follow: start the next batch right away.
+                    true => (
+                        Envelope::with_payload(Batch::one(MailboxPtr(p), msg)),
+                        KIND_BATCH,
+                    ),
+                    false => (
                         Envelope::with_payload(Single {
                             mb: MailboxPtr(p),
                             msg,
                         }),
                         KIND_SINGLE,
-                    )
+                    ),
                 },
-                (|| this.grant_credits(), release_credits::<M>),
+                (
+                    || this.grant_credits(),
+                    release_credits::<M>,
+                    // SAFETY: as above.
+                    |env, kind| unsafe { arm_batch::<M>(env, kind) },
+                ),
             );
         }
     }
@@ -519,7 +552,7 @@ struct MailboxPtr<M>(*const Mailbox<M>);
 unsafe impl<M: Send> Send for MailboxPtr<M> {}
 
 /// Most send credits one sender holds for one mailbox (see [`Mailbox::grant_credits`]).
-const CREDIT_CHUNK: usize = 32;
+const CREDIT_CHUNK: usize = 64;
 
 /// Hands back `n` unused send credits of the mailbox at address `key`.
 ///
@@ -597,6 +630,14 @@ impl<M> Batch<M> {
 
     /// A batch of `first` and `second`, in a buffer from this thread's pool where `POOLED`.
     fn pair(mb: MailboxPtr<M>, first: M, second: M) -> Self {
+        let mut b = Self::one(mb, first);
+        // Two slots of a buffer sized for MAX >= 4 messages: the second push succeeds.
+        let _ = b.push(second);
+        b
+    }
+
+    /// A batch of `first`, in a buffer from this thread's pool where `POOLED`.
+    fn one(mb: MailboxPtr<M>, first: M) -> Self {
         let (buf, home) = if Self::POOLED {
             let b = bufpool::Buf::take();
             prefetch_for_write(b.as_ptr(), Self::MAX * size_of::<M>());
@@ -620,9 +661,8 @@ impl<M> Batch<M> {
             len: 0,
             home,
         };
-        // Two slots of a buffer sized for MAX >= 4 messages: both pushes succeed.
+        // A buffer sized for MAX >= 4 messages: the push succeeds.
         let _ = b.push(first);
-        let _ = b.push(second);
         b
     }
 
@@ -717,6 +757,20 @@ fn prefetch_for_write(p: *const u8, len: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (p, len);
+}
+
+/// The payload of `env` for the mesh's streaming cursor when it is a batch (`kind`), else
+/// `None`.
+///
+/// # Safety
+/// `env` was sent under the key of a `Mailbox<M>` by [`Mailbox::dispatch`], so its payload is
+/// a `Single<M>` (`KIND_SINGLE`) or a `Batch<M>` (`KIND_BATCH`).
+unsafe fn arm_batch<M: Send + 'static>(env: &mut Envelope, kind: u8) -> Option<*mut ()> {
+    (kind == KIND_BATCH).then(|| {
+        // SAFETY: per the contract, and `kind` says it is a batch.
+        let b: *mut Batch<M> = unsafe { env.payload_mut::<Batch<M>>() };
+        b.cast::<()>()
+    })
 }
 
 /// Folds `msg` into `env`, the unpublished envelope last sent to this mailbox: a `Single`
@@ -840,8 +894,13 @@ impl<A: Actor> Addr<A> {
     /// Sends without waiting: `Full(msg)` when the mailbox is at capacity, `Stopped(msg)` when
     /// the actor has stopped. Nothing is silently dropped.
     pub fn try_tell(&self, msg: A::Msg) -> Result<(), TrySendError<A::Msg>> {
-        let Err(msg) = self.mb.fast_send(msg) else {
-            return Ok(());
+        let msg = match self.mb.fast_send(msg) {
+            Ok(()) => return Ok(()),
+            Err((msg, true)) => {
+                self.mb.dispatch(msg);
+                return Ok(());
+            }
+            Err((msg, false)) => msg,
         };
         match self.mb.try_reserve() {
             Ok(()) => {
@@ -865,7 +924,11 @@ impl<A: Actor> Addr<A> {
         let msg = match budget {
             true => match self.mb.fast_send(msg) {
                 Ok(()) => return Ok(()),
-                Err(msg) => msg,
+                Err((msg, true)) => {
+                    self.mb.dispatch(msg);
+                    return Ok(());
+                }
+                Err((msg, false)) => msg,
             },
             false => msg,
         };

@@ -149,13 +149,75 @@ pub(crate) fn own_node() -> Option<(u64, usize)> {
     (node != u32::MAX).then_some((mesh, node as usize))
 }
 
+/// Where a streaming sender appends its next message without touching the [`Outbound`]: the
+/// key (a mailbox address, 0 for none) whose unpublished batch envelope sits at `payload`, and
+/// the send credits this thread holds for it.
+///
+/// Invariant (why the pointers are valid when used): the cursor is armed by [`send_keyed`]
+/// while it holds this thread's `Outbound` borrowed, pointing into that `Outbound` (`credits`:
+/// its `last` entry for the target) and into the unpublished ring slot or overflow entry of the
+/// batch (`payload`). Every later access to the `Outbound` goes through [`with_outbound`], which
+/// disarms the cursor first, and so do `install`/`uninstall`; so while the cursor is armed
+/// nothing else has touched, moved, published or freed what it points at. Only this thread
+/// reads it.
+#[derive(Clone, Copy)]
+struct Cursor {
+    key: usize,
+    payload: *mut (),
+    credits: *mut u32,
+}
+
+const NO_CURSOR: Cursor = Cursor {
+    key: 0,
+    payload: std::ptr::null_mut(),
+    credits: std::ptr::null_mut(),
+};
+
+thread_local! {
+    static CURSOR: Cell<Cursor> = const { Cell::new(NO_CURSOR) };
+}
+
+/// The first-tier fast path of a sender streaming to one key: when this thread's cursor is
+/// armed for `key` (its last send, this turn, went into a batch envelope for `key` through
+/// [`send_keyed`], and nothing has touched its rings since) and a send credit is left, `push`
+/// gets the batch payload and `v`, and on success one credit is spent. No borrow, no lookup.
+///
+/// # Safety
+/// `push` must treat the pointer as the payload type that `send_keyed`'s `arm` returned for
+/// `key` (the caller's own batch type: one key, one payload type).
+#[inline(always)]
+pub(crate) unsafe fn cursor_send<V>(
+    key: usize,
+    v: V,
+    push: impl FnOnce(*mut (), V) -> Result<(), V>,
+) -> Result<(), V> {
+    let c = CURSOR.with(Cell::get);
+    if c.key != key {
+        return Err(v);
+    }
+    // SAFETY: armed cursor: see `Cursor`'s invariant.
+    let credits = unsafe { &mut *c.credits };
+    if *credits == 0 {
+        return Err(v);
+    }
+    push(c.payload, v)?;
+    *credits -= 1;
+    Ok(())
+}
+
+fn disarm_cursor() {
+    let _ = CURSOR.try_with(|c| c.set(NO_CURSOR));
+}
+
 /// Runs `f` on this thread's outbound slot (`None` once the thread's TLS is being torn down).
+/// Disarms the streaming cursor first (see [`Cursor`]).
 ///
 /// Why not `OUTBOUND.with(f)`: with a large `f`, `LocalKey::with` is not inlined and reaches
 /// the slot through an indirect call per access (perf: 12-27 % of a streaming sender); taking
 /// the address in a tiny closure keeps the access a plain thread-local load.
 #[inline(always)]
 fn with_outbound<R>(f: impl FnOnce(Option<&RefCell<Option<Outbound>>>) -> R) -> R {
+    disarm_cursor();
     let p = OUTBOUND
         .try_with(|o| o as *const RefCell<Option<Outbound>>)
         .ok();
@@ -188,11 +250,13 @@ impl Outbound {
     pub(crate) fn install(self) {
         let me = (self.mesh.id, u32::try_from(self.me).unwrap_or(u32::MAX));
         OWN_NODE.with(|n| n.set(me));
+        disarm_cursor();
         OUTBOUND.with(|o| *o.borrow_mut() = Some(self));
     }
 
     pub(crate) fn uninstall() -> Option<Outbound> {
         let _ = OWN_NODE.try_with(|n| n.set((0, u32::MAX)));
+        disarm_cursor();
         OUTBOUND.with(|o| o.borrow_mut().take())
     }
 
@@ -245,6 +309,34 @@ impl Outbound {
             // that the credits keep the key's object alive until handed back (here).
             unsafe { release(l.key, l.credits as usize) };
         }
+    }
+
+    /// Points this thread's streaming cursor at the last envelope pushed to `to` for `key`
+    /// when credits are held for it and `arm` says it can take more (a batch: `arm` returns
+    /// its payload). See [`Cursor`].
+    fn arm_cursor(
+        &mut self,
+        to: usize,
+        key: usize,
+        arm: impl FnOnce(&mut Envelope, u8) -> Option<*mut ()>,
+    ) {
+        if self.last[to].credits == 0 {
+            return;
+        }
+        let Some(payload) = self
+            .last_keyed(to, key)
+            .and_then(|(env, kind)| arm(env, *kind))
+        else {
+            return;
+        };
+        let credits: *mut u32 = &mut self.last[to].credits;
+        CURSOR.with(|c| {
+            c.set(Cursor {
+                key,
+                payload,
+                credits,
+            })
+        });
     }
 
     /// The most recent envelope pushed to `to` if it is still unpublished and was pushed with
@@ -336,11 +428,15 @@ impl Last {
     };
 }
 
-/// The fast path of [`send_keyed`] for a sender streaming to one key: when the last envelope
-/// this thread sent to `to` is still unpublished, carries `key`, and the thread holds a credit
-/// for `key`, `merge` may fold `v` into it (given the envelope and its kind); on success one
-/// credit is spent. Otherwise `v` comes back and the caller takes the slow path. One
-/// thread-local access in all.
+/// The fast path of [`send_keyed`] for a sender streaming to one key: when this thread holds a
+/// send credit for `key` on its ring to `to` (see [`send_keyed`]), one credit is spent, and if
+/// the last envelope sent to `to` is still unpublished and carries `key`, `merge` may fold `v`
+/// into it (given the envelope and its kind). With the credits spent, `grant` may hand a new
+/// chunk (the key's `release` from [`send_keyed`] stays), and `arm` re-arms the streaming
+/// cursor as in [`send_keyed`]. Returns `Ok` when merged; `Err((v, true))` when
+/// a credit was spent but `v` could not be merged (batch full or published: the caller sends
+/// it through [`send_keyed`] without reserving again); `Err((v, false))` when no credit was
+/// held. One thread-local access in all.
 #[inline]
 pub(crate) fn merge_with_credit<V>(
     mesh: &MeshShared,
@@ -348,23 +444,40 @@ pub(crate) fn merge_with_credit<V>(
     key: usize,
     v: V,
     merge: impl FnOnce(&mut Envelope, u8, V) -> Result<(), V>,
-) -> Result<(), V> {
+    grant: impl FnOnce() -> u32,
+    arm: impl FnOnce(&mut Envelope, u8) -> Option<*mut ()>,
+) -> Result<(), (V, bool)> {
     with_outbound(|o| {
         let Some(Ok(mut g)) = o.map(|o| o.try_borrow_mut()) else {
-            return Err(v);
+            return Err((v, false));
         };
         let Some(ob) = g.as_mut() else {
-            return Err(v);
+            return Err((v, false));
         };
-        if ob.mesh.id != mesh.id || to >= ob.last.len() || ob.last[to].credits == 0 {
-            return Err(v);
+        if ob.mesh.id != mesh.id || to >= ob.last.len() {
+            return Err((v, false));
         }
+        let l = &mut ob.last[to];
+        if l.key != key || l.kind == 0 {
+            return Err((v, false));
+        }
+        if l.credits == 0 {
+            // Streaming to `key` with the credits spent: take the next chunk in one step.
+            if l.release.is_none() {
+                return Err((v, false));
+            }
+            l.credits = grant();
+            if l.credits == 0 {
+                return Err((v, false));
+            }
+        }
+        l.credits -= 1;
         let Some((env, kind)) = ob.last_keyed(to, key) else {
-            return Err(v);
+            return Err((v, true));
         };
         let kind = *kind;
-        merge(env, kind, v)?;
-        ob.last[to].credits -= 1;
+        merge(env, kind, v).map_err(|v| (v, true))?;
+        ob.arm_cursor(to, key, arm);
         Ok(())
     })
 }
@@ -444,12 +557,16 @@ fn push_own(mesh_id: u64, to: usize, env: Envelope, signal: bool) -> Result<(), 
 /// Sends `v` to node `to` under `key` (e.g. a mailbox address): when the last envelope this
 /// thread sent to `to` is still unpublished and was sent under the same key, `merge` folds `v`
 /// into it (it gets the envelope and its kind, and may change the kind); otherwise, or when
-/// `merge` hands `v` back, `make` wraps `v` in a new envelope and names its kind (non-zero).
+/// `merge` hands `v` back, `make` wraps `v` in a new envelope and names its kind (non-zero);
+/// its flag is true when the previous envelope for `key` was just filled (more will likely
+/// follow: a batch may be started at once).
 ///
-/// Credits: after a merge, when the thread holds no credits for `key`, `grant` may hand it some (e.g.
-/// mailbox slots reserved in one atomic step instead of one per message); [`merge_with_credit`]
+/// Credits: after a merge, when the thread holds no credits for `key`, `grant` may hand it some
+/// (e.g. mailbox slots reserved in one atomic step instead of one per message); [`merge_with_credit`]
 /// spends them and they go back through `release(key, n)` when this entry is reset (the next
-/// push to `to`, the end of the scheduler turn, or the thread leaving the mesh).
+/// push to `to`, the end of the scheduler turn, or the thread leaving the mesh). While credits
+/// are held and the envelope for `key` can take more, `arm` hands its payload to this thread's
+/// streaming cursor ([`cursor_send`]), so the next sends skip this function altogether.
 ///
 /// Contract for callers: every envelope sent under one key is built by the same code, so
 /// `merge` knows each kind's payload type; merging keeps order, as only the most recent push to
@@ -462,8 +579,12 @@ pub(crate) fn send_keyed<V>(
     key: usize,
     v: V,
     merge: impl FnOnce(&mut Envelope, &mut u8, V) -> Result<(), V>,
-    make: impl Fn(V) -> (Envelope, u8),
-    (grant, release): (impl FnOnce() -> u32, unsafe fn(usize, usize)),
+    make: impl Fn(V, bool) -> (Envelope, u8),
+    (grant, release, arm): (
+        impl FnOnce() -> u32,
+        unsafe fn(usize, usize),
+        impl FnOnce(&mut Envelope, u8) -> Option<*mut ()>,
+    ),
 ) {
     let rest = with_outbound(|o| {
         let Some(Ok(mut g)) = o.map(|o| o.try_borrow_mut()) else {
@@ -471,7 +592,7 @@ pub(crate) fn send_keyed<V>(
         };
         match g.as_mut() {
             Some(ob) if ob.mesh.id == mesh.id && ob.me != to => {
-                let v = match ob.last_keyed(to, key) {
+                let (v, streaming) = match ob.last_keyed(to, key) {
                     Some((env, kind)) => match merge(env, kind, v) {
                         Ok(()) => {
                             let l = &mut ob.last[to];
@@ -479,17 +600,19 @@ pub(crate) fn send_keyed<V>(
                                 l.credits = grant();
                                 l.release = Some(release);
                             }
+                            ob.arm_cursor(to, key, arm);
                             return None;
                         }
                         Err(v) => {
                             // The batch is full: let the target start on it now.
                             ob.publish_now(to);
-                            v
+                            (v, true)
                         }
                     },
-                    None => v,
+                    // Published mid-turn while this thread streams to `key` (it holds credits).
+                    None => (v, ob.last[to].key == key && ob.last[to].credits > 0),
                 };
-                let (env, kind) = make(v);
+                let (env, kind) = make(v, streaming);
                 debug_assert!(kind != 0, "kind 0 means none");
                 // Credits held for this key survive a new envelope for the same key.
                 if ob.last[to].key != key {
@@ -499,6 +622,7 @@ pub(crate) fn send_keyed<V>(
                 let l = &mut ob.last[to];
                 l.key = key;
                 l.kind = kind;
+                ob.arm_cursor(to, key, arm);
                 None
             }
             _ => Some(v),
@@ -506,7 +630,7 @@ pub(crate) fn send_keyed<V>(
     });
     if let Some(v) = rest {
         let node = &mesh.nodes[to];
-        node.injector.push(make(v).0);
+        node.injector.push(make(v, false).0);
         node.notify();
     }
 }
@@ -676,5 +800,149 @@ impl Drop for ExternalNode {
                 inbound,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The streaming cursor against a real ring, on one thread (runs under Miri).
+
+    use super::*;
+
+    thread_local! {
+        static SEEN: RefCell<Vec<(usize, u64)>> = const { RefCell::new(Vec::new()) };
+        static RELEASED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// A batch of values for one key, inline in the envelope (24 bytes).
+    struct Acc {
+        key: usize,
+        items: Vec<u64>,
+    }
+
+    impl Payload for Acc {
+        fn run(self) {
+            SEEN.with(|s| {
+                s.borrow_mut()
+                    .extend(self.items.iter().map(|&v| (self.key, v)))
+            });
+        }
+    }
+
+    use super::super::envelope::Payload;
+
+    const MAX: usize = 4;
+    const GRANT: u32 = 3;
+
+    fn push(acc: &mut Acc, v: u64) -> Result<(), u64> {
+        if acc.items.len() >= MAX {
+            return Err(v);
+        }
+        acc.items.push(v);
+        Ok(())
+    }
+
+    unsafe fn release(_key: usize, n: usize) {
+        RELEASED.with(|r| r.set(r.get() + n));
+    }
+
+    fn arm(env: &mut Envelope, _kind: u8) -> Option<*mut ()> {
+        // SAFETY: every envelope in this test is an `Acc`.
+        let a: *mut Acc = unsafe { env.payload_mut::<Acc>() };
+        Some(a.cast())
+    }
+
+    /// One send the way the actor layer does it: cursor, then credit merge, then `send_keyed`.
+    /// Returns how many credits were granted and whether the send spent one.
+    fn send(mesh: &MeshShared, key: usize, v: u64) -> (u32, bool) {
+        let mut granted = 0;
+        // SAFETY: the payload under every key is an `Acc`.
+        let append = |p: *mut (), v| {
+            // SAFETY: as above.
+            push(unsafe { &mut *p.cast::<Acc>() }, v)
+        };
+        // SAFETY: as above.
+        let r = unsafe { cursor_send(key, v, append) };
+        let Err(v) = r else { return (0, true) };
+        let merge = |env: &mut Envelope, _kind: u8, v| {
+            // SAFETY: as above.
+            push(unsafe { env.payload_mut::<Acc>() }, v)
+        };
+        let (v, spent) = match merge_with_credit(
+            mesh,
+            1,
+            key,
+            v,
+            merge,
+            || {
+                granted += GRANT;
+                GRANT
+            },
+            arm,
+        ) {
+            Ok(()) => return (granted, true),
+            // A credit spent, the batch full: a new envelope without reserving.
+            Err((v, spent)) => (v, spent),
+        };
+        send_keyed(
+            mesh,
+            1,
+            key,
+            v,
+            |env, _kind, v| {
+                // SAFETY: as above.
+                push(unsafe { env.payload_mut::<Acc>() }, v)
+            },
+            |v, _| {
+                let acc = Acc {
+                    key,
+                    items: vec![v],
+                };
+                (Envelope::with_payload(acc), 1)
+            },
+            (
+                || {
+                    granted += GRANT;
+                    GRANT
+                },
+                release,
+                arm,
+            ),
+        );
+        (granted, spent)
+    }
+
+    #[test]
+    fn cursor_appends_in_order_and_spends_only_held_credits() {
+        let (mesh, mut ends) = MeshShared::new(2, 0, 64, 64);
+        let mut inbound = std::mem::take(&mut ends[1].inbound);
+        let out = std::mem::take(&mut ends[0].outbound);
+        Outbound::new(mesh.clone(), 0, out).install();
+        let (ka, kb) = (0x1000usize, 0x2000usize);
+        let (mut granted, mut spent) = (0u32, 0u32);
+        let mut expect = Vec::new();
+        for i in 0..60u64 {
+            // Runs of five per key; a flush (end of turn) every 13 sends.
+            let key = if (i / 5) % 2 == 0 { ka } else { kb };
+            let (g, s) = send(&mesh, key, i);
+            granted += g;
+            spent += u32::from(s);
+            expect.push((key, i));
+            if i % 13 == 12 {
+                flush_current();
+            }
+        }
+        flush_current();
+        let ob = Outbound::uninstall().expect("installed above");
+        drop(ob);
+        while let Some(env) = inbound[0].pop() {
+            env.run();
+        }
+        let seen = SEEN.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        assert_eq!(seen, expect);
+        // Credits: every one granted was either spent on a send or handed back.
+        let released = RELEASED.with(Cell::get) as u32;
+        assert!(spent > 0, "streams of five spend credits");
+        assert_eq!(granted, spent + released, "granted = spent + handed back");
     }
 }
