@@ -232,6 +232,78 @@ fn a_panicking_handler_stops_only_that_actor_and_fails_its_asks() {
     );
 }
 
+/// The ask timeout also covers the wait for mailbox room, an ask to a stopped actor fails at
+/// once, and an unanswered ask reports `NoReply`; on the asker's own worker and across cores.
+#[test]
+fn ask_times_out_while_waiting_for_room_and_reports_stop_and_no_reply() {
+    struct Mute;
+    enum MuteMsg {
+        Hold(Duration),
+        Drop(Reply<u32>),
+        Echo(u32, Reply<u32>),
+    }
+    impl Actor for Mute {
+        type Msg = MuteMsg;
+        async fn handle(&mut self, msg: MuteMsg, _ctx: &mut Context<Self>) {
+            match msg {
+                MuteMsg::Hold(d) => std::thread::sleep(d),
+                MuteMsg::Drop(r) => drop(r),
+                MuteMsg::Echo(v, r) => {
+                    let _ = r.send(v);
+                }
+            }
+        }
+    }
+    let rt = Runtime::testing(2).unwrap();
+    let h = rt.handle();
+    for from in [0usize, 1] {
+        let a = h.spawn_actor_on_with_capacity(1, 1, || Mute).unwrap();
+        let b = a.clone();
+        let (full, dropped, echoed, stopped) = rt
+            .block_on(
+                rt.spawn_on(from, move || async move {
+                    let full = if from == 1 {
+                        // Same worker: blocking the actor would block the asker too.
+                        Err(AskError::Timeout(Duration::from_millis(30)))
+                    } else {
+                        // Block the actor's worker, then fill the one-slot mailbox.
+                        b.tell(MuteMsg::Hold(Duration::from_millis(400)))
+                            .await
+                            .unwrap();
+                        sleep(Duration::from_millis(50)).await;
+                        b.tell(MuteMsg::Hold(Duration::ZERO)).await.unwrap();
+                        let t0 = Instant::now();
+                        let full = b.ask(MuteMsg::Drop, Duration::from_millis(30)).await;
+                        assert!(
+                            t0.elapsed() < Duration::from_millis(300),
+                            "the timeout must cover the wait for room: {:?}",
+                            t0.elapsed()
+                        );
+                        full
+                    };
+                    let dropped = b.ask(MuteMsg::Drop, T).await;
+                    let echoed = b.ask(|r| MuteMsg::Echo(7, r), T).await;
+                    b.stop();
+                    b.stopped().await;
+                    let stopped = b.ask(|r| MuteMsg::Echo(8, r), T).await;
+                    (full, dropped, echoed, stopped)
+                })
+                .unwrap(),
+            )
+            .unwrap();
+        let ctx = format!("asker on worker {from}");
+        assert_eq!(
+            full,
+            Err(AskError::Timeout(Duration::from_millis(30))),
+            "{ctx}"
+        );
+        assert_eq!(dropped, Err(AskError::NoReply), "{ctx}");
+        assert_eq!(echoed, Ok(7), "{ctx}");
+        assert_eq!(stopped, Err(AskError::Stopped), "{ctx}");
+    }
+    assert!(rt.shutdown().clean);
+}
+
 struct Ticker {
     ticks: Arc<AtomicUsize>,
 }

@@ -661,14 +661,11 @@ pub struct Elapsed;
 /// On a percore worker the limit is counted from the worker's next clock reading after `fut`
 /// first waits (at the latest the end of the current scheduler turn), so it never cuts `fut`
 /// short and reads no clock of its own: a request answered within the turn (an `ask` to an
-/// actor on the same core) costs no clock read and no timer-list work at all.
+/// actor on the same core) costs no clock read, and its timer never reaches the heap (it is
+/// cancelled while still among the turn's fresh timers).
 pub async fn timeout<F: Future>(dur: std::time::Duration, fut: F) -> Result<F::Output, Elapsed> {
     let mut fut = std::pin::pin!(fut);
-    let mut limit = After {
-        dur,
-        entry: None,
-        off_executor: None,
-    };
+    let mut limit = After::new(dur);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
             return Poll::Ready(Ok(v));
@@ -684,14 +681,22 @@ pub async fn timeout<F: Future>(dur: std::time::Duration, fut: F) -> Result<F::O
 /// A relative timer for [`timeout`]: registered on first poll without a clock read (see
 /// [`Timers::insert_after`]); ready once it has fired. Off a percore executor it is a
 /// [`Sleep`] started at its first poll.
-struct After {
+pub(crate) struct After {
     dur: std::time::Duration,
     entry: Option<(u64, TimerKey)>,
     off_executor: Option<Pin<Box<Sleep>>>,
 }
 
 impl After {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn new(dur: std::time::Duration) -> After {
+        After {
+            dur,
+            entry: None,
+            off_executor: None,
+        }
+    }
+
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let id = current_exec_id();
         if id == 0 || self.off_executor.is_some() {
             let dur = self.dur;
