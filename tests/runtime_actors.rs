@@ -232,14 +232,32 @@ fn a_panicking_handler_stops_only_that_actor_and_fails_its_asks() {
     );
 }
 
+/// Aborts the test binary if `f` has not returned within `limit`: what is under test here
+/// (timeouts) is what would otherwise bound the wait, and a hang would stall CI.
+fn within<R>(limit: Duration, what: &str, f: impl FnOnce() -> R) -> R {
+    let (done, rx) = std::sync::mpsc::channel::<()>();
+    let what = what.to_string();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(limit) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            eprintln!("{what}: still running after {limit:?}; aborting");
+            std::process::abort();
+        }
+    });
+    let r = f();
+    drop(done);
+    r
+}
+
 /// The ask timeout also covers the wait for mailbox room, an ask to a stopped actor fails at
 /// once, and an unanswered ask reports `NoReply`; on the asker's own worker and across cores.
 #[test]
 fn ask_times_out_while_waiting_for_room_and_reports_stop_and_no_reply() {
-    struct Mute;
+    #[derive(Default)]
+    struct Mute(Vec<Reply<u32>>);
     enum MuteMsg {
         Hold(Duration),
         Drop(Reply<u32>),
+        Keep(Reply<u32>),
         Echo(u32, Reply<u32>),
     }
     impl Actor for Mute {
@@ -248,6 +266,7 @@ fn ask_times_out_while_waiting_for_room_and_reports_stop_and_no_reply() {
             match msg {
                 MuteMsg::Hold(d) => std::thread::sleep(d),
                 MuteMsg::Drop(r) => drop(r),
+                MuteMsg::Keep(r) => self.0.push(r),
                 MuteMsg::Echo(v, r) => {
                     let _ = r.send(v);
                 }
@@ -257,10 +276,10 @@ fn ask_times_out_while_waiting_for_room_and_reports_stop_and_no_reply() {
     let rt = Runtime::testing(2).unwrap();
     let h = rt.handle();
     for from in [0usize, 1] {
-        let a = h.spawn_actor_on_with_capacity(1, 1, || Mute).unwrap();
+        let a = h.spawn_actor_on_with_capacity(1, 1, Mute::default).unwrap();
         let b = a.clone();
-        let (full, dropped, echoed, stopped) = rt
-            .block_on(
+        let (full, dropped, echoed, stopped) = within(T, "asks with timeouts", || {
+            rt.block_on(
                 rt.spawn_on(from, move || async move {
                     let full = if from == 1 {
                         // Same worker: blocking the actor would block the asker too.
@@ -281,6 +300,14 @@ fn ask_times_out_while_waiting_for_room_and_reports_stop_and_no_reply() {
                         );
                         full
                     };
+                    // Held, never answered: the limit fires (the asker's worker may be the
+                    // actor's, idle otherwise: nothing else would wake it).
+                    let t0 = Instant::now();
+                    let kept = b.ask(MuteMsg::Keep, Duration::from_millis(20)).await;
+                    let took = t0.elapsed();
+                    assert_eq!(kept, Err(AskError::Timeout(Duration::from_millis(20))));
+                    assert!(took >= Duration::from_millis(20), "early: {took:?}");
+                    assert!(took < Duration::from_secs(2), "late: {took:?}");
                     let dropped = b.ask(MuteMsg::Drop, T).await;
                     let echoed = b.ask(|r| MuteMsg::Echo(7, r), T).await;
                     b.stop();
@@ -290,7 +317,8 @@ fn ask_times_out_while_waiting_for_room_and_reports_stop_and_no_reply() {
                 })
                 .unwrap(),
             )
-            .unwrap();
+            .unwrap()
+        });
         let ctx = format!("asker on worker {from}");
         assert_eq!(
             full,

@@ -1003,8 +1003,9 @@ impl<A: Actor> Addr<A> {
     /// Request/reply: builds the message around a [`Reply`], sends it, and waits for the
     /// answer, all within `timeout`.
     ///
-    /// The timeout counts from the worker's next clock reading after the ask first waits (at
-    /// the latest the end of the current scheduler turn): it never cuts an ask short.
+    /// The timeout is measured as [`timeout`](crate::runtime::timeout) measures it: never
+    /// shorter than asked, and an answer within the asker's scheduler turn (same core) costs no
+    /// timer at all.
     pub fn ask<R, F>(
         &self,
         make: F,

@@ -309,6 +309,11 @@ pub(crate) struct Executor {
     /// [`Sleep`] whose deadline is at or before it has certainly passed, so a first poll needs no
     /// clock read; a deadline that passed since is fired by the next turn.
     now: Cell<Instant>,
+    /// Relative timers of this turn not registered yet (see [`After`]): the task to wake at the
+    /// end of the turn so it registers, or `None` once the timer's owner went away. Emptied,
+    /// and `turn` advanced, by [`Executor::sweep_deferred`].
+    deferred: RefCell<Vec<Option<(usize, usize)>>>,
+    turn: Cell<u64>,
     pub(crate) counters: LocalCounters,
     /// Worker index when this executor runs an app worker; `None` inside `block_on`.
     pub(crate) worker: Option<usize>,
@@ -332,6 +337,8 @@ impl Executor {
             ready: RefCell::new(VecDeque::new()),
             timers: RefCell::new(Timers::default()),
             now: Cell::new(Instant::now()),
+            deferred: RefCell::new(Vec::new()),
+            turn: Cell::new(0),
             counters: LocalCounters::default(),
             worker,
         })
@@ -442,6 +449,7 @@ impl Executor {
     /// Wakes every timer whose deadline has passed. Returns how many fired.
     pub(crate) fn fire_timers(&self, now: Instant) -> usize {
         self.now.set(now);
+        self.sweep_deferred();
         let mut fired = Vec::new();
         {
             let mut t = self.timers.borrow_mut();
@@ -461,7 +469,72 @@ impl Executor {
     /// from `now`, which must have been read after they were created (the worker passes the
     /// clock read that closes a busy turn).
     pub(crate) fn settle_timers(&self, now: Instant) {
+        self.sweep_deferred();
         self.timers.borrow_mut().settle(|| now);
+    }
+
+    /// Ends the turn for deferred relative timers: wakes each task whose [`After`] is still
+    /// waiting to register (it registers when polled, in the next turn) and starts a new turn.
+    /// Runs where every turn with polls ends, so a deferred timer is never forgotten: its task
+    /// is queued, which keeps the worker from parking.
+    fn sweep_deferred(&self) {
+        let pending = {
+            let mut d = self.deferred.borrow_mut();
+            if d.is_empty() {
+                return;
+            }
+            self.turn.set(self.turn.get() + 1);
+            std::mem::take(&mut *d)
+        };
+        for (key, addr) in pending.iter().flatten() {
+            let wake = self
+                .tasks
+                .borrow()
+                .get(*key)
+                .filter(|s| Arc::as_ptr(&s.wake) as usize == *addr)
+                .map(|s| s.wake.clone());
+            if let Some(w) = wake {
+                w.wake();
+            }
+        }
+        // Keep the allocation for the next turn (unless another turn refilled it meanwhile).
+        let mut pending = pending;
+        pending.clear();
+        let mut d = self.deferred.borrow_mut();
+        if d.is_empty() {
+            *d = pending;
+        }
+    }
+
+    /// Defers registering a relative timer for the task whose waker is `w` to the end of this
+    /// turn: returns `(turn, index)` for [`Executor::drop_deferred`], or `None` when `w` is not
+    /// one of this executor's task wakers (the caller registers at once).
+    fn defer(&self, w: &Waker) -> Option<(u64, u32)> {
+        if !std::ptr::eq(w.vtable(), &TASK_WAKER) {
+            return None;
+        }
+        // SAFETY: a waker with `TASK_WAKER` points at a `TaskWake` kept alive while the waker
+        // lives (see the vtable's invariants), and `w` is alive here.
+        let tw = unsafe { &*w.data().cast::<TaskWake>() };
+        if tw.exec.id != self.shared.id {
+            return None;
+        }
+        let mut d = self.deferred.borrow_mut();
+        let idx = u32::try_from(d.len()).ok()?;
+        // The address is only compared at the sweep (a task finished meanwhile and its key
+        // reused fails the check; a new task at the same key and address gets one spurious
+        // poll, which futures tolerate).
+        d.push(Some((tw.key, w.data() as usize)));
+        Some((self.turn.get(), idx))
+    }
+
+    /// Forgets a deferred registration made this turn (its owner finished or went away).
+    fn drop_deferred(&self, (turn, idx): (u64, u32)) {
+        if turn == self.turn.get()
+            && let Some(e) = self.deferred.borrow_mut().get_mut(idx as usize)
+        {
+            *e = None;
+        }
     }
 
     /// The earliest timer deadline, if any.
@@ -658,11 +731,12 @@ pub struct Elapsed;
 
 /// Runs `fut` with a time limit: `Err(Elapsed)` if it has not finished within `dur`.
 ///
-/// On a percore worker the limit is counted from the worker's next clock reading after `fut`
-/// first waits (at the latest the end of the current scheduler turn), so it never cuts `fut`
-/// short and reads no clock of its own: a request answered within the turn (an `ask` to an
-/// actor on the same core) costs no clock read, and its timer never reaches the heap (it is
-/// cancelled while still among the turn's fresh timers).
+/// In a percore task the limit starts when `fut` is still waiting at the end of the scheduler
+/// turn in which it first waited, and is counted from the worker's next clock reading after
+/// that: it never cuts `fut` short (it may end up to a turn later than asked) and reads no
+/// clock of its own. A request answered within the turn (an `ask` to an actor on the same
+/// core) costs no clock read and no timer at all. Elsewhere (e.g. the future given to
+/// `block_on`) the limit starts at the first wait.
 pub async fn timeout<F: Future>(dur: std::time::Duration, fut: F) -> Result<F::Output, Elapsed> {
     let mut fut = std::pin::pin!(fut);
     let mut limit = After::new(dur);
@@ -678,12 +752,15 @@ pub async fn timeout<F: Future>(dur: std::time::Duration, fut: F) -> Result<F::O
     .await
 }
 
-/// A relative timer for [`timeout`]: registered on first poll without a clock read (see
-/// [`Timers::insert_after`]); ready once it has fired. Off a percore executor it is a
+/// A relative timer for [`timeout`] and `ask`: registered without a clock read (see
+/// [`Timers::insert_after`]), by a percore task only if it is still waiting at the end of the
+/// turn (see [`After::poll`]); ready once it has fired. Off a percore executor it is a
 /// [`Sleep`] started at its first poll.
 pub(crate) struct After {
     dur: std::time::Duration,
     entry: Option<(u64, TimerKey)>,
+    /// Registration deferred to the end of a turn: `(executor id, turn, index, waker data)`.
+    deferred: Option<(u64, u64, u32, usize)>,
     off_executor: Option<Pin<Box<Sleep>>>,
 }
 
@@ -692,12 +769,50 @@ impl After {
         After {
             dur,
             entry: None,
+            deferred: None,
             off_executor: None,
         }
     }
 
+    /// Ready once the duration has passed. The first poll on a percore task registers nothing:
+    /// it notes the task for the end of the turn ([`Executor::defer`]); a request answered
+    /// within the turn (an `ask` to an actor on the same core) then costs no timer at all.
+    /// Still waiting at the end of the turn, the task is woken, and this registers the timer
+    /// at its next poll, counted from the clock reading after that: never early, at most a
+    /// turn late.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let id = current_exec_id();
+        if self.entry.is_none() && self.off_executor.is_none() && id != 0 {
+            let waker = cx.waker();
+            match self.deferred {
+                None => {
+                    if let Some(Some((turn, idx))) = with_current(|e| e.defer(waker)) {
+                        self.deferred = Some((id, turn, idx, waker.data() as usize));
+                        return Poll::Pending;
+                    }
+                }
+                Some((eid, turn, idx, data)) if eid == id => {
+                    self.deferred = None;
+                    let same_turn = with_current(|e| {
+                        let same = e.turn.get() == turn;
+                        if same && waker.data() as usize != data {
+                            // Moved to another task within the turn: register for that one
+                            // now; the sweep would wake the old one.
+                            e.drop_deferred((turn, idx));
+                        }
+                        same
+                    });
+                    if same_turn == Some(true) && waker.data() as usize == data {
+                        // Polled again within the same turn by the same task: the sweep comes.
+                        self.deferred = Some((eid, turn, idx, data));
+                        return Poll::Pending;
+                    }
+                    // A later turn: the sweep woke this task (or something else did after
+                    // it). Register below.
+                }
+                Some(_) => self.deferred = None,
+            }
+        }
         if id == 0 || self.off_executor.is_some() {
             let dur = self.dur;
             return self
@@ -735,6 +850,11 @@ impl After {
 
 impl Drop for After {
     fn drop(&mut self) {
+        if let Some((eid, turn, idx, _)) = self.deferred.take()
+            && eid == current_exec_id()
+        {
+            with_current(|e| e.drop_deferred((turn, idx)));
+        }
         cancel_timer(self.entry.take());
     }
 }
