@@ -1222,4 +1222,34 @@ mod tests {
         });
         assert_eq!(out, 10);
     }
+
+    /// Relative timers in slab tasks: one deferred to the end of the turn that fires, one
+    /// whose future finishes within the turn (no timer registered), and one dropped before
+    /// the sweep; the timer list ends empty.
+    #[test]
+    fn deferred_relative_timers_fire_or_vanish() {
+        run_until(async {
+            let fires = spawn_local(async {
+                timeout(Duration::from_millis(1), std::future::pending::<()>()).await
+            });
+            let quick = spawn_local(async { timeout(Duration::from_secs(60), yield_now()).await });
+            let dropped = spawn_local(async {
+                let mut t = std::pin::pin!(timeout(
+                    Duration::from_secs(60),
+                    std::future::pending::<()>()
+                ));
+                // One poll defers a registration; dropping the future forgets it.
+                std::future::poll_fn(|cx| {
+                    let _ = t.as_mut().poll(cx);
+                    Poll::Ready(())
+                })
+                .await;
+            });
+            assert_eq!(fires.await.unwrap(), Err(Elapsed));
+            assert_eq!(quick.await.unwrap(), Ok(()));
+            dropped.await.unwrap();
+            let live = with_current(|e| e.timers.borrow().len()).unwrap();
+            assert_eq!(live, 0, "no timer left behind");
+        });
+    }
 }
