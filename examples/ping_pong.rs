@@ -1,5 +1,5 @@
-//! Ping-pong between two actors pinned on different cores: measures the cross-core round trip
-//! through the SPSC rings, then the same with both actors on one core.
+//! Ping-pong between an asking task and an actor pinned on different cores: measures the
+//! cross-core `ask` round trip through the SPSC rings, then the same with both on one core.
 //!
 //! Run: `cargo run --release --example ping_pong [ROUNDS]`
 

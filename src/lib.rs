@@ -14,3 +14,8 @@ pub mod ml;
 pub mod runtime;
 pub mod storage;
 pub mod transport;
+
+/// The README's code blocks, compiled as doctests so that they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

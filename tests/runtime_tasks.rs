@@ -238,3 +238,64 @@ fn timeouts_never_fire_early() {
     rt.block_on(h).unwrap();
     rt.block_on(check());
 }
+
+/// With pinning on (the Production profile's default), each app worker thread runs on exactly
+/// the CPU its placement names: its affinity mask holds that one CPU. CPUs this process may not
+/// use (a restricted cpuset) are skipped rather than failed: pinning there is refused and
+/// logged, by design.
+#[test]
+fn pinned_workers_run_on_their_planned_cpus() {
+    use percore::runtime::builder::Builder;
+    use percore::runtime::config::Profile;
+
+    /// The CPUs in the calling thread's affinity mask.
+    fn affinity() -> Vec<usize> {
+        // SAFETY: `cpu_set_t` is plain data; `sched_getaffinity` fills it for this thread.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer and size; pid 0 is the calling thread.
+        let r = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+        assert_eq!(
+            r,
+            0,
+            "sched_getaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+        (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: `set` was filled above; the index is below CPU_SETSIZE.
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect()
+    }
+
+    let allowed = affinity();
+    let workers = allowed.len().clamp(1, 2);
+    let rt = Builder::new()
+        .profile(Profile::Production)
+        .app_workers(std::num::NonZeroUsize::new(workers).unwrap())
+        .io_workers(0)
+        .accel_workers(0)
+        .pin(true)
+        .build()
+        .unwrap();
+    let plan = rt.handle().config().placement.app.clone();
+    assert_eq!(plan.len(), workers);
+    let mut checked = 0;
+    for (w, cpu) in plan.iter().enumerate() {
+        let Some(cpu) = *cpu else { continue };
+        if !allowed.contains(&cpu) {
+            eprintln!("CPU {cpu} is outside this process's cpuset: not checked");
+            continue;
+        }
+        let h = rt.spawn_on(w, move || async move { affinity() }).unwrap();
+        assert_eq!(
+            rt.block_on(h).unwrap(),
+            vec![cpu],
+            "worker {w} should be pinned to CPU {cpu}"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked > 0 || allowed.len() < 2,
+        "no worker could be checked: {plan:?}"
+    );
+    assert!(rt.shutdown().clean);
+}

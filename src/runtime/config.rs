@@ -26,7 +26,7 @@ use super::detect::Hardware;
 pub enum Profile {
     /// Quick start-up on a laptop: up to 4 app workers, unpinned, short spin.
     Development,
-    /// Deterministic: exactly 2 app workers, unpinned, fixed seed, small capacities.
+    /// Deterministic: exactly 2 app workers, unpinned, fixed seed, 1 dedicated I/O worker.
     Testing,
     /// The default: one pinned app worker per physical core, moderate spin.
     Production,
@@ -60,7 +60,7 @@ impl Profile {
         match self {
             Profile::Development => "quick start-up: up to 4 app workers, unpinned, short spin",
             Profile::Testing => {
-                "deterministic: 2 app workers, unpinned, fixed seed, small capacities"
+                "deterministic: 2 app workers, unpinned, fixed seed, 1 dedicated I/O worker"
             }
             Profile::Production => "default: one pinned app worker per physical core, 50 us spin",
             Profile::Performance => "production plus 200 us spin and NUMA awareness",
@@ -232,7 +232,11 @@ pub struct Config {
     /// HighThroughput when the machine has more than one node.
     pub numa_aware: bool,
     /// Slots per SPSC ring between two workers (power of two, 2..=65536). Rule: 1024;
-    /// HighThroughput 4096; LowLatency, Minimal 256; Embedded 64.
+    /// HighThroughput 4096; LowLatency, Minimal 256; Embedded 64; then halved (not below 64)
+    /// while the whole mesh — one ring per ordered pair of the `n` workers (app, I/O and
+    /// accelerator), 32-byte slots, `n² × capacity × 32 B` — would take more than 1/64 of
+    /// usable memory or 256 MiB. E.g. 64 workers with 1024 slots: 128 MiB, kept on 32 GiB,
+    /// halved to 512 on 4 GiB; 256 workers on 1 TiB: 128 slots, 256 MiB (1024 would be 2 GiB).
     pub ring_capacity: usize,
     /// Default mailbox bound per actor (1..=2^24). Rule: 1024, 256 when there is less than
     /// 1 GiB of memory per core; HighThroughput 4096; LowLatency 256; Testing 1024;
@@ -357,6 +361,11 @@ impl Config {
                 accel: vec![],
             },
         };
+        cfg.ring_capacity = scale_ring_capacity(
+            cfg.ring_capacity,
+            cfg.app_workers + cfg.io_workers + cfg.accel_workers,
+            hw.usable_memory(),
+        );
         cfg.placement = plan_placement(&cfg, hw);
         cfg
     }
@@ -674,11 +683,24 @@ fn toml_key(env: &str) -> &str {
     }
 }
 
+/// The ring capacity rule's memory bound (see [`Config::ring_capacity`]): halves `base` (not
+/// below 64) while `workers² × capacity × 32 B` exceeds min(memory / 64, 256 MiB).
+fn scale_ring_capacity(base: usize, workers: usize, memory: u64) -> usize {
+    const SLOT_BYTES: u64 = 32;
+    const FLOOR: usize = 64;
+    let budget = (memory / 64).min(256 << 20);
+    let rings = (workers as u64).saturating_mul(workers as u64).max(1);
+    let mut cap = base;
+    while cap > FLOOR && rings.saturating_mul(cap as u64 * SLOT_BYTES) > budget {
+        cap /= 2;
+    }
+    cap
+}
+
 /// Places workers on CPUs: app workers on distinct physical cores first (SMT siblings last),
-/// NUMA node by node when `numa_aware`; then I/O and accelerator workers on the CPUs left. When
-/// there are not enough CPUs, the extra workers share: they get the CPU of app worker
-/// `i % app_workers`'s SMT sibling if any, else stay unpinned (`None`). Without pinning every
-/// entry is `None`.
+/// NUMA node by node when `numa_aware`; then I/O and accelerator workers on the CPUs left, in
+/// the same order. Workers beyond the machine's CPUs stay unpinned (`None`) rather than share a
+/// CPU with a pinned one. Without pinning every entry is `None`.
 pub fn plan_placement(cfg: &Config, hw: &Hardware) -> Placement {
     if !cfg.pin_workers {
         return Placement {
@@ -725,6 +747,32 @@ mod tests {
         h.cgroup_cpu_limit = None;
         h.cgroup_memory_limit = None;
         h
+    }
+
+    #[test]
+    fn ring_capacity_shrinks_with_the_mesh_and_memory() {
+        // Small machines keep the profile's figure.
+        assert_eq!(
+            Config::for_profile(Profile::Production, &hw(8, false)).ring_capacity,
+            1024
+        );
+        assert_eq!(scale_ring_capacity(1024, 64, 32 << 30), 1024); // 128 MiB
+        assert_eq!(scale_ring_capacity(1024, 64, 4 << 30), 512); // 64 MiB budget
+        assert_eq!(scale_ring_capacity(1024, 256, 1 << 40), 128); // 256 MiB cap
+        assert_eq!(scale_ring_capacity(4096, 1024, 1 << 40), 64); // floor
+        assert_eq!(scale_ring_capacity(64, 2, 1 << 20), 64); // never below the floor
+        for cores in [2, 64, 256] {
+            let h = hw(cores, true);
+            for p in Profile::ALL {
+                let c = Config::for_profile(p, &h);
+                let n = (c.app_workers + c.io_workers + c.accel_workers) as u64;
+                let mesh = n * n * c.ring_capacity as u64 * 32;
+                assert!(
+                    c.ring_capacity == 64 || mesh <= (h.usable_memory() / 64).min(256 << 20),
+                    "{p:?} on {cores} cores: {mesh} B of rings"
+                );
+            }
+        }
     }
 
     #[test]

@@ -113,15 +113,28 @@ impl Hardware {
                 (0..n).collect()
             });
 
-        // Physical cores: group CPUs by (package, core_id); thread_siblings_list when present.
+        // Physical cores: group CPUs by (physical_package_id, core_id) from each CPU's topology.
         let mut cores: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
         let mut packages = std::collections::BTreeSet::new();
+        let mut no_topology = 0usize;
         for &c in &cpu_ids {
             let topo = p(&format!("cpu/cpu{c}/topology"));
             let pkg = read_num(&topo.join("physical_package_id")).unwrap_or(0) as usize;
-            let core = read_num(&topo.join("core_id")).map_or(c, |v| v as usize);
+            let core = read_num(&topo.join("core_id")).map_or_else(
+                || {
+                    no_topology += 1;
+                    c
+                },
+                |v| v as usize,
+            );
             packages.insert(pkg);
             cores.entry((pkg, core)).or_default().push(c);
+        }
+        if no_topology > 0 {
+            tracing::info!(
+                cpus = no_topology,
+                "no /sys cpu topology for some CPUs; counting each as its own physical core"
+            );
         }
         let smt_siblings: Vec<Vec<usize>> = cores.into_values().collect();
 
@@ -155,6 +168,7 @@ impl Hardware {
         let memory_available =
             parse_meminfo_field(&meminfo, "MemAvailable").unwrap_or(memory_total);
         if numa_nodes.is_empty() {
+            tracing::info!("no /sys NUMA nodes; assuming one node holding every CPU");
             numa_nodes.push(NumaNode {
                 id: 0,
                 cpus: cpu_ids.clone(),
@@ -180,6 +194,10 @@ impl Hardware {
                     .and_then(|s| parse_cpu_list(&s).ok())
                     .unwrap_or_default(),
             });
+        }
+
+        if caches.is_empty() {
+            tracing::info!("no /sys cache description; cache sizes unknown (none assumed)");
         }
 
         let cg = root.join("sys/fs/cgroup");
@@ -541,5 +559,40 @@ mod tests {
         assert!(hw.logical_cpus >= 1);
         assert_eq!(hw.numa_nodes.len(), 1);
         assert_eq!(hw.memory_total, 1 << 30);
+    }
+
+    /// Every source that falls back to a default says so in the log.
+    #[test]
+    fn each_default_is_logged() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || w.clone())
+            .finish();
+        let d = tempfile::tempdir().unwrap();
+        tracing::subscriber::with_default(sub, || Hardware::detect_from(d.path()));
+        let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        for what in [
+            "no /sys cpu list",
+            "no /sys cpu topology",
+            "no /sys NUMA nodes",
+            "no /proc/meminfo",
+            "no /sys cache description",
+        ] {
+            assert!(log.contains(what), "missing {what:?} in:\n{log}");
+        }
     }
 }

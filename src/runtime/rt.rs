@@ -65,7 +65,7 @@ pub struct ShutdownReport {
     pub clean: bool,
     /// Actors stopped gracefully.
     pub actors_stopped: usize,
-    /// Actors still running at the deadline, as "name#id@worker".
+    /// Actors still running at the deadline, as "name@workerN".
     pub still_running: Vec<String>,
     /// Tasks cancelled when the workers exited.
     pub tasks_cancelled: u64,
