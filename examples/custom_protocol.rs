@@ -161,6 +161,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })?;
     }
     server.stop();
-    rt.shutdown();
+    println!("stopped (clean: {})", rt.shutdown().clean);
     Ok(())
 }

@@ -299,3 +299,61 @@ fn pinned_workers_run_on_their_planned_cpus() {
     );
     assert!(rt.shutdown().clean);
 }
+
+/// The per-worker counters move with the work: busy time covers a blocking task, polls are
+/// counted, and the ring-depth gauge shows the envelopes that waited while the worker was busy
+/// (read by the tasks those envelopes started, in the turn that drained them).
+#[test]
+fn worker_counters_follow_the_work() {
+    let rt = Runtime::testing(2).unwrap();
+    let before = rt.metrics()[1].clone();
+    let seen_depth = Arc::new(AtomicUsize::new(0));
+    let blocked = Arc::new(AtomicBool::new(false));
+    let h = rt.handle();
+    let (b1, b2) = (blocked.clone(), blocked.clone());
+    let block = rt
+        .spawn_on(1, move || async move {
+            b1.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(150));
+        })
+        .unwrap();
+    let depth = seen_depth.clone();
+    let sender = rt
+        .spawn_on(0, move || async move {
+            while !b2.load(Ordering::SeqCst) {
+                sleep(Duration::from_millis(1)).await;
+            }
+            // 40 spawn envelopes to worker 1 while it is blocked: they wait in the ring.
+            let mut joins = Vec::new();
+            for _ in 0..40 {
+                let (h2, d) = (h.clone(), depth.clone());
+                joins.push(
+                    h.spawn_on(1, move || async move {
+                        let now = h2.metrics()[1].ring_depth as usize;
+                        d.fetch_max(now, Ordering::SeqCst);
+                    })
+                    .unwrap(),
+                );
+            }
+            for j in joins {
+                j.await.unwrap();
+            }
+        })
+        .unwrap();
+    rt.block_on(block).unwrap();
+    rt.block_on(sender).unwrap();
+    let after = rt.metrics()[1].clone();
+    assert!(
+        after.busy_ns - before.busy_ns >= 150_000_000,
+        "busy time {} ns does not cover the 150 ms task",
+        after.busy_ns - before.busy_ns
+    );
+    assert!(after.tasks_polled - before.tasks_polled >= 41);
+    assert!(after.messages_in - before.messages_in >= 40);
+    assert!(
+        seen_depth.load(Ordering::SeqCst) >= 40,
+        "ring depth seen by the drained tasks: {}",
+        seen_depth.load(Ordering::SeqCst)
+    );
+    assert!(rt.shutdown().clean);
+}

@@ -668,9 +668,16 @@ impl Inbound {
                 None => break,
             }
         }
+        // The depth gauge: what waited in the rings when this turn began draining them (one
+        // more load of each tail, whose line the batch pop reads next anyway).
+        let mut depth = 0;
         for c in &mut self.consumers {
+            depth += c.len();
             n += c.pop_batch(budget, run_envelope);
         }
+        node.metrics
+            .ring_depth
+            .store(depth as u64, Ordering::Relaxed);
         if n > 0 {
             node.metrics
                 .messages_in
@@ -690,11 +697,6 @@ impl Inbound {
     /// True when any envelope is waiting.
     pub(crate) fn has_pending(&self, node: &NodeShared) -> bool {
         !node.injector.is_empty() || self.consumers.iter().any(|c| !c.is_empty())
-    }
-
-    /// Envelopes waiting in the rings (for the ring-depth gauge).
-    pub(crate) fn depth(&self) -> usize {
-        self.consumers.iter().map(|c| c.len()).sum()
     }
 }
 

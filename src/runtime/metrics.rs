@@ -14,7 +14,8 @@ pub struct WorkerMetrics {
     pub messages_in: AtomicU64,
     /// Envelopes sent to other nodes.
     pub messages_out: AtomicU64,
-    /// Envelopes waiting in this node's inbound rings at the last sample.
+    /// Envelopes waiting in this node's inbound rings when its latest turn began draining them
+    /// (updated every turn, busy or idle).
     pub ring_depth: AtomicU64,
     /// Task polls.
     pub tasks_polled: AtomicU64,

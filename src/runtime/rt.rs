@@ -838,8 +838,6 @@ fn worker_main(
         }
         m.tasks_alive
             .store(exec.task_count() as u64, Ordering::Relaxed);
-        m.ring_depth
-            .store(inbound.depth() as u64, Ordering::Relaxed);
         if inner.stop.load(Ordering::Acquire) {
             break;
         }
