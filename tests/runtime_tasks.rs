@@ -357,3 +357,42 @@ fn worker_counters_follow_the_work() {
     );
     assert!(rt.shutdown().clean);
 }
+
+/// The builder refuses an unusable value with a typed error naming the setting and what is
+/// accepted, and an actor spawned without a capacity gets the profile's mailbox bound.
+#[test]
+fn builder_rejects_bad_values_and_mailboxes_default_to_the_profile() {
+    use percore::runtime::builder::Builder;
+    use percore::runtime::config::{ConfigError, Profile};
+
+    let err = Builder::new()
+        .profile(Profile::Testing)
+        .ring_capacity(1000)
+        .build()
+        .err()
+        .expect("1000 is not a power of two");
+    match err {
+        RuntimeError::Config(ConfigError::Invalid {
+            setting, expected, ..
+        }) => {
+            assert_eq!(setting, "ring_capacity");
+            assert!(expected.contains("power of two"), "{expected}");
+        }
+        other => panic!("expected a typed config error, got {other}"),
+    }
+
+    let rt = Builder::new()
+        .profile(Profile::Testing)
+        .mailbox_capacity(std::num::NonZeroUsize::new(37).unwrap())
+        .build()
+        .unwrap();
+    struct Nop;
+    impl percore::runtime::Actor for Nop {
+        type Msg = ();
+        async fn handle(&mut self, _: (), _: &mut percore::runtime::Context<Self>) {}
+    }
+    let a = rt.spawn_actor_on(0, || Nop).unwrap();
+    assert_eq!(a.mailbox_capacity(), 37);
+    assert_eq!(rt.handle().config().mailbox_capacity, 37);
+    assert!(rt.shutdown().clean);
+}
