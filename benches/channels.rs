@@ -1,6 +1,7 @@
 //! Cross-core channel throughput and ping-pong round trip: percore's SPSC ring (batched publish
-//! and publish-per-push) next to `rtrb`, crossbeam-channel bounded and std `sync_channel`, in the
-//! same run, producer pinned to core 0 and consumer to core 1 (where the machine has them).
+//! and publish-per-push) next to `rtrb`, crossbeam-channel bounded and std `sync_channel` (each
+//! in both groups), in the same run, producer pinned to core 0 and consumer to core 1
+//! (where the machine has them).
 //!
 //! Run: `cargo bench --bench channels`. Ratios go to BENCHMARKS.md.
 
@@ -219,7 +220,17 @@ fn pingpong_crossbeam() -> Duration {
         bounded::<u64>(CAP),
         bounded::<u64>(CAP),
         |s: &mut Sender<u64>, v| s.try_send(v).is_ok(),
-        |r: &mut Receiver<u64>| r.recv().ok(),
+        |r: &mut Receiver<u64>| r.try_recv().ok(),
+    )
+}
+
+fn pingpong_std() -> Duration {
+    use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+    pingpong(
+        sync_channel::<u64>(CAP),
+        sync_channel::<u64>(CAP),
+        |s: &mut SyncSender<u64>, v| s.try_send(v).is_ok(),
+        |r: &mut Receiver<u64>| r.try_recv().ok(),
     )
 }
 
@@ -259,6 +270,9 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("crossbeam_bounded", |b| {
         b.iter_custom(|it| (0..it).map(|_| pingpong_crossbeam()).sum())
+    });
+    g.bench_function("std_sync_channel", |b| {
+        b.iter_custom(|it| (0..it).map(|_| pingpong_std()).sum())
     });
     g.finish();
 }

@@ -57,6 +57,38 @@ proptest! {
         // Expected share 1/(n+1); allow 2x for vnode variance.
         prop_assert!(moved as f64 <= 2.0 * keys.len() as f64 / (n + 1) as f64 + 10.0, "moved {} of {}", moved, keys.len());
     }
+
+    /// Shrinking from `n` to `n - 1` shards drops the last shard's virtual nodes and nothing else
+    /// (the API takes a shard count, so only the last shard can be removed). A key on a surviving
+    /// shard keeps its shard (its successor point is unchanged); a key on the removed shard moves to
+    /// the next surviving point. So the keys that move are exactly those that lived on shard
+    /// `n - 1`: about `1 / n` of all keys.
+    #[test]
+    fn consistent_hash_shrinking_moves_only_the_removed_shards_keys(n in 2usize..17, seed in any::<u64>()) {
+        let ch = ConsistentHash::new(128);
+        let keys: Vec<u64> = (0..4000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed).collect();
+        let (mut moved, mut on_removed) = (0usize, 0usize);
+        for k in &keys {
+            let before = ch.partition(k, n);
+            let after = ch.partition(k, n - 1);
+            prop_assert!(after < n - 1);
+            if before == n - 1 {
+                on_removed += 1;
+            } else {
+                prop_assert_eq!(after, before, "a key moved between surviving shards");
+            }
+            if before != after {
+                moved += 1;
+            }
+        }
+        // Every key of the removed shard moved (trivially: it is out of range now), and only those.
+        prop_assert_eq!(moved, on_removed);
+        // Expected share 1/n; allow 1.8x for vnode variance (and some floor so the removed shard
+        // really owned keys).
+        let share = moved as f64 / keys.len() as f64;
+        prop_assert!(share <= 1.8 / n as f64, "moved {} of {} (n = {})", moved, keys.len(), n);
+        prop_assert!(share >= 0.4 / n as f64, "moved {} of {} (n = {})", moved, keys.len(), n);
+    }
 }
 
 #[test]
