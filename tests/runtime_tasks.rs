@@ -306,7 +306,7 @@ fn pinned_workers_run_on_their_planned_cpus() {
 #[test]
 fn worker_counters_follow_the_work() {
     let rt = Runtime::testing(2).unwrap();
-    let before = rt.metrics()[1].clone();
+    let before = rt.metrics()[1];
     let seen_depth = Arc::new(AtomicUsize::new(0));
     let blocked = Arc::new(AtomicBool::new(false));
     let h = rt.handle();
@@ -342,7 +342,7 @@ fn worker_counters_follow_the_work() {
         .unwrap();
     rt.block_on(block).unwrap();
     rt.block_on(sender).unwrap();
-    let after = rt.metrics()[1].clone();
+    let after = rt.metrics()[1];
     assert!(
         after.busy_ns - before.busy_ns >= 150_000_000,
         "busy time {} ns does not cover the 150 ms task",
