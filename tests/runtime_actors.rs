@@ -1,6 +1,10 @@
 //! Actors on real worker threads: tell/ask across and within cores, ordering and loss, mailbox
 //! backpressure, stop, panics, timers, sharding, external nodes and graceful shutdown.
 
+mod common;
+
+use common::recorder::{RecMsg, Recorder, check_per_sender, check_per_sender_order, collect};
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,68 +16,6 @@ use percore::runtime::{
 };
 
 const T: Duration = Duration::from_secs(20);
-
-/// Records (sender, seq) pairs; answers with everything it saw.
-#[derive(Default)]
-struct Recorder {
-    seen: Vec<(u32, u64)>,
-}
-
-enum RecMsg {
-    Item(u32, u64),
-    Dump(Reply<Vec<(u32, u64)>>),
-    Where(Reply<Option<usize>>),
-}
-
-impl Actor for Recorder {
-    type Msg = RecMsg;
-    async fn handle(&mut self, msg: RecMsg, _ctx: &mut Context<Self>) {
-        match msg {
-            RecMsg::Item(s, n) => self.seen.push((s, n)),
-            RecMsg::Dump(r) => {
-                let _ = r.send(std::mem::take(&mut self.seen));
-            }
-            RecMsg::Where(r) => {
-                let _ = r.send(current_worker());
-            }
-        }
-    }
-}
-
-/// Collects everything the recorder saw until `total` items arrived (bounded wait). Ordering is
-/// guaranteed per sender only, so a dump may overtake items still in flight from another sender.
-async fn collect(rec: &percore::runtime::Addr<Recorder>, total: usize) -> Vec<(u32, u64)> {
-    let t0 = Instant::now();
-    let mut all = Vec::new();
-    while all.len() < total {
-        assert!(
-            t0.elapsed() < T,
-            "only {} of {total} items arrived",
-            all.len()
-        );
-        all.extend(rec.ask(RecMsg::Dump, T).await.unwrap());
-        if all.len() < total {
-            sleep(Duration::from_millis(1)).await;
-        }
-    }
-    all
-}
-
-fn check_per_sender_order(seen: &[(u32, u64)], senders: u32, per: u64) {
-    let mut next: HashMap<u32, u64> = HashMap::new();
-    for &(s, n) in seen {
-        let e = next.entry(s).or_insert(0);
-        assert_eq!(
-            n, *e,
-            "sender {s}: expected {e}, got {n} (lost, duplicated or reordered)"
-        );
-        *e += 1;
-    }
-    assert_eq!(next.len() as u32, senders);
-    for (s, n) in next {
-        assert_eq!(n, per, "sender {s} delivered {n} of {per}");
-    }
-}
 
 #[test]
 fn tell_from_every_core_and_outside_keeps_per_sender_order() {
@@ -543,7 +485,7 @@ fn external_node_hands_off_over_rings() {
     // It ran on the external thread, which is no app worker.
     assert_eq!(*ran_here.lock().unwrap(), vec![None]);
     let seen = rt.block_on(collect(&rec, 5000));
-    check_per_sender_order(&seen, 1, 5000);
+    check_per_sender(&seen, &[(9, 5000)]);
     assert!(rt.metrics()[2].messages_out > 0);
 }
 
@@ -834,7 +776,7 @@ fn interleaved_streams_keep_order_and_slot_accounting() {
         let n = sent[t] as usize;
         let seen = rt.block_on(async move { collect(&r, n).await });
         assert!(seen.iter().all(|&(s, _)| s == t as u32));
-        check_per_sender_order(&seen, 1, sent[t]);
+        check_per_sender(&seen, &[(t as u32, sent[t])]);
         let t0 = Instant::now();
         while rec.mailbox_len() != 0 {
             assert!(

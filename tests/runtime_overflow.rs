@@ -14,78 +14,23 @@
 //! such points, so all but the first two go to overflow. (Checked once under gdb with
 //! breakpoints on the overflow pushes in `mesh.rs`: they fire.)
 
-use std::collections::HashMap;
+mod common;
+
+use common::recorder::{RecMsg, Recorder, check_per_sender, collect};
+
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use percore::runtime::config::Profile;
-use percore::runtime::{Actor, Addr, Context, Reply, Runtime, sleep, timeout};
+use percore::runtime::{Runtime, timeout};
 
 const T: Duration = Duration::from_secs(20);
 /// The smallest ring the config accepts (power of two, 2..=65536).
 const RING: usize = 2;
 /// Large enough that no send in these tests finds a mailbox full.
 const MAILBOX: usize = 100_000;
-
-/// Records (sender, seq) pairs; answers with everything it saw.
-#[derive(Default)]
-struct Recorder {
-    seen: Vec<(u32, u64)>,
-}
-
-enum RecMsg {
-    Item(u32, u64),
-    Dump(Reply<Vec<(u32, u64)>>),
-}
-
-impl Actor for Recorder {
-    type Msg = RecMsg;
-    async fn handle(&mut self, msg: RecMsg, _ctx: &mut Context<Self>) {
-        match msg {
-            RecMsg::Item(s, n) => self.seen.push((s, n)),
-            RecMsg::Dump(r) => {
-                let _ = r.send(std::mem::take(&mut self.seen));
-            }
-        }
-    }
-}
-
-/// Collects everything the recorder saw until `total` items arrived (bounded wait). Ordering is
-/// guaranteed per sender only, so a dump may overtake items still in flight from another sender.
-async fn collect(rec: &Addr<Recorder>, total: usize) -> Vec<(u32, u64)> {
-    let t0 = Instant::now();
-    let mut all = Vec::new();
-    while all.len() < total {
-        assert!(
-            t0.elapsed() < T,
-            "only {} of {total} items arrived",
-            all.len()
-        );
-        all.extend(rec.ask(RecMsg::Dump, T).await.unwrap());
-        if all.len() < total {
-            sleep(Duration::from_millis(1)).await;
-        }
-    }
-    all
-}
-
-/// Every sender's items arrived as 0, 1, 2, … with none lost, duplicated or reordered, and
-/// exactly `expected` senders with those counts delivered.
-fn check_per_sender_order(seen: &[(u32, u64)], expected: &[(u32, u64)]) {
-    let mut next: HashMap<u32, u64> = HashMap::new();
-    for &(s, n) in seen {
-        let e = next.entry(s).or_insert(0);
-        assert_eq!(
-            n, *e,
-            "sender {s}: expected {e}, got {n} (lost, duplicated or reordered)"
-        );
-        *e += 1;
-    }
-    let want: HashMap<u32, u64> = expected.iter().copied().collect();
-    assert_eq!(next, want, "items delivered per sender");
-}
 
 /// 2 app workers joined by 2-slot rings.
 fn tiny_ring_runtime() -> Runtime {
@@ -196,8 +141,8 @@ fn a_full_ring_spills_to_overflow_and_loses_nothing() {
         )
     });
     outside.join().unwrap();
-    check_per_sender_order(&seen, &[(0, N0), (2, N2), (3, N3)]);
-    check_per_sender_order(&seen_other, &[(1, N1), (4, N4)]);
+    check_per_sender(&seen, &[(0, N0), (2, N2), (3, N3)]);
+    check_per_sender(&seen_other, &[(1, N1), (4, N4)]);
     // Nothing more trickles in after the counts were reached.
     let late = rt.block_on(async {
         (
@@ -262,7 +207,7 @@ fn both_directions_overflow_at_once() {
     for (i, s) in seen.iter().enumerate() {
         // `on[*]` get sender 0's items, `odd[*]` sender 1's.
         let sender = if i < 2 { 0 } else { 1 };
-        check_per_sender_order(s, &[(sender, N / 2)]);
+        check_per_sender(s, &[(sender, N / 2)]);
     }
     for (w, m) in rt.metrics().iter().take(2).enumerate() {
         assert!(

@@ -1,7 +1,9 @@
-//! Helpers shared by the transport tests: every I/O configuration, and a Testing runtime on it.
+//! Helpers shared by the integration tests: every I/O configuration and a Testing runtime on it
+//! (transport), test matrices (`accel`), a recording actor (`recorder`).
 #![allow(dead_code)]
 
 pub mod accel;
+pub mod recorder;
 
 use percore::runtime::Runtime;
 use percore::runtime::config::{IoBackend, Profile};
