@@ -157,7 +157,8 @@ pub(crate) fn own_node() -> Option<(u64, usize)> {
 /// while it holds this thread's `Outbound` borrowed, pointing into that `Outbound` (`credits`:
 /// its `last` entry for the target) and into the unpublished ring slot or overflow entry of the
 /// batch (`payload`). Every later access to the `Outbound` goes through [`with_outbound`], which
-/// disarms the cursor first, and so do `install`/`uninstall`; so while the cursor is armed
+/// disarms the cursor first, and so do `install`/`uninstall` and dropping an `Outbound` (also by
+/// the thread's TLS teardown); so while the cursor is armed
 /// nothing else has touched, moved, published or freed what it points at. Only this thread
 /// reads it.
 #[derive(Clone, Copy)]
@@ -402,6 +403,10 @@ impl Outbound {
 
 impl Drop for Outbound {
     fn drop(&mut self) {
+        // Dropped by this thread's TLS teardown without `uninstall` (e.g. a thread unwinding):
+        // the cursor must not outlive what it points into. (Dropped elsewhere, this only costs
+        // that thread its next fast path.)
+        disarm_cursor();
         for to in 0..self.last.len() {
             self.reset_last(to);
         }
