@@ -387,6 +387,94 @@ fn sharded_actor_routes_keys_to_their_owner() {
     assert!(per_shard[0] > 0 && per_shard[1] > 0, "{per_shard:?}");
 }
 
+/// Puts every key through `kv`, reads each back, and checks it lives on the shard `expect`
+/// names (and the one `shard_of` reports), with every shard used.
+fn check_routing<K: ?Sized + 'static>(
+    rt: &Runtime,
+    kv: &percore::runtime::ShardedAddr<KvShard, K>,
+    keys: &[&K],
+    name: impl Fn(&K) -> String,
+    expect: impl Fn(&K) -> usize,
+) {
+    let results = rt.block_on(async {
+        for (i, k) in keys.iter().enumerate() {
+            kv.tell(k, KvMsg::Put(name(k), i as u64)).await.unwrap();
+        }
+        let mut out = Vec::new();
+        for k in keys {
+            out.push(kv.ask(k, |r| KvMsg::Get(name(k), r), T).await.unwrap());
+        }
+        out
+    });
+    let mut per_shard = vec![0; kv.shards()];
+    for (i, (k, (shard, v))) in keys.iter().zip(results).enumerate() {
+        assert_eq!(shard, expect(k), "key {}", name(k));
+        assert_eq!(shard, kv.shard_of(k));
+        assert_eq!(v, Some(i as u64));
+        per_shard[shard] += 1;
+    }
+    assert!(per_shard.iter().all(|&n| n > 0), "{per_shard:?}");
+}
+
+/// Every keyed partitioner routes a key to the shard it names, end to end on real workers:
+/// consistent hash, range and a user closure (hash is covered above); round robin spreads
+/// messages evenly whatever the key.
+#[test]
+fn every_partitioner_routes_to_the_shard_it_names() {
+    use percore::runtime::partition::{
+        ConsistentHash, FnPartitioner, Partitioner, RangePartitioner, RoundRobin,
+    };
+    let rt = Runtime::testing(2).unwrap();
+    let make = |me| KvShard {
+        me,
+        map: HashMap::new(),
+    };
+    let owned: Vec<String> = (0..200).map(|i| format!("key-{i:03}")).collect();
+    let keys: Vec<&str> = owned.iter().map(String::as_str).collect();
+
+    let reference = ConsistentHash::new(64);
+    let kv = rt
+        .spawn_sharded::<KvShard, str, _, _>(make, ConsistentHash::new(64))
+        .unwrap();
+    check_routing(&rt, &kv, &keys, str::to_string, |k| {
+        reference.partition(k, 2)
+    });
+
+    let kv = rt
+        .spawn_sharded::<KvShard, str, _, _>(make, FnPartitioner(|k: &str, _n| k.len() % 2))
+        .unwrap();
+    let mixed: Vec<&str> = ["a", "bb", "ccc", "dddd", "eeeee"].into();
+    check_routing(&rt, &kv, &mixed, str::to_string, |k| k.len() % 2);
+
+    let splits = vec!["key-100".to_string()];
+    let kv = rt
+        .spawn_sharded::<KvShard, String, _, _>(make, RangePartitioner::new(splits).unwrap())
+        .unwrap();
+    let refs: Vec<&String> = owned.iter().collect();
+    check_routing(&rt, &kv, &refs, String::clone, |k| {
+        usize::from(k.as_str() >= "key-100")
+    });
+
+    // Round robin: consecutive messages alternate between the two shards.
+    let kv = rt
+        .spawn_sharded::<KvShard, str, _, _>(make, RoundRobin::default())
+        .unwrap();
+    let shards: Vec<usize> = rt.block_on(async {
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            let (s, _) = kv
+                .ask("same-key", |r| KvMsg::Get("x".into(), r), T)
+                .await
+                .unwrap();
+            out.push(s);
+        }
+        out
+    });
+    assert_eq!(shards.iter().filter(|&&s| s == 0).count(), 5, "{shards:?}");
+    assert!(shards.windows(2).all(|w| w[0] != w[1]), "{shards:?}");
+    assert!(rt.shutdown().clean);
+}
+
 #[test]
 fn same_core_messages_never_cross_a_ring() {
     let rt = Runtime::testing(2).unwrap();
