@@ -45,13 +45,6 @@ const UNLIMITED: u32 = u32::MAX;
 /// tokio's cooperative budget.
 pub(crate) const TASK_BUDGET: u32 = 128;
 
-/// Cooperative scheduling: spends one unit of the polled task's budget. When it is spent the
-/// task is re-queued and `Pending` is returned, and the worker's turn ends early so that its
-/// inbound rings, timers and other tasks get their turn.
-///
-/// Without it a task streaming `tell`s to a mailbox that keeps up never yields, and its worker
-/// never drains the rings that bring back its batch buffers (nor anything else). Outside a
-/// percore scheduler turn it never yields.
 /// Spends one unit of the polled task's budget without yielding: false when it is spent (the
 /// caller then yields through [`poll_proceed`]). Always true outside a scheduler turn.
 #[inline]
@@ -66,6 +59,13 @@ pub(crate) fn take_budget() -> bool {
     })
 }
 
+/// Cooperative scheduling: spends one unit of the polled task's budget. When it is spent the
+/// task is re-queued and `Pending` is returned, and the worker's turn ends early so that its
+/// inbound rings, timers and other tasks get their turn.
+///
+/// Without it a task streaming `tell`s to a mailbox that keeps up never yields, and its worker
+/// never drains the rings that bring back its batch buffers (nor anything else). Outside a
+/// percore scheduler turn it never yields.
 pub(crate) fn poll_proceed(cx: &mut Context<'_>) -> Poll<()> {
     BUDGET.with(|b| match b.get() {
         UNLIMITED => Poll::Ready(()),
@@ -487,14 +487,11 @@ impl Executor {
             std::mem::take(&mut *d)
         };
         for (key, addr) in pending.iter().flatten() {
-            let wake = self
-                .tasks
-                .borrow()
-                .get(*key)
-                .filter(|s| Arc::as_ptr(&s.wake) as usize == *addr)
-                .map(|s| s.wake.clone());
-            if let Some(w) = wake {
-                w.wake();
+            // Queuing a task touches only the ready queue, never the task slab.
+            if let Some(s) = self.tasks.borrow().get(*key)
+                && Arc::as_ptr(&s.wake) as usize == *addr
+            {
+                s.wake.wake_by_ref();
             }
         }
         // Keep the allocation for the next turn (unless another turn refilled it meanwhile).
@@ -792,23 +789,20 @@ impl After {
                     }
                 }
                 Some((eid, turn, idx, data)) if eid == id => {
-                    self.deferred = None;
-                    let same_turn = with_current(|e| {
-                        let same = e.turn.get() == turn;
-                        if same && waker.data() as usize != data {
-                            // Moved to another task within the turn: register for that one
-                            // now; the sweep would wake the old one.
-                            e.drop_deferred((turn, idx));
-                        }
-                        same
-                    });
-                    if same_turn == Some(true) && waker.data() as usize == data {
+                    let same_task = waker.data() as usize == data;
+                    match with_current(|e| e.turn.get() == turn) {
                         // Polled again within the same turn by the same task: the sweep comes.
-                        self.deferred = Some((eid, turn, idx, data));
-                        return Poll::Pending;
+                        Some(true) if same_task => return Poll::Pending,
+                        // Moved to another task within the turn: register for that one now
+                        // (the sweep would wake the old one).
+                        Some(true) => {
+                            with_current(|e| e.drop_deferred((turn, idx)));
+                        }
+                        // A later turn: the sweep woke this task (or something else did after
+                        // it). Register below.
+                        _ => {}
                     }
-                    // A later turn: the sweep woke this task (or something else did after
-                    // it). Register below.
+                    self.deferred = None;
                 }
                 Some(_) => self.deferred = None,
             }
