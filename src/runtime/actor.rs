@@ -271,9 +271,9 @@ impl<M: Send + 'static> Mailbox<M> {
     /// The streaming fast path of a cross-core send: if this thread is streaming to this
     /// mailbox (its last envelope to the owner was for it this turn) and holds a send credit (a
     /// slot reserved in advance, see [`Mailbox::grant_credits`]), one credit is spent and the
-    /// message is appended to the unpublished batch with no atomic operation. `Err((msg,
-    /// true))`: a credit was spent (the slot is reserved) but the message could not be
-    /// appended: the caller [`dispatch`](Self::dispatch)es it. `Err((msg, false))`: no credit.
+    /// message goes out without touching the shared counter: appended to the unpublished batch
+    /// with no atomic operation, or, when that batch is full or already published,
+    /// [`dispatch`](Self::dispatch)ed. Hands `msg` back when no credit is held.
     ///
     /// First tier: this thread's streaming cursor (see `mesh::cursor_send`), armed only for a
     /// mailbox on another worker while send credits are held. It reads neither the shared state
@@ -281,39 +281,45 @@ impl<M: Send + 'static> Mailbox<M> {
     /// sent with it is handled even if the actor starts draining meanwhile (as if sent just
     /// before the stop); the cursor lasts one scheduler turn at most.
     #[inline]
-    fn fast_send(&self, msg: M) -> Result<(), (M, bool)> {
-        let key = self as *const Self as usize;
+    fn fast_send(self: &Arc<Self>, msg: M) -> Result<(), M> {
+        let key = Arc::as_ptr(self) as usize;
         let push = |p: *mut (), msg| {
-            // SAFETY: `cursor_send` passes the payload `dispatch`'s `arm` returned for this
-            // key: a `Batch<M>` of this mailbox, in an unpublished envelope only this thread
-            // touches (see `mesh::Cursor`'s invariant).
+            // SAFETY: the payload `arm_batch` returned for this key: a `Batch<M>` of this
+            // mailbox, in an unpublished envelope only this thread touches (see
+            // `mesh::Cursor`'s invariant and `mesh::merge_with_credit`).
             unsafe { &mut *p.cast::<Batch<M>>() }.push(msg)
         };
-        // SAFETY: `push` treats the payload as the `Batch<M>` that `arm` returns for this key.
+        // SAFETY: `push` treats the payload as the `Batch<M>` that `arm_batch` returns for
+        // this key.
         let msg = match unsafe { mesh::cursor_send(key, msg, push) } {
             Ok(()) => return Ok(()),
             Err(msg) => msg,
         };
         if current_exec_id() == self.owner || self.state.load(Ordering::Acquire) != OPEN {
-            return Err((msg, false));
+            return Err(msg);
         }
-        mesh::merge_with_credit(
+        let merged = mesh::merge_with_credit(
             &self.mesh,
             self.node as usize,
-            self as *const Self as usize,
+            key,
             msg,
-            |env, kind, msg| {
-                if kind != KIND_BATCH {
-                    return Err(msg);
-                }
-                // SAFETY: envelopes under this mailbox's key are `Single<M>` or `Batch<M>`
-                // (see `dispatch`), and `kind` says it is a batch.
-                unsafe { env.payload_mut::<Batch<M>>() }.push(msg)
+            // SAFETY (both closures): envelopes under this mailbox's key come from `dispatch`.
+            |env, kind, msg| match unsafe { arm_batch::<M>(env, kind) } {
+                Some(p) => push(p, msg),
+                None => Err(msg),
             },
             || self.grant_credits(),
-            // SAFETY: envelopes under this mailbox's key come from `dispatch`.
             |env, kind| unsafe { arm_batch::<M>(env, kind) },
-        )
+        );
+        match merged {
+            Ok(()) => Ok(()),
+            // A credit was spent: the slot is reserved, only the batch could not take it.
+            Err((msg, true)) => {
+                self.dispatch(msg);
+                Ok(())
+            }
+            Err((msg, false)) => Err(msg),
+        }
     }
 
     /// Reserves up to [`CREDIT_CHUNK`] slots at once for a sender that is streaming messages
@@ -894,13 +900,8 @@ impl<A: Actor> Addr<A> {
     /// Sends without waiting: `Full(msg)` when the mailbox is at capacity, `Stopped(msg)` when
     /// the actor has stopped. Nothing is silently dropped.
     pub fn try_tell(&self, msg: A::Msg) -> Result<(), TrySendError<A::Msg>> {
-        let msg = match self.mb.fast_send(msg) {
-            Ok(()) => return Ok(()),
-            Err((msg, true)) => {
-                self.mb.dispatch(msg);
-                return Ok(());
-            }
-            Err((msg, false)) => msg,
+        let Err(msg) = self.mb.fast_send(msg) else {
+            return Ok(());
         };
         match self.mb.try_reserve() {
             Ok(()) => {
@@ -924,11 +925,7 @@ impl<A: Actor> Addr<A> {
         let msg = match budget {
             true => match self.mb.fast_send(msg) {
                 Ok(()) => return Ok(()),
-                Err((msg, true)) => {
-                    self.mb.dispatch(msg);
-                    return Ok(());
-                }
-                Err((msg, false)) => msg,
+                Err(msg) => msg,
             },
             false => msg,
         };
