@@ -505,19 +505,22 @@ fn same_core_messages_never_cross_a_ring() {
     );
 }
 
-#[test]
-fn external_node_hands_off_over_rings() {
-    use percore::runtime::builder::Builder;
-    use percore::runtime::config::Profile;
-    let mut cfg = Builder::new()
-        .profile(Profile::Testing)
+/// Two app workers and one I/O node whose event loop runs co-located on the app workers, so
+/// the I/O external node (node 2) is left unattached: free for a test to claim.
+fn with_free_external_node() -> Runtime {
+    let mut cfg = percore::runtime::builder::Builder::new()
+        .profile(percore::runtime::config::Profile::Testing)
         .app_workers(std::num::NonZeroUsize::new(2).unwrap())
         .config()
         .unwrap();
     cfg.io_workers = 1;
-    // Co-located event loops leave the I/O external node free for this test to claim.
     cfg.io_colocated = true;
-    let rt = Runtime::start(cfg).unwrap();
+    Runtime::start(cfg).unwrap()
+}
+
+#[test]
+fn external_node_hands_off_over_rings() {
+    let rt = with_free_external_node();
     let rec = rt.spawn_actor_on(1, Recorder::default).unwrap();
     let handle = rt.handle();
     let ran_here: Arc<Mutex<Vec<Option<usize>>>> = Arc::new(Mutex::new(Vec::new()));
@@ -1024,16 +1027,7 @@ fn a_streaming_sender_yields_its_worker_to_other_tasks() {
 /// node nobody drains (here its unclaimed I/O node): the answer must still arrive.
 #[test]
 fn answers_reach_askers_in_another_runtime() {
-    use percore::runtime::builder::Builder;
-    use percore::runtime::config::Profile;
-    let mut cfg = Builder::new()
-        .profile(Profile::Testing)
-        .app_workers(std::num::NonZeroUsize::new(2).unwrap())
-        .config()
-        .unwrap();
-    cfg.io_workers = 1;
-    cfg.io_colocated = true; // node 2 of this runtime: an external node left unattached
-    let answering = Runtime::start(cfg).unwrap();
+    let answering = with_free_external_node(); // its node 2: an external node left unattached
     let echo = answering.spawn_actor_on(1, || Echo).unwrap();
     let asking = Runtime::testing(3).unwrap();
     let h = asking
