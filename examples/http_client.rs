@@ -12,7 +12,7 @@ impl Actor for Api {
         let body = format!(
             "{} {} ({} body bytes)",
             call.req.method,
-            call.req.path,
+            call.req.path(),
             call.req.body.len()
         );
         call.respond(Response::text(200, body));

@@ -24,7 +24,7 @@ impl Actor for Api {
 
     async fn handle(&mut self, call: HttpCall, ctx: &mut Context<Self>) {
         self.served += 1;
-        let resp = match call.req.path.as_str() {
+        let resp = match call.req.path() {
             "/" => Response::text(200, "Hello, World!"),
             "/json" => Response::json(
                 200,

@@ -19,7 +19,7 @@ struct Api;
 impl Actor for Api {
     type Msg = HttpCall;
     async fn handle(&mut self, call: HttpCall, _ctx: &mut Context<Self>) {
-        let r = match call.req.path.as_str() {
+        let r = match call.req.path() {
             "/" => Response::text(200, "Hello, World!"),
             "/json" => Response::json(200, &serde_json::json!({"ok": true})),
             "/echo" => Response::new(200).body(call.req.body.clone()),
@@ -377,7 +377,7 @@ impl Actor for Slow {
     type Msg = HttpCall;
     async fn handle(&mut self, call: HttpCall, _ctx: &mut Context<Self>) {
         percore::runtime::sleep(Duration::from_millis(2)).await;
-        let body = call.req.path.clone();
+        let body = call.req.path().to_string();
         call.respond(Response::text(200, body));
     }
 }

@@ -173,7 +173,7 @@ impl Actor for Hello {
     async fn handle(&mut self, call: HttpCall, _ctx: &mut Context<Self>) {
         let body = call.req.body.clone();
         let r = if body.is_empty() {
-            Response::text(200, format!("hello {}", call.req.path))
+            Response::text(200, format!("hello {}", call.req.path()))
         } else {
             Response::new(201).body(body)
         };

@@ -204,7 +204,7 @@ struct Hello;
 impl percore::runtime::Actor for Hello {
     type Msg = percore::transport::http::HttpCall;
     async fn handle(&mut self, call: Self::Msg, _ctx: &mut percore::runtime::Context<Self>) {
-        let p = call.req.path.clone();
+        let p = call.req.path().to_string();
         call.respond(percore::transport::http::Response::text(
             200,
             format!("secure {p}"),

@@ -386,7 +386,7 @@ async fn exchange(
                     } else if h.name.eq_ignore_ascii_case("connection") {
                         close |= v.to_ascii_lowercase().contains("close");
                     }
-                    resp.headers.push((h.name.to_string(), v));
+                    resp.headers.push((h.name.to_string().into(), v.into()));
                 }
                 let no_body =
                     head || status == 204 || status == 304 || (100..200).contains(&status);

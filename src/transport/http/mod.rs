@@ -14,6 +14,7 @@ pub mod client;
 pub mod date;
 pub mod request;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 pub use client::{Client, ClientError};
@@ -31,8 +32,9 @@ use crate::runtime::{Handle, TrySendError};
 pub struct Response {
     /// Status code.
     pub status: u16,
-    /// Extra headers (`Content-Length`, `Date`, `Server` and `Connection` are added).
-    pub headers: Vec<(String, String)>,
+    /// Extra headers (`Content-Length`, `Date`, `Server` and `Connection` are added). Static
+    /// names and values (`"Content-Type"`) are kept without a copy.
+    pub headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     /// Body.
     pub body: Vec<u8>,
 }
@@ -65,7 +67,11 @@ impl Response {
     }
 
     /// Adds a header.
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Response {
+    pub fn header(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) -> Response {
         self.headers.push((name.into(), value.into()));
         self
     }
@@ -79,7 +85,12 @@ impl Response {
     /// Encodes the response (status line, headers, body) into `out`. `head` leaves the body
     /// out (HEAD requests); `close` adds `Connection: close`.
     pub fn encode(&self, out: &mut Vec<u8>, head: bool, close: bool) {
-        out.reserve(128 + self.body.len());
+        let extra: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum();
+        out.reserve(FIXED_HEAD + extra + if head { 0 } else { self.body.len() });
         out.extend_from_slice(b"HTTP/1.1 ");
         push_num(out, self.status as usize);
         out.push(b' ');
@@ -103,6 +114,11 @@ impl Response {
         }
     }
 }
+
+/// Most bytes of what [`Response::encode`] writes besides the extra headers and the body: the
+/// status line with the longest reason phrase, `Server`, `Date`, a 20-digit `Content-Length`,
+/// `Connection: close` and the blank line (so one reservation covers the whole response).
+const FIXED_HEAD: usize = 160;
 
 fn push_num(out: &mut Vec<u8>, mut v: usize) {
     let mut buf = [0u8; 20];
@@ -193,7 +209,7 @@ impl HttpReply {
     /// Sends `response`.
     pub fn respond(self, response: Response) {
         let close = !self.keep_alive;
-        let mut out = Vec::with_capacity(128 + response.body.len());
+        let mut out = Vec::new();
         response.encode(&mut out, self.head, close);
         self.resp.send(out, close);
     }
@@ -279,10 +295,9 @@ impl Router {
 
     /// Finds the route for `method` and `path`: Ok((target, params)), or Err(405 or 404).
     fn find(&self, method: &Method, path: &str) -> Result<Found<'_>, u16> {
-        let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let mut path_matched = false;
         for r in &self.routes {
-            let Some(params) = match_segs(&r.segs, &parts) else {
+            let Some(params) = match_segs(&r.segs, path) else {
                 continue;
             };
             // HEAD is served by GET routes.
@@ -295,23 +310,33 @@ impl Router {
     }
 }
 
-fn match_segs(segs: &[Seg], parts: &[&str]) -> Option<Vec<(String, String)>> {
+/// Matches `path`'s non-empty segments against a route's: the path parameters on a match.
+/// Walks the path once per route and allocates only for parameters.
+fn match_segs(segs: &[Seg], path: &str) -> Option<Vec<(String, String)>> {
+    let mut parts = path.split('/').filter(|s| !s.is_empty());
     let mut params = Vec::new();
-    for (i, s) in segs.iter().enumerate() {
+    for s in segs {
         match s {
             Seg::Rest(name) => {
-                params.push((name.clone(), parts.get(i..).unwrap_or(&[]).join("/")));
+                let mut rest = String::new();
+                for (i, p) in parts.enumerate() {
+                    if i > 0 {
+                        rest.push('/');
+                    }
+                    rest.push_str(p);
+                }
+                params.push((name.clone(), rest));
                 return Some(params);
             }
             Seg::Lit(l) => {
-                if parts.get(i) != Some(&l.as_str()) {
+                if parts.next() != Some(l.as_str()) {
                     return None;
                 }
             }
-            Seg::Param(name) => params.push((name.clone(), (*parts.get(i)?).to_string())),
+            Seg::Param(name) => params.push((name.clone(), parts.next()?.to_string())),
         }
     }
-    (parts.len() == segs.len()).then_some(params)
+    parts.next().is_none().then_some(params)
 }
 
 /// The HTTP/1.1 [`ServerProtocol`]: parse, route, answer errors.
@@ -351,7 +376,7 @@ impl ServerProtocol for HttpProtocol {
         conn: u64,
     ) -> Dispatched<HttpCallParts> {
         let mut req = req.0;
-        match self.router.find(&req.method, &req.path) {
+        match self.router.find(&req.method, req.path()) {
             Ok((target, params)) => {
                 req.params = params;
                 match target.try_send(HttpCall { req, resp }, conn) {
@@ -470,16 +495,21 @@ mod tests {
                 .segs
         };
         assert_eq!(
-            match_segs(&segs("/users/:id"), &["users", "42"]),
+            match_segs(&segs("/users/:id"), "/users/42"),
             Some(vec![("id".into(), "42".into())])
         );
-        assert_eq!(match_segs(&segs("/users/:id"), &["users"]), None);
-        assert_eq!(match_segs(&segs("/users/:id"), &["users", "1", "x"]), None);
+        assert_eq!(match_segs(&segs("/users/:id"), "/users"), None);
+        assert_eq!(match_segs(&segs("/users/:id"), "/users/1/x"), None);
         assert_eq!(
-            match_segs(&segs("/static/*p"), &["static", "a", "b.css"]),
+            match_segs(&segs("/static/*p"), "/static/a//b.css"),
             Some(vec![("p".into(), "a/b.css".into())])
         );
-        assert_eq!(match_segs(&segs("/"), &[]), Some(vec![]));
+        assert_eq!(match_segs(&segs("/"), "/"), Some(vec![]));
+        assert_eq!(match_segs(&segs("/"), "/x"), None);
+        assert_eq!(
+            match_segs(&segs("/a/*p"), "/a"),
+            Some(vec![("p".into(), String::new())])
+        );
     }
 
     #[test]
@@ -496,5 +526,26 @@ mod tests {
             "{s}"
         );
         assert!(s.ends_with("\r\n\r\nhi"), "{s}");
+    }
+
+    #[test]
+    fn one_reservation_covers_every_status() {
+        for status in 100..1000 {
+            let r = Response::text(status, "body")
+                .header("X-Owned", String::from("v"))
+                .header(String::from("X-Name"), "static");
+            let extra: usize = r.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+            let mut out = Vec::new();
+            r.encode(&mut out, false, true);
+            assert!(
+                out.len() <= FIXED_HEAD + extra + r.body.len(),
+                "status {status}"
+            );
+        }
+        let mut out = Vec::new();
+        Response::new(200)
+            .body(vec![b'x'; 1 << 20])
+            .encode(&mut out, false, false);
+        assert!(out.len() <= FIXED_HEAD + (1 << 20));
     }
 }

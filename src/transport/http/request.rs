@@ -60,31 +60,115 @@ impl std::fmt::Display for Method {
 }
 
 /// A parsed request.
-#[derive(Debug, Clone)]
+///
+/// The request line's target and the headers stay in one copy of the request head (one
+/// allocation, whatever the header count); [`path`](Request::path),
+/// [`query`](Request::query), [`header`](Request::header) and [`headers`](Request::headers)
+/// read from it. Build one by hand (to test a handler) with [`Request::new`].
+#[derive(Clone)]
 pub struct Request {
     /// The method.
     pub method: Method,
-    /// The path, without the query.
-    pub path: String,
-    /// The query string (after `?`), if any.
-    pub query: Option<String>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version: u8,
-    /// Headers in arrival order (names as sent).
-    pub headers: Vec<(String, Vec<u8>)>,
     /// The body (de-chunked).
     pub body: Vec<u8>,
     /// Path parameters filled in by the router (`/users/:id` → `("id", "42")`).
     pub params: Vec<(String, String)>,
     /// Whether the connection stays open after the response.
     pub keep_alive: bool,
+    /// The bytes `path`, `query` and `headers` point into. Every span is a range of it that
+    /// holds valid UTF-8 (names and the target) or any bytes (values).
+    head: Vec<u8>,
+    path: Span,
+    query: Option<Span>,
+    headers: Vec<(Span, Span)>,
+}
+
+/// A byte range of [`Request::head`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// The range `start..start + len` (callers keep the head below `u32::MAX` bytes).
+    fn at(start: usize, len: usize) -> Span {
+        Span {
+            start: start as u32,
+            end: (start + len) as u32,
+        }
+    }
+
+    fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
 }
 
 impl Request {
-    /// The first header named `name` (case-insensitive), as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    /// A request for `target` (`/path` or `/path?query`), HTTP/1.1, keep-alive, no headers, no
+    /// body: for testing handlers without a socket.
+    ///
+    /// ```
+    /// use percore::transport::http::{Method, Request};
+    /// let r = Request::new(Method::Get, "/users/7?full=1").with_header("Accept", "text/plain");
+    /// assert_eq!((r.path(), r.query()), ("/users/7", Some("full=1")));
+    /// assert_eq!(r.header("accept"), Some("text/plain"));
+    /// ```
+    pub fn new(method: Method, target: &str) -> Request {
+        let (path, query) = split_target(target, 0);
+        Request {
+            method,
+            version: 1,
+            body: Vec::new(),
+            params: Vec::new(),
+            keep_alive: true,
+            head: target.as_bytes().to_vec(),
+            path,
+            query,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header (builder style, for [`Request::new`]).
+    pub fn with_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Request {
+        let value = value.as_ref();
+        let n = Span::at(self.head.len(), name.len());
+        self.head.extend_from_slice(name.as_bytes());
+        let v = Span::at(self.head.len(), value.len());
+        self.head.extend_from_slice(value);
+        self.headers.push((n, v));
+        self
+    }
+
+    /// Sets the body (builder style, for [`Request::new`]).
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Request {
+        self.body = body.into();
+        self
+    }
+
+    /// The path, without the query.
+    pub fn path(&self) -> &str {
+        self.text(self.path)
+    }
+
+    /// The query string (after `?`), if any.
+    pub fn query(&self) -> Option<&str> {
+        self.query.map(|q| self.text(q))
+    }
+
+    /// Headers in arrival order: names as sent, values as bytes.
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> + '_ {
         self.headers
             .iter()
+            .map(|&(n, v)| (self.text(n), &self.head[v.range()]))
+    }
+
+    /// The first header named `name` (case-insensitive), as text (`None` if absent or not
+    /// UTF-8).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
@@ -100,6 +184,50 @@ impl Request {
     /// The body parsed as JSON.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_slice(&self.body)
+    }
+
+    /// The text at `span` (spans of names and the target always hold UTF-8: they were copied
+    /// from `&str`s; the empty string stands in should that ever not hold).
+    fn text(&self, span: Span) -> &str {
+        std::str::from_utf8(&self.head[span.range()]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Headers<'a>(&'a Request);
+        impl std::fmt::Debug for Headers<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_list()
+                    .entries(
+                        self.0
+                            .headers()
+                            .map(|(n, v)| (n, String::from_utf8_lossy(v))),
+                    )
+                    .finish()
+            }
+        }
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path())
+            .field("query", &self.query())
+            .field("version", &self.version)
+            .field("headers", &Headers(self))
+            .field("body_len", &self.body.len())
+            .field("params", &self.params)
+            .field("keep_alive", &self.keep_alive)
+            .finish()
+    }
+}
+
+/// Splits a request target at `?` into path and query spans, `at` being the target's offset.
+fn split_target(target: &str, at: usize) -> (Span, Option<Span>) {
+    match target.find('?') {
+        Some(i) => (
+            Span::at(at, i),
+            Some(Span::at(at + i + 1, target.len() - i - 1)),
+        ),
+        None => (Span::at(at, target.len()), None),
     }
 }
 
@@ -195,22 +323,16 @@ pub(crate) fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, Parse
         Err(httparse::Error::Version) => return Err(ParseError::Bad("unsupported HTTP version")),
         Err(_) => return Err(ParseError::Bad("invalid request line or header")),
     };
-    if hlen > limits.max_header_bytes {
+    if hlen > limits.max_header_bytes || hlen > u32::MAX as usize {
         return Err(ParseError::HeadersTooLarge);
     }
     let version = req.version.unwrap_or(1);
     let method = Method::parse(req.method.unwrap_or("GET"));
-    let target = req.path.unwrap_or("/");
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_string(), Some(q.to_string())),
-        None => (target.to_string(), None),
-    };
     let mut content_length: Option<usize> = None;
     let mut chunked = false;
     let mut conn_close = false;
     let mut conn_keep = false;
     let mut expect_continue = false;
-    let mut out_headers = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let v = std::str::from_utf8(h.value)
@@ -222,8 +344,8 @@ pub(crate) fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, Parse
             }
             content_length = Some(v);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
-            if v.trim().ends_with("chunked") {
+            let v = h.value.trim_ascii();
+            if v.len() >= 7 && v[v.len() - 7..].eq_ignore_ascii_case(b"chunked") {
                 chunked = true;
             } else {
                 return Err(ParseError::Bad("unsupported Transfer-Encoding"));
@@ -231,11 +353,9 @@ pub(crate) fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, Parse
         } else if h.name.eq_ignore_ascii_case("expect") {
             expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue");
         } else if h.name.eq_ignore_ascii_case("connection") {
-            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
-            conn_close |= v.contains("close");
-            conn_keep |= v.contains("keep-alive");
+            conn_close |= contains_ignore_case(h.value, b"close");
+            conn_keep |= contains_ignore_case(h.value, b"keep-alive");
         }
-        out_headers.push((h.name.to_string(), h.value.to_vec()));
     }
     if chunked && content_length.is_some() {
         return Err(ParseError::Bad(
@@ -261,19 +381,44 @@ pub(crate) fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, Parse
         }
         (buf[hlen..hlen + cl].to_vec(), hlen + cl)
     };
+    // The body is complete: copy the head once and point into it. httparse's slices lie in
+    // `buf[..hlen]` (checked below u32::MAX above); an empty slice may not, so anything outside
+    // becomes the empty span.
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| match (s.as_ptr() as usize).checked_sub(base) {
+        Some(at) if !s.is_empty() && at + s.len() <= hlen => Span::at(at, s.len()),
+        _ => Span::at(0, 0),
+    };
+    let target = req.path.unwrap_or("");
+    let (path, query) = match span(target.as_bytes()) {
+        t if t.start == t.end => (t, None),
+        t => split_target(target, t.start as usize),
+    };
+    let headers = req
+        .headers
+        .iter()
+        .map(|h| (span(h.name.as_bytes()), span(h.value)))
+        .collect();
     Ok(Parsed::Complete(
         Request {
             method,
-            path,
-            query,
             version,
-            headers: out_headers,
             body,
             params: Vec::new(),
             keep_alive,
+            head: buf[..hlen].to_vec(),
+            path,
+            query,
+            headers,
         },
         used,
     ))
+}
+
+/// Whether `hay` contains `needle` (ASCII case-insensitive).
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// Decodes a chunked body from the front of `buf`: `Some((body, bytes used))` when complete.
@@ -354,10 +499,64 @@ mod tests {
         .unwrap();
         assert_eq!(n, 34);
         assert_eq!(r.method, Method::Get);
-        assert_eq!(r.path, "/a/b");
-        assert_eq!(r.query.as_deref(), Some("x=1"));
+        assert_eq!(r.path(), "/a/b");
+        assert_eq!(r.query(), Some("x=1"));
         assert_eq!(r.header("host"), Some("h"));
         assert!(r.keep_alive);
+    }
+
+    #[test]
+    fn headers_point_into_one_copy_of_the_head() {
+        let raw = b"PUT /k%20v?a=1&b HTTP/1.1\r\nHost: h:80\r\nX-Empty:\r\nX-Bin: \xff\xfe\r\nconnection: Keep-Alive, Upgrade\r\nContent-Length: 2\r\n\r\nok";
+        let (r, n) = parse(raw, &Limits::default()).unwrap().unwrap();
+        assert_eq!(n, raw.len());
+        assert_eq!(
+            (r.method.clone(), r.path(), r.query()),
+            (Method::Put, "/k%20v", Some("a=1&b"))
+        );
+        let hs: Vec<(&str, &[u8])> = r.headers().collect();
+        assert_eq!(
+            hs,
+            [
+                ("Host", &b"h:80"[..]),
+                ("X-Empty", b""),
+                ("X-Bin", b"\xff\xfe"),
+                ("connection", b"Keep-Alive, Upgrade"),
+                ("Content-Length", b"2"),
+            ]
+        );
+        assert_eq!(r.header("x-empty"), Some(""));
+        assert_eq!(r.header("x-bin"), None, "not UTF-8");
+        assert_eq!(r.header("missing"), None);
+        assert_eq!(r.body, b"ok");
+        assert!(r.keep_alive);
+        // A clone owns its own head and reads the same.
+        let c = r.clone();
+        drop(r);
+        assert_eq!(c.header("HOST"), Some("h:80"));
+        let dbg = format!("{c:?}");
+        assert!(
+            dbg.contains("\"/k%20v\"") && dbg.contains("X-Empty"),
+            "{dbg}"
+        );
+    }
+
+    #[test]
+    fn built_requests_read_like_parsed_ones() {
+        let r = Request::new(Method::Post, "/a/b?q")
+            .with_header("Content-Type", "text/plain")
+            .with_header("X-N", b"1")
+            .with_body("hi");
+        assert_eq!((r.path(), r.query()), ("/a/b", Some("q")));
+        assert_eq!(r.header("content-type"), Some("text/plain"));
+        assert_eq!(r.headers().len(), 2);
+        assert_eq!(r.body, b"hi");
+        let plain = Request::new(Method::Get, "/");
+        assert_eq!(
+            (plain.path(), plain.query(), plain.headers().len()),
+            ("/", None, 0)
+        );
+        assert_eq!(Request::new(Method::Get, "/x?").query(), Some(""));
     }
 
     #[test]
