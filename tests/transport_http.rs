@@ -28,6 +28,10 @@ impl Actor for Api {
                 percore::runtime::sleep(Duration::from_millis(60)).await;
                 Response::text(200, "slow")
             }
+            "/slower" => {
+                percore::runtime::sleep(Duration::from_millis(1500)).await;
+                Response::text(200, "slower")
+            }
             p => Response::text(
                 200,
                 format!("user {} at {p}", call.req.param("id").unwrap_or("-")),
@@ -53,6 +57,7 @@ fn serve(rt: &Runtime, opts: HttpOptions) -> HttpServer {
         .get("/json", api.clone())
         .get("/drop", api.clone())
         .get("/slow", api.clone())
+        .get("/slower", api.clone())
         .get("/fast", fast)
         .get("/users/:id", api.clone())
         .post("/echo", api);
@@ -288,6 +293,13 @@ fn malformed_and_oversized_input_closes_only_that_connection() {
                 .load(std::sync::atomic::Ordering::Relaxed)
                 >= 5
         );
+        assert_eq!(
+            srv.stats()
+                .truncated
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "{b:?}/{co}: the truncated request is counted"
+        );
         rt.shutdown();
     }
 }
@@ -330,7 +342,13 @@ fn slow_clients_get_408_and_idle_connections_are_closed() {
 
 #[test]
 fn connection_limit_refuses_extra_connections() {
-    let rt = runtime(IoBackend::Mio, false);
+    for (b, co) in modes() {
+        connection_limit_on(b, co);
+    }
+}
+
+fn connection_limit_on(b: IoBackend, co: bool) {
+    let rt = runtime(b, co);
     let opts = HttpOptions {
         server: ServerOptions {
             max_connections: Some(2),
@@ -433,19 +451,21 @@ fn full_mailbox_backpressure_loses_nothing() {
 
 #[test]
 fn stopped_handler_gets_503() {
-    let rt = runtime(IoBackend::Uring, true);
-    let api = rt.spawn_actor_on(0, || Api).unwrap();
-    let srv = HttpServer::bind(
-        &rt.handle(),
-        "127.0.0.1:0".parse().unwrap(),
-        Router::new().get("/", api.clone()),
-    )
-    .unwrap();
-    api.stop();
-    rt.block_on(api.stopped());
-    let (st, _, _) = get(srv.local_addr(), "GET / HTTP/1.1\r\n\r\n");
-    assert_eq!(st, 503);
-    rt.shutdown();
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let api = rt.spawn_actor_on(0, || Api).unwrap();
+        let srv = HttpServer::bind(
+            &rt.handle(),
+            "127.0.0.1:0".parse().unwrap(),
+            Router::new().get("/", api.clone()),
+        )
+        .unwrap();
+        api.stop();
+        rt.block_on(api.stopped());
+        let (st, _, _) = get(srv.local_addr(), "GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(st, 503, "{b:?}/{co}");
+        rt.shutdown();
+    }
 }
 
 fn curl_available() -> bool {
@@ -623,6 +643,304 @@ fn accept_modes_serve_everyone_and_distribute_spreads_evenly() {
             }
         }
         drop(conns);
+        rt.shutdown();
+    }
+}
+
+fn stat(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Writes `data` from a thread (the server may stop reading part way; the test reads meanwhile).
+fn write_in_background(s: &TcpStream, data: Vec<u8>) -> std::thread::JoinHandle<()> {
+    let mut w = s.try_clone().unwrap();
+    std::thread::spawn(move || w.write_all(&data).unwrap())
+}
+
+#[test]
+fn replies_held_behind_a_slow_one_stop_the_reading() {
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let srv = serve(&rt, HttpOptions::default());
+        let mut s = connect(srv.local_addr());
+        // One slow request, then 20,000 fast ones answered at once by another core's actor:
+        // their replies must wait behind the slow one, and so must the reading.
+        let mut data = b"GET /slower HTTP/1.1\r\n\r\n".to_vec();
+        for _ in 0..20_000 {
+            data.extend_from_slice(b"GET /fast HTTP/1.1\r\n\r\n");
+        }
+        let writer = write_in_background(&s, data);
+        std::thread::sleep(Duration::from_millis(500));
+        let decoded = stat(&srv.stats().requests);
+        let max = HttpOptions::default().server.max_in_flight as u64;
+        assert!(
+            decoded <= max,
+            "{b:?}/{co}: {decoded} requests decoded while the first reply was pending (max_in_flight {max})"
+        );
+        let mut buf = Vec::new();
+        let (st, _, body) = read_response(&mut s, &mut buf).unwrap();
+        assert_eq!((st, body.as_slice()), (200, &b"slower"[..]));
+        for i in 0..20_000 {
+            let (st, _, body) = read_response(&mut s, &mut buf).expect("every request answered");
+            assert_eq!(
+                (st, body.as_slice()),
+                (200, &b"fast"[..]),
+                "{b:?}/{co}: reply {i}"
+            );
+        }
+        writer.join().unwrap();
+        rt.shutdown();
+    }
+}
+
+#[test]
+fn a_refusal_waits_for_the_replies_owed_before_it() {
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let srv = serve(&rt, HttpOptions::default());
+        let addr = srv.local_addr();
+        for (bad, status) in [
+            (
+                &b"POST /echo HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"[..],
+                413,
+            ),
+            (b"\x00\x01 garbage\r\n\r\n", 400),
+        ] {
+            let mut s = connect(addr);
+            let mut req = b"GET /slow HTTP/1.1\r\n\r\nGET /fast HTTP/1.1\r\n\r\n".to_vec();
+            req.extend_from_slice(bad);
+            s.write_all(&req).unwrap();
+            let mut buf = Vec::new();
+            let got: Vec<(u16, Vec<u8>)> = (0..3)
+                .map(|_| {
+                    let (st, _, body) = read_response(&mut s, &mut buf).expect("three answers");
+                    (st, body)
+                })
+                .collect();
+            assert_eq!(got[0], (200, b"slow".to_vec()), "{b:?}/{co}");
+            assert_eq!(got[1], (200, b"fast".to_vec()), "{b:?}/{co}");
+            assert_eq!(got[2].0, status, "{b:?}/{co}");
+            assert_closed(&mut s);
+        }
+        rt.shutdown();
+    }
+}
+
+#[test]
+fn thousands_of_pipelined_answers_from_the_io_worker_are_all_written() {
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let srv = serve(&rt, HttpOptions::default());
+        let mut s = connect(srv.local_addr());
+        // 404s are answered on the I/O worker, inside the decoding loop: 20,000 of them in
+        // one buffer must neither recurse (stack) nor be lost.
+        let n = 20_000;
+        let writer = write_in_background(&s, b"GET /nope HTTP/1.1\r\n\r\n".repeat(n));
+        let mut buf = Vec::new();
+        for i in 0..n {
+            let (st, _, _) = read_response(&mut s, &mut buf).expect("every request answered");
+            assert_eq!(st, 404, "{b:?}/{co}: answer {i}");
+        }
+        writer.join().unwrap();
+        s.write_all(b"GET /fast HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut s, &mut buf).unwrap().0, 200);
+        rt.shutdown();
+    }
+}
+
+#[test]
+fn input_past_max_input_is_refused() {
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let mut opts = HttpOptions::default();
+        opts.limits.max_body = 4096;
+        let srv = serve(&rt, opts);
+        let addr = srv.local_addr();
+        // A chunk-size line that never ends: the parser can't finish it, so only the
+        // connection's input cap (head + 2 x body + 64 KiB here) stops it.
+        let mut s = connect(addr);
+        let mut req = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;".to_vec();
+        req.extend_from_slice(&vec![b'a'; 400 << 10]);
+        let writer = write_in_background(&s, req);
+        let (st, _, _) = read_response(&mut s, &mut Vec::new()).expect("a refusal");
+        assert!(matches!(st, 400 | 413), "{b:?}/{co}: {st}");
+        assert_closed(&mut s);
+        let _ = writer.join(); // the write may fail once the server closes
+        assert_eq!(stat(&srv.stats().rejected), 1, "{b:?}/{co}");
+        assert_eq!(get(addr, "GET / HTTP/1.1\r\n\r\n").0, 200);
+        rt.shutdown();
+    }
+}
+
+/// A handler that holds every request until the gate opens (its mailbox has one slot).
+struct Gated(std::sync::Arc<std::sync::atomic::AtomicBool>);
+impl Actor for Gated {
+    type Msg = HttpCall;
+    async fn handle(&mut self, call: HttpCall, _ctx: &mut Context<Self>) {
+        while !self.0.load(std::sync::atomic::Ordering::Acquire) {
+            percore::runtime::sleep(Duration::from_millis(5)).await;
+        }
+        let n = call.req.body.len();
+        call.respond(Response::text(200, n.to_string()));
+    }
+}
+
+#[test]
+fn a_full_mailbox_stops_reading_so_the_client_blocks() {
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let gate = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let g = gate.clone();
+        let h = rt
+            .handle()
+            .spawn_actor_on_with_capacity(0, 1, move || Gated(g))
+            .unwrap();
+        let srv = HttpServer::bind(
+            &rt.handle(),
+            "127.0.0.1:0".parse().unwrap(),
+            Router::new().post("/up", h),
+        )
+        .unwrap();
+        let mut s = connect(srv.local_addr());
+        // 64 KiB uploads until the socket stops taking them: the server must stop reading
+        // (TCP's window closes) rather than buffer; 64 MiB written means it never did.
+        let body = vec![b'x'; 64 << 10];
+        let mut req = format!(
+            "POST /up HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(&body);
+        s.set_nonblocking(true).unwrap();
+        let (mut sent_reqs, mut off, mut idle_since) = (0usize, 0usize, None);
+        while sent_reqs < 1024 {
+            match s.write(&req[off..]) {
+                Ok(n) => {
+                    idle_since = None;
+                    off += n;
+                    if off == req.len() {
+                        off = 0;
+                        sent_reqs += 1;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let t = *idle_since.get_or_insert_with(Instant::now);
+                    if t.elapsed() > Duration::from_millis(300) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(
+            sent_reqs < 1024,
+            "{b:?}/{co}: 64 MiB went in while the handler held its only mailbox slot"
+        );
+        let decoded = stat(&srv.stats().requests);
+        assert!(
+            decoded <= 4,
+            "{b:?}/{co}: {decoded} requests decoded behind a full mailbox"
+        );
+        // Open the gate: everything sent is answered, in order.
+        gate.store(true, std::sync::atomic::Ordering::Release);
+        if off > 0 {
+            s.set_nonblocking(false).unwrap();
+            if let Err(e) = s.write_all(&req[off..]) {
+                let st = srv.stats();
+                panic!(
+                    "{b:?}/{co}: {e} after {sent_reqs} uploads; rejected {} timed out {} requests {}",
+                    stat(&st.rejected),
+                    stat(&st.timed_out),
+                    stat(&st.requests)
+                );
+            }
+            sent_reqs += 1;
+        }
+        s.set_nonblocking(false).unwrap();
+        let mut buf = Vec::new();
+        for i in 0..sent_reqs {
+            let (st, _, n) = read_response(&mut s, &mut buf).expect("every upload answered");
+            assert_eq!((st, n), (200, b"65536".to_vec()), "{b:?}/{co}: upload {i}");
+        }
+        rt.shutdown();
+    }
+}
+
+#[test]
+fn tls_clients_that_trickle_ciphertext_meet_the_request_timeout() {
+    use percore::transport::tls::{client_config, server_config};
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let mut opts = HttpOptions::default();
+        opts.server.request_timeout = Duration::from_millis(300);
+        opts.server.tls = Some(server_config(cert.as_bytes(), key.as_bytes(), &[], None).unwrap());
+        let srv = serve(&rt, opts);
+        let addr = srv.local_addr();
+
+        // A handshake record announced, then one byte every 100 ms: each byte is activity,
+        // none completes anything, so only the request timeout can end it.
+        let mut slow = connect(addr);
+        slow.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let t0 = Instant::now();
+        slow.write_all(b"\x16\x03\x01\x02\x00").unwrap();
+        let mut closed = false;
+        while t0.elapsed() < Duration::from_secs(3) {
+            let mut tmp = [0u8; 64];
+            match slow.read(&mut tmp) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    closed = true;
+                    break;
+                }
+                Err(_) => {} // timed out reading: trickle another byte
+            }
+            if slow.write_all(b"\x01").is_err() {
+                closed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            closed,
+            "{b:?}/{co}: a trickling handshake was never timed out"
+        );
+        assert!(
+            t0.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!(stat(&srv.stats().timed_out), 1, "{b:?}/{co}");
+
+        // A client that finishes its handshake and then waits longer than the request
+        // timeout is idle, not slow: it is still served.
+        let ccfg = client_config(cert.as_bytes(), &[], None).unwrap();
+        let conn = rustls::ClientConnection::new(ccfg, "localhost".try_into().unwrap()).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, connect(addr));
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(600));
+        tls.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut tmp = [0u8; 4096];
+        while !got.windows(13).any(|w| w == b"Hello, World!") {
+            let n = tls.read(&mut tmp).expect("a response after the pause");
+            assert!(
+                n > 0,
+                "{b:?}/{co}: closed after an idle pause shorter than idle_timeout"
+            );
+            got.extend_from_slice(&tmp[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{b:?}/{co}");
         rt.shutdown();
     }
 }

@@ -7,8 +7,16 @@
 //! become requests.
 //!
 //! Backpressure: a connection stops reading (so TCP's window closes on the peer) while its
-//! hand-off to a full mailbox waits, while `max_in_flight` requests wait for replies, or while
-//! unsent replies exceed `max_unsent` bytes. Nothing is buffered without bound.
+//! hand-off to a full mailbox waits, while `max_in_flight` requests are decoded but not yet
+//! answered on the wire (waiting for their actor, or ready but queued behind an earlier slow
+//! reply), or while unsent and held reply bytes exceed `max_unsent`. An unfinished request is
+//! capped at the protocol's [`ServerProtocol::max_input`]. Complete requests read before a stop
+//! takes effect are kept (on io_uring, what the kernel had queued for the socket when reading
+//! stopped: bounded by the socket's receive buffer). Nothing is buffered without bound.
+//!
+//! Every answer a connection gets, including the protocol's rejections of bad input (HTTP 400,
+//! 413, 431), goes out in request order: a rejection waits for the replies owed before it, then
+//! closes the connection.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -82,6 +90,29 @@ pub trait ServerProtocol: Send + Sync + 'static {
     fn dropped_response(&self) -> Option<Vec<u8>> {
         None
     }
+
+    /// Most input bytes an unfinished request may take (checked whenever `decode` needs more):
+    /// past it the request is refused with [`too_large_response`](Self::too_large_response)
+    /// and the connection closed. A backstop under the protocol's own limits; default 4 MiB.
+    fn max_input(&self) -> usize {
+        4 << 20
+    }
+
+    /// Bytes written when a connection's undecoded input passes
+    /// [`max_input`](Self::max_input) (HTTP: 413), before closing.
+    fn too_large_response(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// The peer closed its side with `input` (non-empty) still undecoded: why that is an
+    /// error (logged and counted in [`ServerStats::truncated`]), or `None` when it is fine.
+    /// Default: an incomplete request is an error.
+    fn truncated(&self, input: &[u8]) -> Option<String> {
+        Some(format!(
+            "the peer closed its side inside a request ({} bytes undecoded)",
+            input.len()
+        ))
+    }
 }
 
 /// Limits of a server's connections.
@@ -94,9 +125,12 @@ pub struct ServerOptions {
     pub idle_timeout: Duration,
     /// A request must be complete this long after its first byte arrived (slow clients).
     pub request_timeout: Duration,
-    /// Requests of one connection awaiting replies before it stops reading (pipelining depth).
+    /// Requests of one connection decoded but not yet answered on the wire (waiting for their
+    /// actor, or answered and held behind an earlier reply) before it stops reading: the
+    /// pipelining depth.
     pub max_in_flight: usize,
-    /// Unsent reply bytes of one connection before it stops reading.
+    /// Reply bytes of one connection not yet sent (queued for the socket, or held behind an
+    /// earlier reply) before it stops reading.
     pub max_unsent: usize,
     /// Set `TCP_NODELAY` on accepted connections.
     pub nodelay: bool,
@@ -160,6 +194,9 @@ pub struct ServerStats {
     pub requests: AtomicU64,
     /// Connections closed because of invalid input.
     pub rejected: AtomicU64,
+    /// Connections whose peer closed its side in the middle of a request (see
+    /// [`ServerProtocol::truncated`]).
+    pub truncated: AtomicU64,
     /// Connections closed by the request or idle timeout.
     pub timed_out: AtomicU64,
 }
@@ -445,14 +482,20 @@ impl<P: ServerProtocol> IoHandler for Listener<P> {
         match event {
             Event::Accepted(fd) => {
                 let st = &self.shared.stats;
+                let max = self.shared.max_conns;
+                // One atomic step, so listeners on several loops cannot overshoot together.
                 if self.shared.stopped.load(Ordering::Relaxed)
-                    || st.open.load(Ordering::Relaxed) >= self.shared.max_conns
+                    || st
+                        .open
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| {
+                            (o < max).then_some(o + 1)
+                        })
+                        .is_err()
                 {
                     st.refused.fetch_add(1, Ordering::Relaxed);
                     ctx.close(fd);
                     return;
                 }
-                st.open.fetch_add(1, Ordering::Relaxed);
                 st.accepted.fetch_add(1, Ordering::Relaxed);
                 if self.shared.opts.nodelay {
                     set_nodelay(fd);
@@ -519,8 +562,12 @@ fn start_conn<P: ServerProtocol>(shared: &Arc<Shared<P>>, ctx: &mut IoCtx<'_>, f
         next_seq: 0,
         write_seq: 0,
         replies: VecDeque::new(),
+        held: 0,
         in_flight: 0,
         blocked: None,
+        processing: false,
+        draining: false,
+        tls_pending_since: None,
         close_after_write: false,
         read_closed: false,
         closed: false,
@@ -548,9 +595,21 @@ struct Conn<P: ServerProtocol> {
     write_seq: u64,
     /// Replies that arrived out of order, indexed by `seq - write_seq`.
     replies: VecDeque<Option<(Option<Vec<u8>>, bool)>>,
+    /// Bytes of the replies held in `replies` (counted against `max_unsent`).
+    held: usize,
+    /// Requests handed to a target whose reply has not come back yet.
     in_flight: usize,
     /// A request waiting for mailbox room.
     blocked: Option<(P::Request, Responder)>,
+    /// Inside [`Conn::process`]: replies given on the I/O worker while it runs must not start
+    /// it again (the loop goes on by itself; recursion could exhaust the stack).
+    processing: bool,
+    /// Input was refused: nothing more is read or decoded; the refusal is queued in order and
+    /// the connection closes once it is written.
+    draining: bool,
+    /// TLS input has arrived that produced no plaintext yet (handshake, partial record) since
+    /// this instant: a client trickling ciphertext meets the request timeout too.
+    tls_pending_since: Option<Instant>,
     close_after_write: bool,
     read_closed: bool,
     closed: bool,
@@ -583,21 +642,22 @@ impl<P: ServerProtocol> Conn<P> {
         self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Writes `bytes` (if any) and closes once everything is written.
-    fn fail(&mut self, ctx: &mut IoCtx<'_>, bytes: Option<Vec<u8>>) {
-        ctx.stop_recv(self.fd);
-        self.close_after_write = true;
-        self.input.clear();
-        self.blocked = None;
-        match bytes {
-            Some(b) => {
-                self.write_out(ctx, b, true);
-            }
-            None => {
-                self.write_out(ctx, Vec::new(), true);
-                self.maybe_finish(ctx);
-            }
+    /// Refuses further input: nothing more is read or decoded, `bytes` (if any) is written
+    /// after every reply still owed (in request order), then the connection closes.
+    fn refuse(&mut self, ctx: &mut IoCtx<'_>, bytes: Option<Vec<u8>>) {
+        if self.draining || self.close_after_write {
+            return;
         }
+        self.draining = true;
+        self.input.clear();
+        self.partial_since = None;
+        self.tls_pending_since = None;
+        ctx.stop_recv(self.fd);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        // Counted like a request answered on the I/O worker; `on_reply` settles it.
+        self.in_flight += 1;
+        self.on_reply(ctx, seq, Some(bytes.unwrap_or_default()), true);
     }
 
     fn maybe_finish(&mut self, ctx: &mut IoCtx<'_>) {
@@ -621,16 +681,28 @@ impl<P: ServerProtocol> Conn<P> {
         }
     }
 
-    /// Decodes and dispatches as many requests as the limits allow.
+    /// Decodes and dispatches as many requests as the limits allow. Re-entry (a reply given on
+    /// the I/O worker while it runs) returns at once: the running call goes on by itself.
     fn process(&mut self, ctx: &mut IoCtx<'_>) {
+        if self.processing {
+            return;
+        }
+        self.processing = true;
+        self.process_input(ctx);
+        self.processing = false;
+    }
+
+    fn process_input(&mut self, ctx: &mut IoCtx<'_>) {
         if let Some((req, resp)) = self.blocked.take()
             && !self.hand_off(ctx, req, resp)
         {
             return;
         }
-        while !self.closed && !self.close_after_write && self.blocked.is_none() {
-            if self.in_flight >= self.shared.opts.max_in_flight
-                || ctx.send_queued(self.fd) > self.shared.opts.max_unsent
+        while !self.closed && !self.close_after_write && !self.draining && self.blocked.is_none() {
+            // Owed: decoded, not yet answered on the wire (in flight or held behind another).
+            let owed = (self.next_seq - self.write_seq) as usize;
+            if owed >= self.shared.opts.max_in_flight
+                || ctx.send_queued(self.fd) + self.held > self.shared.opts.max_unsent
             {
                 ctx.stop_recv(self.fd);
                 return;
@@ -639,9 +711,24 @@ impl<P: ServerProtocol> Conn<P> {
                 self.partial_since = None;
                 break;
             }
-            match self.shared.proto.decode(&self.input) {
+            let decoded = self.shared.proto.decode(&self.input);
+            if matches!(decoded, Decoded::Incomplete | Decoded::Interim(_))
+                && self.input.len() > self.shared.proto.max_input()
+            {
+                self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    conn = self.conn,
+                    bytes = self.input.len(),
+                    "an unfinished request is over the protocol's max_input; closing the connection after the replies owed"
+                );
+                let r = self.shared.proto.too_large_response();
+                self.refuse(ctx, r);
+                return;
+            }
+            match decoded {
                 Decoded::Incomplete => {
                     self.partial_since.get_or_insert(ctx.now());
+                    self.check_truncated();
                     break;
                 }
                 Decoded::Interim(bytes) => {
@@ -650,12 +737,13 @@ impl<P: ServerProtocol> Conn<P> {
                         self.interim_sent = true;
                         self.write_out(ctx, bytes, false);
                     }
+                    self.check_truncated();
                     break;
                 }
                 Decoded::Reject { response, reason } => {
                     self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(conn = self.conn, %reason, "invalid input; closing the connection");
-                    self.fail(ctx, response);
+                    tracing::debug!(conn = self.conn, %reason, "invalid input; closing the connection after the replies owed");
+                    self.refuse(ctx, response);
                     return;
                 }
                 Decoded::Request(req, used) => {
@@ -671,7 +759,12 @@ impl<P: ServerProtocol> Conn<P> {
                 }
             }
         }
-        if !self.closed && !self.close_after_write && !self.read_closed && self.blocked.is_none() {
+        if !self.closed
+            && !self.close_after_write
+            && !self.draining
+            && !self.read_closed
+            && self.blocked.is_none()
+        {
             let t = self.token(ctx);
             if !ctx.is_receiving(self.fd) {
                 ctx.recv(t, self.fd);
@@ -682,8 +775,23 @@ impl<P: ServerProtocol> Conn<P> {
         }
     }
 
+    /// The peer has closed its side and the undecoded input can never complete: reported once
+    /// (the protocol says whether that is an error), then dropped.
+    fn check_truncated(&mut self) {
+        if !self.read_closed || self.input.is_empty() {
+            return;
+        }
+        if let Some(reason) = self.shared.proto.truncated(&self.input) {
+            self.shared.stats.truncated.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(conn = self.conn, %reason, "truncated request");
+        }
+        self.input.clear();
+        self.partial_since = None;
+    }
+
     /// Gives a request to the protocol's target. False when it must wait (mailbox full).
     fn hand_off(&mut self, ctx: &mut IoCtx<'_>, req: P::Request, resp: Responder) -> bool {
+        let seq = resp.seq;
         match self.shared.proto.dispatch(req, resp, self.conn) {
             Dispatched::Sent => true,
             Dispatched::Full(req, resp) => {
@@ -697,7 +805,6 @@ impl<P: ServerProtocol> Conn<P> {
                 // Answered here: takes the place of a reply, in order. The responder that
                 // `dispatch` dropped has already posted a "dropped" reply for this seq, so the
                 // answer is recorded first and that reply is ignored.
-                let seq = self.next_seq - 1;
                 self.on_reply(ctx, seq, Some(bytes), close);
                 !self.close_after_write
             }
@@ -748,10 +855,13 @@ impl<P: ServerProtocol> Conn<P> {
             return true;
         };
         while !d.is_empty() {
-            if tls.read_tls(&mut d).is_err() {
-                break;
-            }
-            if let Err(e) = tls.process_new_packets() {
+            // rustls refuses more ciphertext only when its buffers are full of what it could
+            // not process: the session is broken either way.
+            let processed = tls
+                .read_tls(&mut d)
+                .map_err(|e| e.to_string())
+                .and_then(|_| tls.process_new_packets().map_err(|e| e.to_string()));
+            if let Err(e) = processed {
                 tracing::debug!(conn = self.conn, error = %e, "TLS error; closing this connection");
                 self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 // The alert describing the error is sent before closing.
@@ -786,6 +896,7 @@ impl<P: ServerProtocol> Conn<P> {
             return; // already answered (see hand_off)
         }
         let bytes = bytes.or_else(|| self.shared.proto.dropped_response());
+        self.held += bytes.as_ref().map_or(0, Vec::len);
         self.replies[idx] = Some((bytes, close));
         self.in_flight = self.in_flight.saturating_sub(1);
         while let Some(Some(_)) = self.replies.front() {
@@ -796,12 +907,14 @@ impl<P: ServerProtocol> Conn<P> {
                 .expect("checked Some above");
             self.write_seq += 1;
             if let Some(b) = bytes {
+                self.held -= b.len();
                 self.write_out(ctx, b, close);
             }
             if close {
                 self.close_after_write = true;
                 ctx.stop_recv(self.fd);
                 self.replies.clear();
+                self.held = 0;
                 break;
             }
         }
@@ -822,12 +935,21 @@ impl<P: ServerProtocol> IoHandler for Conn<P> {
         match event {
             Event::Data(d) => {
                 self.last_activity = ctx.now();
-                if self.close_after_write {
+                if self.close_after_write || self.draining {
                     return;
                 }
-                if self.tls.is_some() {
+                if let Some(tls) = &self.tls {
+                    let handshaking = tls.is_handshaking();
+                    let before = self.input.len();
                     if !self.tls_in(ctx, d) {
                         return;
+                    }
+                    let done_handshake =
+                        handshaking && self.tls.as_ref().is_some_and(|t| !t.is_handshaking());
+                    if self.input.len() > before || done_handshake {
+                        self.tls_pending_since = None;
+                    } else {
+                        self.tls_pending_since.get_or_insert(ctx.now());
                     }
                 } else {
                     self.input.extend_from_slice(d);
@@ -858,13 +980,23 @@ impl<P: ServerProtocol> IoHandler for Conn<P> {
             }
             Event::Tick(now) => {
                 let o = &self.shared.opts;
-                if let Some(t0) = self.partial_since
+                let started = [self.partial_since, self.tls_pending_since]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                if let Some(t0) = started
                     && now.duration_since(t0) > o.request_timeout
                     && self.in_flight == 0
+                    && !self.draining
                 {
                     self.shared.stats.timed_out.fetch_add(1, Ordering::Relaxed);
-                    let r = self.shared.proto.timeout_response();
-                    self.fail(ctx, r);
+                    // No plaintext answer while the TLS handshake is unfinished.
+                    let r = if self.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+                        None
+                    } else {
+                        self.shared.proto.timeout_response()
+                    };
+                    self.refuse(ctx, r);
                 } else if self.input.is_empty()
                     && self.in_flight == 0
                     && self.blocked.is_none()
@@ -942,6 +1074,16 @@ where
                 reason: e.to_string(),
             },
         }
+    }
+
+    /// The codec's own verdict on bytes left at the end of the stream
+    /// ([`CodecError::Truncated`](super::CodecError::Truncated) by default).
+    fn truncated(&self, input: &[u8]) -> Option<String> {
+        self.codec
+            .clone()
+            .decode_eof(input)
+            .err()
+            .map(|e| e.to_string())
     }
 
     fn dispatch(&self, frame: C::In, resp: Responder, conn: u64) -> Dispatched<C::In> {

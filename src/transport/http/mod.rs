@@ -421,6 +421,19 @@ impl ServerProtocol for HttpProtocol {
             "the handler dropped the request without answering",
         ))
     }
+
+    /// The head and body limits, with room for chunk framing up to the body's size again:
+    /// a chunked body whose framing more than doubles it is refused with 413.
+    fn max_input(&self) -> usize {
+        let l = &self.limits;
+        l.max_header_bytes
+            .saturating_add(l.max_body.saturating_mul(2))
+            .saturating_add(64 << 10)
+    }
+
+    fn too_large_response(&self) -> Option<Vec<u8>> {
+        Some(error_bytes(413, "request too large"))
+    }
 }
 
 /// A parsed request on its way through the router (internal to [`HttpProtocol`]).
