@@ -944,3 +944,226 @@ fn tls_clients_that_trickle_ciphertext_meet_the_request_timeout() {
         rt.shutdown();
     }
 }
+
+/// Streams `n` pieces of 16 KiB (piece `i` is all byte `i`), or for `/feed` up to 512 MiB while
+/// recording how far it got and whether it saw the client leave.
+struct Streamer {
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    gone: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+impl Actor for Streamer {
+    type Msg = HttpCall;
+    async fn handle(&mut self, call: HttpCall, _ctx: &mut Context<Self>) {
+        let (req, reply) = call.into_parts();
+        let feed = req.path() == "/feed";
+        let n: usize = if feed {
+            32 * 1024
+        } else {
+            req.param("n").and_then(|n| n.parse().ok()).unwrap_or(0)
+        };
+        let mut body = reply.stream(
+            Response::new(200)
+                .header("Content-Type", "application/octet-stream")
+                .body(b"start;".to_vec()),
+        );
+        for i in 0..n {
+            if body.send(&[i as u8; 16 << 10]).await.is_err() {
+                self.gone.store(true, std::sync::atomic::Ordering::Release);
+                return;
+            }
+            if feed {
+                self.sent
+                    .fetch_add(16 << 10, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        body.finish();
+    }
+}
+
+/// Reads a chunked body from `buf`/`s` (after its head): the body and the bytes that follow.
+fn read_chunked(s: &mut TcpStream, buf: &mut Vec<u8>) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut fill = |buf: &mut Vec<u8>| {
+        let mut tmp = [0u8; 65536];
+        let n = loop {
+            match s.read(&mut tmp) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r.unwrap(),
+            }
+        };
+        assert!(n > 0, "EOF inside a chunked body");
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    loop {
+        let line_end = loop {
+            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            fill(buf);
+        };
+        let size = usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).unwrap(), 16)
+            .expect("a hex chunk size");
+        while buf.len() < line_end + 2 + size + 2 {
+            fill(buf);
+        }
+        body.extend_from_slice(&buf[line_end + 2..line_end + 2 + size]);
+        assert_eq!(&buf[line_end + 2 + size..line_end + 4 + size], b"\r\n");
+        buf.drain(..line_end + 4 + size);
+        if size == 0 {
+            return body;
+        }
+    }
+}
+
+fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> String {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            buf.drain(..end + 4);
+            return head;
+        }
+        let mut tmp = [0u8; 4096];
+        match s.read(&mut tmp) {
+            Ok(0) => panic!("EOF before a head"),
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn streaming_server(
+    rt: &Runtime,
+) -> (
+    HttpServer,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let gone = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s2, g2) = (sent.clone(), gone.clone());
+    let streamer = rt
+        .spawn_actor_on(0, move || Streamer { sent: s2, gone: g2 })
+        .unwrap();
+    let fast = rt.spawn_actor_on(1, || Fast).unwrap();
+    let router = Router::new()
+        .get("/stream/:n", streamer.clone())
+        .get("/feed", streamer)
+        .get("/fast", fast);
+    let srv = HttpServer::bind(&rt.handle(), "127.0.0.1:0".parse().unwrap(), router).unwrap();
+    (srv, sent, gone)
+}
+
+fn expected_stream(n: usize) -> Vec<u8> {
+    let mut want = b"start;".to_vec();
+    for i in 0..n {
+        want.extend_from_slice(&[i as u8; 16 << 10]);
+    }
+    want
+}
+
+#[test]
+fn streamed_bodies_are_chunked_ordered_and_keep_the_connection() {
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let (srv, _, _) = streaming_server(&rt);
+        let mut s = connect(srv.local_addr());
+        // Pipelined behind and ahead of other requests: every answer in order.
+        s.write_all(
+            b"GET /stream/40 HTTP/1.1\r\n\r\nGET /fast HTTP/1.1\r\n\r\nHEAD /stream/3 HTTP/1.1\r\n\r\nGET /stream/0 HTTP/1.1\r\n\r\n",
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        let head = read_head(&mut s, &mut buf);
+        assert!(head.starts_with("HTTP/1.1 200"), "{b:?}/{co}: {head}");
+        assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+        assert!(!head.contains("Content-Length"), "{head}");
+        assert_eq!(
+            read_chunked(&mut s, &mut buf),
+            expected_stream(40),
+            "{b:?}/{co}"
+        );
+        let (st, _, body) = read_response(&mut s, &mut buf).unwrap();
+        assert_eq!((st, body.as_slice()), (200, &b"fast"[..]), "{b:?}/{co}");
+        // HEAD: the head only.
+        let head = read_head(&mut s, &mut buf);
+        assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+        let head = read_head(&mut s, &mut buf);
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "{b:?}/{co}: HEAD had a body: {head}"
+        );
+        assert_eq!(read_chunked(&mut s, &mut buf), b"start;", "{b:?}/{co}");
+        // HTTP/1.0: no chunks, the close ends the body.
+        let mut old = connect(srv.local_addr());
+        old.write_all(b"GET /stream/5 HTTP/1.0\r\n\r\n").unwrap();
+        let mut all = Vec::new();
+        old.read_to_end(&mut all).unwrap();
+        let end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&all[..end]);
+        assert!(
+            head.contains("Connection: close") && !head.contains("chunked"),
+            "{head}"
+        );
+        assert_eq!(&all[end + 4..], expected_stream(5).as_slice(), "{b:?}/{co}");
+        rt.shutdown();
+    }
+}
+
+#[test]
+fn a_streaming_handler_waits_for_a_slow_reader_and_learns_when_it_leaves() {
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let (srv, sent, gone) = streaming_server(&rt);
+        let mut s = connect(srv.local_addr());
+        s.write_all(b"GET /feed HTTP/1.1\r\n\r\n").unwrap();
+        // The client reads nothing: the producer must stall (socket buffers, max_unsent and
+        // its window), far short of the 512 MiB it would like to send.
+        let mut last = usize::MAX;
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = sent.load(std::sync::atomic::Ordering::Relaxed);
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        // Measured here: ~5 MiB (kernel buffers + max_unsent + the window).
+        assert!(
+            last < 32 << 20,
+            "{b:?}/{co}: {} MiB produced for a client that reads nothing",
+            last >> 20
+        );
+        // Reading lets it go on.
+        let mut buf = vec![0u8; 8 << 20];
+        let mut got = 0;
+        while got < buf.len() {
+            let n = loop {
+                match s.read(&mut buf[got..]) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    r => break r.unwrap(),
+                }
+            };
+            got += n;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sent.load(std::sync::atomic::Ordering::Relaxed) <= last {
+            assert!(
+                Instant::now() < deadline,
+                "{b:?}/{co}: reading did not resume it"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The client leaves: the handler's next send fails and it stops.
+        drop(s);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !gone.load(std::sync::atomic::Ordering::Acquire) {
+            assert!(
+                Instant::now() < deadline,
+                "{b:?}/{co}: the handler never saw the client leave"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        rt.shutdown();
+    }
+}

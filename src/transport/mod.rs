@@ -38,8 +38,8 @@ pub mod udp;
 pub use client::{FramedClient, FramedError, Stream};
 pub use codec::{Codec, CodecError, LengthPrefixed, RawBytes};
 pub use server::{
-    AcceptMode, CodecProtocol, Decoded, Dispatched, FrameCall, Responder, Server, ServerOptions,
-    ServerProtocol, ServerStats, Target,
+    AcceptMode, CodecProtocol, ConnectionGone, Decoded, Dispatched, FrameCall, Responder,
+    SendWindow, Server, ServerOptions, ServerProtocol, ServerStats, Target,
 };
 
 /// Errors of the transport layer.

@@ -214,21 +214,63 @@ struct Shared<P: ServerProtocol> {
 }
 
 /// The way back from an app worker to the connection a request came from. Send exactly one
-/// reply with [`Responder::send`]; dropping it unanswered sends the protocol's
-/// `dropped_response` (HTTP: 500).
+/// reply with [`Responder::send`] (before it, any number of parts with
+/// [`Responder::send_part`] for a reply produced piece by piece); dropping it unanswered sends
+/// the protocol's `dropped_response` (HTTP: 500), or closes the connection when parts were
+/// already sent.
 pub struct Responder {
     handle: Handle,
     id: HandlerId,
     seq: u64,
     done: bool,
-    deliver: fn(&mut IoCtx<'_>, HandlerId, u64, Option<Vec<u8>>, bool),
+    /// A part was sent: the reply has begun on the wire, so it can only end or break off.
+    started: bool,
+    deliver: fn(&mut IoCtx<'_>, HandlerId, u64, Part),
+}
+
+/// One piece of a reply on its way to the connection.
+struct Part {
+    /// `None`: the responder was dropped unanswered (the protocol's dropped response).
+    bytes: Option<Vec<u8>>,
+    /// Credit returned to the sender's window once the connection has taken the bytes.
+    ack: Option<PartAck>,
+    /// The reply ends with this piece.
+    last: bool,
+    /// Close the connection after the reply (with `last`).
+    close: bool,
 }
 
 impl Responder {
-    /// Sends `bytes` as the reply; `close` closes the connection after it is written.
+    /// Sends `bytes` as the reply (or its final piece); `close` closes the connection after it
+    /// is written.
     pub fn send(mut self, bytes: Vec<u8>, close: bool) {
         self.done = true;
-        self.post(Some(bytes), close);
+        self.post(Part {
+            bytes: Some(bytes),
+            ack: None,
+            last: true,
+            close,
+        });
+    }
+
+    /// Sends `bytes` as the next piece of a reply that goes on (a streamed body): written as
+    /// soon as the replies before it are. `window` counts the bytes until the connection has
+    /// taken them (handed them to the socket with its unsent bytes under `max_unsent`); wait
+    /// on [`SendWindow::wait_below`] before sending more to keep a slow peer from piling them
+    /// up. End the reply with [`send`](Self::send).
+    pub fn send_part(&mut self, bytes: Vec<u8>, window: &Arc<SendWindow>) {
+        self.started = true;
+        let n = bytes.len();
+        window.unacked.fetch_add(n, Ordering::AcqRel);
+        self.post(Part {
+            bytes: Some(bytes),
+            ack: Some(PartAck {
+                window: Some(window.clone()),
+                n,
+            }),
+            last: false,
+            close: false,
+        });
     }
 
     /// Gives up this responder without replying, for a protocol that answers the request on
@@ -242,18 +284,117 @@ impl Responder {
         self.id
     }
 
-    fn post(&self, bytes: Option<Vec<u8>>, close: bool) {
+    fn post(&self, part: Part) {
         let (id, seq, deliver) = (self.id, self.seq, self.deliver);
         let _ = self
             .handle
-            .run_on_io(id.worker, move |ctx| deliver(ctx, id, seq, bytes, close));
+            .run_on_io(id.worker, move |ctx| deliver(ctx, id, seq, part));
     }
 }
 
 impl Drop for Responder {
     fn drop(&mut self) {
         if !self.done {
-            self.post(None, true);
+            // Unanswered: the protocol's dropped response; broken off after parts: only the
+            // close can tell the peer (the reply's framing is already on the wire).
+            let bytes = self.started.then(Vec::new);
+            self.post(Part {
+                bytes,
+                ack: None,
+                last: true,
+                close: true,
+            });
+        }
+    }
+}
+
+/// Flow control for a reply sent in parts ([`Responder::send_part`]): the bytes sent that the
+/// connection has not taken yet. Shared by the sender (an app worker) and the connection's
+/// event loop.
+#[derive(Debug, Default)]
+pub struct SendWindow {
+    unacked: AtomicUsize,
+    closed: AtomicBool,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+/// The connection of a [`SendWindow`] is gone: nothing more can be sent on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the connection closed before the reply was complete; stop producing it")]
+pub struct ConnectionGone;
+
+impl SendWindow {
+    /// A new window with nothing in flight.
+    pub fn new() -> Arc<SendWindow> {
+        Arc::new(SendWindow::default())
+    }
+
+    /// Bytes sent that the connection has not taken yet.
+    pub fn unacked(&self) -> usize {
+        self.unacked.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Waits until at most `limit` bytes are unacknowledged; `Err` once the connection is gone.
+    pub async fn wait_below(&self, limit: usize) -> Result<(), ConnectionGone> {
+        std::future::poll_fn(|cx| {
+            let ready = |w: &SendWindow| {
+                if w.is_closed() {
+                    Some(Err(ConnectionGone))
+                } else if w.unacked() <= limit {
+                    Some(Ok(()))
+                } else {
+                    None
+                }
+            };
+            if let Some(r) = ready(self) {
+                return std::task::Poll::Ready(r);
+            }
+            *self.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+            // Checked again after registering: an ack in between would not have seen the waker.
+            match ready(self) {
+                Some(r) => std::task::Poll::Ready(r),
+                None => std::task::Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    fn wake(&self) {
+        let w = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+}
+
+/// Credit for `n` bytes of a [`SendWindow`]. Acknowledged when the connection takes the bytes;
+/// dropped unacknowledged (the connection closed, or never got them) it closes the window, so
+/// the sender learns the connection is gone instead of waiting forever.
+struct PartAck {
+    /// `None` once acknowledged.
+    window: Option<Arc<SendWindow>>,
+    n: usize,
+}
+
+impl PartAck {
+    fn ack(mut self) {
+        if let Some(w) = self.window.take() {
+            w.unacked.fetch_sub(self.n, Ordering::AcqRel);
+            w.wake();
+        }
+    }
+}
+
+impl Drop for PartAck {
+    fn drop(&mut self) {
+        if let Some(w) = self.window.take() {
+            w.closed.store(true, Ordering::Release);
+            w.wake();
         }
     }
 }
@@ -562,6 +703,7 @@ fn start_conn<P: ServerProtocol>(shared: &Arc<Shared<P>>, ctx: &mut IoCtx<'_>, f
         next_seq: 0,
         write_seq: 0,
         replies: VecDeque::new(),
+        acks: Vec::new(),
         held: 0,
         in_flight: 0,
         blocked: None,
@@ -593,8 +735,12 @@ struct Conn<P: ServerProtocol> {
     next_seq: u64,
     /// Sequence number of the next reply to write.
     write_seq: u64,
-    /// Replies that arrived out of order, indexed by `seq - write_seq`.
-    replies: VecDeque<Option<(Option<Vec<u8>>, bool)>>,
+    /// Replies (or pieces of them) that arrived before an earlier reply was complete, indexed
+    /// by `seq - write_seq`.
+    replies: VecDeque<Option<Held>>,
+    /// Credits of streamed pieces written to the socket, returned once the unsent bytes are
+    /// under `max_unsent`.
+    acks: Vec<PartAck>,
     /// Bytes of the replies held in `replies` (counted against `max_unsent`).
     held: usize,
     /// Requests handed to a target whose reply has not come back yet.
@@ -615,14 +761,8 @@ struct Conn<P: ServerProtocol> {
     closed: bool,
 }
 
-fn deliver<P: ServerProtocol>(
-    ctx: &mut IoCtx<'_>,
-    id: HandlerId,
-    seq: u64,
-    bytes: Option<Vec<u8>>,
-    close: bool,
-) {
-    ctx.with_handler::<Conn<P>, _>(id, |c, ctx| c.on_reply(ctx, seq, bytes, close));
+fn deliver<P: ServerProtocol>(ctx: &mut IoCtx<'_>, id: HandlerId, seq: u64, part: Part) {
+    ctx.with_handler::<Conn<P>, _>(id, |c, ctx| c.on_reply(ctx, seq, part));
 }
 
 impl<P: ServerProtocol> Conn<P> {
@@ -639,6 +779,9 @@ impl<P: ServerProtocol> Conn<P> {
         ctx.close(self.fd);
         let t = self.token(ctx);
         ctx.remove(t);
+        // Streamed pieces not taken: their senders learn the connection is gone.
+        self.acks.clear();
+        self.replies.clear();
         self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -657,7 +800,7 @@ impl<P: ServerProtocol> Conn<P> {
         self.next_seq += 1;
         // Counted like a request answered on the I/O worker; `on_reply` settles it.
         self.in_flight += 1;
-        self.on_reply(ctx, seq, Some(bytes.unwrap_or_default()), true);
+        self.on_reply(ctx, seq, Part::answer(bytes.unwrap_or_default(), true));
     }
 
     fn maybe_finish(&mut self, ctx: &mut IoCtx<'_>) {
@@ -677,6 +820,7 @@ impl<P: ServerProtocol> Conn<P> {
             id: ctx.id().expect("a connection is only called as a handler"),
             seq,
             done: false,
+            started: false,
             deliver: deliver::<P>,
         }
     }
@@ -805,7 +949,7 @@ impl<P: ServerProtocol> Conn<P> {
                 // Answered here: takes the place of a reply, in order. The responder that
                 // `dispatch` dropped has already posted a "dropped" reply for this seq, so the
                 // answer is recorded first and that reply is ignored.
-                self.on_reply(ctx, seq, Some(bytes), close);
+                self.on_reply(ctx, seq, Part::answer(bytes, close));
                 !self.close_after_write
             }
         }
@@ -884,45 +1028,127 @@ impl<P: ServerProtocol> Conn<P> {
         true
     }
 
-    fn on_reply(&mut self, ctx: &mut IoCtx<'_>, seq: u64, bytes: Option<Vec<u8>>, close: bool) {
+    /// Takes a reply or a piece of one: written at once when every earlier reply is complete,
+    /// else held (counted in `held`) until they are.
+    fn on_reply(&mut self, ctx: &mut IoCtx<'_>, seq: u64, part: Part) {
         if self.closed || seq < self.write_seq {
-            return;
+            return; // gone or already answered; a streamed piece's credit closes its window
         }
         let idx = (seq - self.write_seq) as usize;
-        while self.replies.len() <= idx {
-            self.replies.push_back(None);
-        }
-        if self.replies[idx].is_some() {
-            return; // already answered (see hand_off)
-        }
-        let bytes = bytes.or_else(|| self.shared.proto.dropped_response());
-        self.held += bytes.as_ref().map_or(0, Vec::len);
-        self.replies[idx] = Some((bytes, close));
-        self.in_flight = self.in_flight.saturating_sub(1);
-        while let Some(Some(_)) = self.replies.front() {
-            let (bytes, close) = self
-                .replies
-                .pop_front()
-                .flatten()
-                .expect("checked Some above");
-            self.write_seq += 1;
-            if let Some(b) = bytes {
-                self.held -= b.len();
-                self.write_out(ctx, b, close);
+        if idx == 0 && self.replies.front().is_none_or(Option::is_none) {
+            // The reply on the wire now: no need to hold anything.
+            self.take_part(ctx, part);
+        } else {
+            while self.replies.len() <= idx {
+                self.replies.push_back(None);
             }
-            if close {
-                self.close_after_write = true;
-                ctx.stop_recv(self.fd);
-                self.replies.clear();
-                self.held = 0;
+            let held = self.replies[idx].get_or_insert_with(Held::default);
+            if held.last {
+                return; // already answered (see hand_off)
+            }
+            let Part {
+                bytes,
+                ack,
+                last,
+                close,
+            } = part;
+            let bytes = match bytes {
+                Some(b) => Some(b),
+                None => self.shared.proto.dropped_response(),
+            };
+            if let Some(b) = bytes {
+                self.held += b.len();
+                held.parts.push((b, ack));
+            }
+            if last {
+                held.last = true;
+                held.close = close;
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
+        }
+        // Replies completed behind the one just finished go out in order.
+        while !self.close_after_write && self.replies.front().is_some_and(Option::is_some) {
+            let Some(Some(front)) = self.replies.pop_front() else {
+                break;
+            };
+            let (last, close) = (front.last, front.close);
+            for (b, ack) in front.parts {
+                self.held -= b.len();
+                self.write_out(ctx, b, false);
+                self.acks.extend(ack);
+            }
+            if !last {
+                // A streamed reply still going: it stays at the front, now written so far.
+                self.replies.push_front(None);
                 break;
             }
+            self.end_reply(ctx, close);
         }
+        self.release_acks(ctx);
         self.last_activity = ctx.now();
         if self.close_after_write {
             self.maybe_finish(ctx);
         } else {
             self.process(ctx);
+        }
+    }
+
+    /// Writes a piece of the reply at the front of the connection.
+    fn take_part(&mut self, ctx: &mut IoCtx<'_>, part: Part) {
+        let bytes = match part.bytes {
+            Some(b) => Some(b),
+            None => self.shared.proto.dropped_response(),
+        };
+        if let Some(b) = bytes {
+            self.write_out(ctx, b, false);
+        }
+        self.acks.extend(part.ack);
+        if part.last {
+            self.replies.pop_front();
+            self.in_flight = self.in_flight.saturating_sub(1);
+            self.end_reply(ctx, part.close);
+        }
+    }
+
+    /// The reply at the front is complete: the next one may go; `close` ends the connection.
+    fn end_reply(&mut self, ctx: &mut IoCtx<'_>, close: bool) {
+        self.write_seq += 1;
+        if close {
+            // Under TLS, close_notify follows the reply.
+            self.write_out(ctx, Vec::new(), true);
+            self.close_after_write = true;
+            ctx.stop_recv(self.fd);
+            self.replies.clear();
+            self.held = 0;
+        }
+    }
+
+    /// Returns the credits of streamed pieces once the socket's backlog is under `max_unsent`.
+    fn release_acks(&mut self, ctx: &IoCtx<'_>) {
+        if !self.acks.is_empty() && ctx.send_queued(self.fd) <= self.shared.opts.max_unsent {
+            for a in self.acks.drain(..) {
+                a.ack();
+            }
+        }
+    }
+}
+
+/// A reply held behind an earlier one: its pieces so far, and whether it is complete.
+#[derive(Default)]
+struct Held {
+    parts: Vec<(Vec<u8>, Option<PartAck>)>,
+    last: bool,
+    close: bool,
+}
+
+impl Part {
+    /// A whole reply given on the I/O worker.
+    fn answer(bytes: Vec<u8>, close: bool) -> Part {
+        Part {
+            bytes: Some(bytes),
+            ack: None,
+            last: true,
+            close,
         }
     }
 }
@@ -967,6 +1193,7 @@ impl<P: ServerProtocol> IoHandler for Conn<P> {
             }
             Event::RecvError(_) | Event::SendError(_) => self.close(ctx),
             Event::Sent(_) => {
+                self.release_acks(ctx);
                 if self.close_after_write || self.read_closed {
                     self.maybe_finish(ctx);
                 } else if !ctx.is_receiving(self.fd) && self.blocked.is_none() {

@@ -13,6 +13,7 @@
 pub mod client;
 pub mod date;
 pub mod request;
+pub mod stream;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use std::net::SocketAddr;
 pub use client::{Client, ClientError};
 use request::Parsed;
 pub use request::{Limits, Method, ParseError, Request};
+pub use stream::BodyStream;
 
 use super::TransportError;
 use super::server::{
@@ -191,6 +193,7 @@ impl HttpCall {
         let reply = HttpReply {
             head: self.req.method == Method::Head,
             keep_alive: self.req.keep_alive,
+            http10: self.req.version == 0,
             resp: self.resp,
         };
         (self.req, reply)
@@ -202,6 +205,8 @@ impl HttpCall {
 pub struct HttpReply {
     head: bool,
     keep_alive: bool,
+    /// The request was HTTP/1.0 (no chunked encoding: a streamed body ends with the close).
+    http10: bool,
     resp: Responder,
 }
 
