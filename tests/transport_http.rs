@@ -608,15 +608,32 @@ fn expect_100_continue_is_answered() {
 fn accept_modes_serve_everyone_and_distribute_spreads_evenly() {
     use percore::transport::AcceptMode;
     use std::sync::atomic::Ordering;
+    // Every mode with one dedicated I/O thread (or a loop per app worker when co-located),
+    // plus two dedicated I/O threads on each backend.
     let cases = modes()
         .into_iter()
+        .map(|(b, co)| (b, co, 1))
+        .chain([(IoBackend::Uring, false, 2), (IoBackend::Mio, false, 2)])
         .flat_map(|m| [(m, AcceptMode::Distribute), (m, AcceptMode::ReusePort)]);
-    for ((b, co), mode) in cases {
-        let rt = runtime(b, co);
+    for ((b, co, io_workers), mode) in cases {
+        let rt = if io_workers == 1 {
+            runtime(b, co)
+        } else {
+            Runtime::builder()
+                .profile(percore::runtime::config::Profile::Testing)
+                .io_backend(b)
+                .io_colocated(false)
+                .io_workers(io_workers)
+                .build()
+                .expect("runtime starts")
+        };
         let mut opts = HttpOptions::default();
         opts.server.accept = mode;
         let srv = serve(&rt, opts);
         let loops = rt.handle().io_workers();
+        if io_workers == 2 {
+            assert_eq!(loops, 2, "two dedicated I/O threads are two loops");
+        }
         let mut conns: Vec<TcpStream> = (0..8).map(|_| connect(srv.local_addr())).collect();
         for s in conns.iter_mut() {
             s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -636,7 +653,7 @@ fn accept_modes_serve_everyone_and_distribute_spreads_evenly() {
             while (handlers(0), handlers(1)) != (5, 4) {
                 assert!(
                     t0.elapsed() < Duration::from_secs(5),
-                    "{b:?}/{co}: handlers per loop {:?}",
+                    "{b:?}/{co}/{io_workers}: handlers per loop {:?}",
                     (handlers(0), handlers(1))
                 );
                 std::thread::sleep(Duration::from_millis(10));
