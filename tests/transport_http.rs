@@ -1184,3 +1184,123 @@ fn a_streaming_handler_waits_for_a_slow_reader_and_learns_when_it_leaves() {
         rt.shutdown();
     }
 }
+
+/// Answers with what the server knows of the connection.
+struct Whoami;
+impl Actor for Whoami {
+    type Msg = HttpCall;
+    async fn handle(&mut self, call: HttpCall, _ctx: &mut Context<Self>) {
+        let peer = call.peer_addr().map(|a| a.ip().to_string());
+        let tls = call.tls().map(|t| {
+            format!(
+                "alpn={:?} sni={:?} certs={} version={:?}",
+                t.alpn.as_deref().map(String::from_utf8_lossy),
+                t.server_name,
+                t.peer_certificates.len(),
+                t.protocol_version
+            )
+        });
+        call.respond(Response::text(200, format!("peer={peer:?} {tls:?}")));
+    }
+}
+
+#[test]
+fn handlers_see_the_peer_and_the_verified_client_certificate() {
+    use percore::transport::tls::{client_config, server_config};
+    let self_signed = |name: &str| {
+        let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        (ck.cert.pem(), ck.signing_key.serialize_pem())
+    };
+    let (scert, skey) = self_signed("localhost");
+    let (ccert, ckey) = self_signed("client");
+    let dir = std::env::temp_dir().join(format!("percore-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cpath, kpath) = (dir.join("client.pem"), dir.join("client.key"));
+    std::fs::write(&cpath, &ccert).unwrap();
+    std::fs::write(&kpath, &ckey).unwrap();
+    let openssl = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok();
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let who = rt.spawn_actor_on(0, || Whoami).unwrap();
+        let mut opts = HttpOptions::default();
+        opts.server.tls = Some(
+            server_config(
+                scert.as_bytes(),
+                skey.as_bytes(),
+                &[b"http/1.1"],
+                Some(ccert.as_bytes()),
+            )
+            .unwrap(),
+        );
+        let srv = HttpServer::bind_with(
+            &rt.handle(),
+            "127.0.0.1:0".parse().unwrap(),
+            Router::new().get("/", who),
+            opts,
+        )
+        .unwrap();
+        let addr = srv.local_addr();
+        let want = r#"peer=Some("127.0.0.1") Some("alpn=Some(\"http/1.1\") sni=Some(\"localhost\") certs=1 version=Some(\"TLSv1_3\")")"#;
+
+        // rustls client with a certificate.
+        let ccfg = client_config(
+            scert.as_bytes(),
+            &[b"http/1.1"],
+            Some((ccert.as_bytes(), ckey.as_bytes())),
+        )
+        .unwrap();
+        let conn = rustls::ClientConnection::new(ccfg, "localhost".try_into().unwrap()).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, connect(addr));
+        tls.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = tls.read_to_end(&mut got);
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.ends_with(want), "{b:?}/{co}: {got}");
+
+        // Without a certificate the handshake fails, and only that connection.
+        let anon = client_config(scert.as_bytes(), &[b"http/1.1"], None).unwrap();
+        let conn = rustls::ClientConnection::new(anon, "localhost".try_into().unwrap()).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, connect(addr));
+        let refused = tls
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .and_then(|_| tls.read(&mut [0u8; 64]))
+            .is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock);
+        assert!(refused, "{b:?}/{co}: served a client without a certificate");
+
+        // openssl s_client with the certificate and ALPN (CI installs openssl).
+        if openssl {
+            let mut child = std::process::Command::new("openssl")
+                .args([
+                    "s_client",
+                    "-connect",
+                    &addr.to_string(),
+                    "-servername",
+                    "localhost",
+                ])
+                .args(["-alpn", "http/1.1", "-quiet", "-cert"])
+                .arg(&cpath)
+                .arg("-key")
+                .arg(&kpath)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .as_mut()
+                .unwrap()
+                .write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            let out = String::from_utf8_lossy(&out.stdout);
+            assert!(out.ends_with(want), "{b:?}/{co}: openssl got {out}");
+        }
+        rt.shutdown();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -38,8 +38,8 @@ pub mod udp;
 pub use client::{FramedClient, FramedError, Stream};
 pub use codec::{Codec, CodecError, LengthPrefixed, RawBytes};
 pub use server::{
-    AcceptMode, CodecProtocol, ConnectionGone, Decoded, Dispatched, FrameCall, Responder,
-    SendWindow, Server, ServerOptions, ServerProtocol, ServerStats, Target,
+    AcceptMode, CodecProtocol, ConnInfo, ConnectionGone, Decoded, Dispatched, FrameCall, Responder,
+    SendWindow, Server, ServerOptions, ServerProtocol, ServerStats, Target, TlsInfo,
 };
 
 /// Errors of the transport layer.

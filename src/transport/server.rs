@@ -75,6 +75,18 @@ pub trait ServerProtocol: Send + Sync + 'static {
     fn dispatch(&self, req: Self::Request, resp: Responder, conn: u64)
     -> Dispatched<Self::Request>;
 
+    /// [`dispatch`](Self::dispatch) with everything the server knows of the connection (peer
+    /// address, TLS facts such as the client's certificate): override it to hand those to the
+    /// handler. The default calls `dispatch` with `conn.id`.
+    fn dispatch_on(
+        &self,
+        req: Self::Request,
+        resp: Responder,
+        conn: &ConnInfo,
+    ) -> Dispatched<Self::Request> {
+        self.dispatch(req, resp, conn.id)
+    }
+
     /// Bytes to write when a request stays incomplete longer than the request timeout (HTTP:
     /// 408), before closing.
     fn timeout_response(&self) -> Option<Vec<u8>> {
@@ -113,6 +125,62 @@ pub trait ServerProtocol: Send + Sync + 'static {
             input.len()
         ))
     }
+}
+
+/// What the server knows of a connection, given to [`ServerProtocol::dispatch_on`].
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Per-server connection number (the `conn` of [`ServerProtocol::dispatch`]).
+    pub id: u64,
+    /// The peer's address (`None` if the kernel could not tell, e.g. it already left).
+    pub peer: Option<SocketAddr>,
+    /// The TLS session's facts once its handshake is done; `None` for plaintext.
+    pub tls: Option<Arc<TlsInfo>>,
+}
+
+/// Facts of a finished TLS handshake on a server connection.
+#[derive(Debug, Clone, Default)]
+pub struct TlsInfo {
+    /// The application protocol agreed by ALPN.
+    pub alpn: Option<Vec<u8>>,
+    /// The host name the client asked for (SNI).
+    pub server_name: Option<String>,
+    /// The certificate chain the client presented (DER, its own certificate first), already
+    /// verified against the configured client CA; empty when the server asks for none.
+    pub peer_certificates: Vec<Vec<u8>>,
+    /// The protocol version, e.g. `TLSv1_3`.
+    pub protocol_version: Option<String>,
+    /// The cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher_suite: Option<String>,
+}
+
+impl TlsInfo {
+    fn of(c: &rustls::ServerConnection) -> TlsInfo {
+        TlsInfo {
+            alpn: c.alpn_protocol().map(<[u8]>::to_vec),
+            server_name: c.server_name().map(str::to_string),
+            peer_certificates: c
+                .peer_certificates()
+                .map(|cs| cs.iter().map(|c| c.as_ref().to_vec()).collect())
+                .unwrap_or_default(),
+            protocol_version: c.protocol_version().map(|v| format!("{v:?}")),
+            cipher_suite: c
+                .negotiated_cipher_suite()
+                .map(|s| format!("{:?}", s.suite())),
+        }
+    }
+}
+
+/// The address of the peer of socket `fd`.
+fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
+    // SAFETY: sockaddr_storage is plain data; getpeername fills at most `len` bytes.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: ss/len are valid for writes for the duration of the call.
+    if unsafe { libc::getpeername(fd, &mut ss as *mut _ as *mut libc::sockaddr, &mut len) } < 0 {
+        return None;
+    }
+    crate::runtime::io::socket_addr(&ss)
 }
 
 /// Limits of a server's connections.
@@ -694,7 +762,11 @@ fn start_conn<P: ServerProtocol>(shared: &Arc<Shared<P>>, ctx: &mut IoCtx<'_>, f
     let id = ctx.register(Box::new(Conn::<P> {
         tls,
         fd,
-        conn,
+        info: ConnInfo {
+            id: conn,
+            peer: peer_addr(fd),
+            tls: None,
+        },
         shared: shared.clone(),
         input: Vec::new(),
         partial_since: None,
@@ -722,7 +794,8 @@ struct Conn<P: ServerProtocol> {
     /// The TLS session when the server speaks TLS.
     tls: Option<Box<rustls::ServerConnection>>,
     fd: RawFd,
-    conn: u64,
+    /// Its number, peer and TLS facts.
+    info: ConnInfo,
     shared: Arc<Shared<P>>,
     /// Received bytes not yet decoded.
     input: Vec<u8>,
@@ -861,7 +934,7 @@ impl<P: ServerProtocol> Conn<P> {
             {
                 self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
-                    conn = self.conn,
+                    conn = self.info.id,
                     bytes = self.input.len(),
                     "an unfinished request is over the protocol's max_input; closing the connection after the replies owed"
                 );
@@ -886,7 +959,7 @@ impl<P: ServerProtocol> Conn<P> {
                 }
                 Decoded::Reject { response, reason } => {
                     self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(conn = self.conn, %reason, "invalid input; closing the connection after the replies owed");
+                    tracing::debug!(conn = self.info.id, %reason, "invalid input; closing the connection after the replies owed");
                     self.refuse(ctx, response);
                     return;
                 }
@@ -927,7 +1000,7 @@ impl<P: ServerProtocol> Conn<P> {
         }
         if let Some(reason) = self.shared.proto.truncated(&self.input) {
             self.shared.stats.truncated.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(conn = self.conn, %reason, "truncated request");
+            tracing::debug!(conn = self.info.id, %reason, "truncated request");
         }
         self.input.clear();
         self.partial_since = None;
@@ -936,7 +1009,7 @@ impl<P: ServerProtocol> Conn<P> {
     /// Gives a request to the protocol's target. False when it must wait (mailbox full).
     fn hand_off(&mut self, ctx: &mut IoCtx<'_>, req: P::Request, resp: Responder) -> bool {
         let seq = resp.seq;
-        match self.shared.proto.dispatch(req, resp, self.conn) {
+        match self.shared.proto.dispatch_on(req, resp, &self.info) {
             Dispatched::Sent => true,
             Dispatched::Full(req, resp) => {
                 self.blocked = Some((req, resp));
@@ -1006,7 +1079,7 @@ impl<P: ServerProtocol> Conn<P> {
                 .map_err(|e| e.to_string())
                 .and_then(|_| tls.process_new_packets().map_err(|e| e.to_string()));
             if let Err(e) = processed {
-                tracing::debug!(conn = self.conn, error = %e, "TLS error; closing this connection");
+                tracing::debug!(conn = self.info.id, error = %e, "TLS error; closing this connection");
                 self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 // The alert describing the error is sent before closing.
                 self.flush_tls(ctx);
@@ -1172,6 +1245,9 @@ impl<P: ServerProtocol> IoHandler for Conn<P> {
                     }
                     let done_handshake =
                         handshaking && self.tls.as_ref().is_some_and(|t| !t.is_handshaking());
+                    if done_handshake && let Some(t) = &self.tls {
+                        self.info.tls = Some(Arc::new(TlsInfo::of(t)));
+                    }
                     if self.input.len() > before || done_handshake {
                         self.tls_pending_since = None;
                     } else {

@@ -17,6 +17,7 @@ pub mod stream;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 pub use client::{Client, ClientError};
 use request::Parsed;
@@ -25,7 +26,8 @@ pub use stream::BodyStream;
 
 use super::TransportError;
 use super::server::{
-    Decoded, Dispatched, Responder, Server, ServerOptions, ServerProtocol, Target,
+    ConnInfo, Decoded, Dispatched, Responder, Server, ServerOptions, ServerProtocol, Target,
+    TlsInfo,
 };
 use crate::runtime::{Handle, TrySendError};
 
@@ -180,9 +182,22 @@ pub struct HttpCall {
     /// The request (with path parameters filled in).
     pub req: Request,
     resp: Responder,
+    peer: Option<SocketAddr>,
+    tls: Option<Arc<TlsInfo>>,
 }
 
 impl HttpCall {
+    /// The client's address.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// The TLS session's facts (ALPN, SNI, the client's verified certificate chain) on an
+    /// HTTPS server; `None` on plaintext.
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_deref()
+    }
+
     /// Sends `response`. The connection stays open if the request allows keep-alive.
     pub fn respond(self, response: Response) {
         self.into_parts().1.respond(response);
@@ -380,11 +395,31 @@ impl ServerProtocol for HttpProtocol {
         resp: Responder,
         conn: u64,
     ) -> Dispatched<HttpCallParts> {
+        let info = ConnInfo {
+            id: conn,
+            peer: None,
+            tls: None,
+        };
+        self.dispatch_on(req, resp, &info)
+    }
+
+    fn dispatch_on(
+        &self,
+        req: HttpCallParts,
+        resp: Responder,
+        conn: &ConnInfo,
+    ) -> Dispatched<HttpCallParts> {
         let mut req = req.0;
         match self.router.find(&req.method, req.path()) {
             Ok((target, params)) => {
                 req.params = params;
-                match target.try_send(HttpCall { req, resp }, conn) {
+                let call = HttpCall {
+                    req,
+                    resp,
+                    peer: conn.peer,
+                    tls: conn.tls.clone(),
+                };
+                match target.try_send(call, conn.id) {
                     Ok(()) => Dispatched::Sent,
                     Err(TrySendError::Full(c)) => Dispatched::Full(HttpCallParts(c.req), c.resp),
                     Err(TrySendError::Stopped(c)) => {
