@@ -1,6 +1,17 @@
 //! HTTP/1.1 request parsing with `httparse`: request line and headers, `Content-Length` and
 //! chunked bodies, keep-alive, and the limits (header count and size, body size) that turn bad
 //! or oversized input into 400, 413 or 431. Pure functions over bytes: no sockets here.
+//!
+//! Framing follows RFC 9112 strictly, refusing with 400 what it does not decode:
+//! `Transfer-Encoding` must be exactly `chunked` (case-insensitive, list elements split on
+//! commas, several fields joined): any other coding, `gzip, chunked` included (no coding but
+//! chunked is decoded; 400 rather than 501), `chunked` twice or not last, and
+//! `Transfer-Encoding` in an HTTP/1.0 request are 400. `Content-Length` is `1*DIGIT`; a list of
+//! identical values (`5, 5`) is accepted, anything else (`+5`, `5 5`, empty, differing values)
+//! is 400. An HTTP/1.1 request needs exactly one `Host` ([`Limits::require_host`]). Chunked
+//! bodies are bounded as they arrive (see [`Limits::max_request_bytes`]): chunk-size lines
+//! with extensions at [`MAX_CHUNK_LINE`] (400), framing at [`Limits::max_chunk_framing`] and
+//! data at `max_body` (413), trailers at `max_header_bytes` (431).
 
 /// An HTTP method.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
