@@ -145,22 +145,22 @@ fn serves_routes_keep_alive_and_errors_on_every_backend() {
                 b"user 42 at /users/42",
             ),
             (
-                "POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+                "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
                 200,
                 b"hello",
             ),
             (
-                "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+                "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
                 200,
                 b"abcde",
             ),
             (
-                "GET /nope HTTP/1.1\r\n\r\n",
+                "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n",
                 404,
                 b"no route for this path\n",
             ),
             (
-                "DELETE /json HTTP/1.1\r\n\r\n",
+                "DELETE /json HTTP/1.1\r\nHost: t\r\n\r\n",
                 405,
                 b"method not allowed for this path\n",
             ),
@@ -172,14 +172,15 @@ fn serves_routes_keep_alive_and_errors_on_every_backend() {
             assert!(head.contains("\r\nDate: "), "{head}");
         }
         // A dropped request gets 500 and the connection closes.
-        s.write_all(b"GET /drop HTTP/1.1\r\n\r\n").unwrap();
+        s.write_all(b"GET /drop HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
         let (st, _, got) = read_response(&mut s, &mut buf).expect("a 500");
         assert_eq!(st, 500);
         assert_eq!(got, b"the handler dropped the request without answering\n");
         assert_closed(&mut s);
         // HEAD gets headers only.
         let mut s = connect(addr);
-        s.write_all(b"HEAD / HTTP/1.1\r\n\r\n").unwrap();
+        s.write_all(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
         let mut tmp = vec![0u8; 512];
         std::thread::sleep(Duration::from_millis(50));
         let mut n = 0;
@@ -214,7 +215,7 @@ fn pipelined_replies_keep_request_order() {
         let mut s = connect(srv.local_addr());
         // /slow is answered 60 ms later than /fast, by another actor on another core.
         s.write_all(
-            b"GET /slow HTTP/1.1\r\n\r\nGET /fast HTTP/1.1\r\n\r\nGET /users/7 HTTP/1.1\r\n\r\nGET /fast HTTP/1.1\r\n\r\n",
+            b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /fast HTTP/1.1\r\nHost: t\r\n\r\nGET /users/7 HTTP/1.1\r\nHost: t\r\n\r\nGET /fast HTTP/1.1\r\nHost: t\r\n\r\n",
         )
         .unwrap();
         let mut buf = Vec::new();
@@ -251,19 +252,23 @@ fn malformed_and_oversized_input_closes_only_that_connection() {
         let cases: Vec<(Vec<u8>, u16)> = vec![
             (b"\x00\x01\x02garbage\r\n\r\n".to_vec(), 400),
             (
-                b"GET / HTTP/1.1\r\nContent-Length: nope\r\n\r\n".to_vec(),
+                b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n".to_vec(),
                 400,
             ),
             (
-                format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(4096)).into_bytes(),
+                format!(
+                    "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+                    "a".repeat(4096)
+                )
+                .into_bytes(),
                 431,
             ),
             (
-                format!("GET / HTTP/1.1\r\n{}\r\n", "H: v\r\n".repeat(20)).into_bytes(),
+                format!("GET / HTTP/1.1\r\nHost: t\r\n{}\r\n", "H: v\r\n".repeat(20)).into_bytes(),
                 431,
             ),
             (
-                b"POST /echo HTTP/1.1\r\nContent-Length: 999999\r\n\r\n".to_vec(),
+                b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 999999\r\n\r\n".to_vec(),
                 413,
             ),
         ];
@@ -279,7 +284,9 @@ fn malformed_and_oversized_input_closes_only_that_connection() {
             );
             assert_closed(&mut s);
             // Everyone else is still served.
-            healthy.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+            healthy
+                .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
             assert_eq!(read_response(&mut healthy, &mut hb).unwrap().0, 200);
         }
         // A truncated request followed by EOF: closed without a response, nothing else hurt.
@@ -315,7 +322,7 @@ fn slow_clients_get_408_and_idle_connections_are_closed() {
         let addr = srv.local_addr();
         // Slowloris: a header line now and then, never finishing.
         let mut slow = connect(addr);
-        slow.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
         let t0 = Instant::now();
         let (st, _, _) = read_response(&mut slow, &mut Vec::new()).expect("a 408");
         assert_eq!(st, 408, "{b:?}/{co}");
@@ -327,7 +334,8 @@ fn slow_clients_get_408_and_idle_connections_are_closed() {
         assert_closed(&mut slow);
         // An idle keep-alive connection is closed after idle_timeout.
         let mut idle = connect(addr);
-        idle.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        idle.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
         assert_eq!(read_response(&mut idle, &mut Vec::new()).unwrap().0, 200);
         let t0 = Instant::now();
         assert_closed(&mut idle);
@@ -361,11 +369,11 @@ fn connection_limit_on(b: IoBackend, co: bool) {
     let mut a = connect(addr);
     let mut b = connect(addr);
     for s in [&mut a, &mut b] {
-        s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
         assert_eq!(read_response(s, &mut Vec::new()).unwrap().0, 200);
     }
     let mut c = connect(addr);
-    let _ = c.write_all(b"GET / HTTP/1.1\r\n\r\n");
+    let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_closed(&mut c);
     assert_eq!(
         srv.stats()
@@ -378,7 +386,7 @@ fn connection_limit_on(b: IoBackend, co: bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut d = connect(addr);
-        let _ = d.write_all(b"GET / HTTP/1.1\r\n\r\n");
+        let _ = d.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
         if let Some((200, _, _)) = read_response(&mut d, &mut Vec::new()) {
             break;
         }
@@ -422,7 +430,7 @@ fn full_mailbox_backpressure_loses_nothing() {
                     let mut req = Vec::new();
                     for i in 0..20 {
                         req.extend_from_slice(
-                            format!("GET /n/{c}-{i} HTTP/1.1\r\n\r\n").as_bytes(),
+                            format!("GET /n/{c}-{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
                         );
                     }
                     s.write_all(&req).unwrap();
@@ -462,7 +470,7 @@ fn stopped_handler_gets_503() {
         .unwrap();
         api.stop();
         rt.block_on(api.stopped());
-        let (st, _, _) = get(srv.local_addr(), "GET / HTTP/1.1\r\n\r\n");
+        let (st, _, _) = get(srv.local_addr(), "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
         assert_eq!(st, 503, "{b:?}/{co}");
         rt.shutdown();
     }
@@ -540,8 +548,11 @@ fn many_concurrent_connections() {
                     let mut conns: Vec<TcpStream> = (0..25).map(|_| connect(addr)).collect();
                     for round in 0..4 {
                         for s in conns.iter_mut() {
-                            s.write_all(format!("GET /users/{round} HTTP/1.1\r\n\r\n").as_bytes())
-                                .unwrap();
+                            s.write_all(
+                                format!("GET /users/{round} HTTP/1.1\r\nHost: t\r\n\r\n")
+                                    .as_bytes(),
+                            )
+                            .unwrap();
                         }
                         for s in conns.iter_mut() {
                             let (st, _, body) = read_response(s, &mut Vec::new()).unwrap();
@@ -682,9 +693,9 @@ fn replies_held_behind_a_slow_one_stop_the_reading() {
         let mut s = connect(srv.local_addr());
         // One slow request, then 20,000 fast ones answered at once by another core's actor:
         // their replies must wait behind the slow one, and so must the reading.
-        let mut data = b"GET /slower HTTP/1.1\r\n\r\n".to_vec();
+        let mut data = b"GET /slower HTTP/1.1\r\nHost: t\r\n\r\n".to_vec();
         for _ in 0..20_000 {
-            data.extend_from_slice(b"GET /fast HTTP/1.1\r\n\r\n");
+            data.extend_from_slice(b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\n");
         }
         let writer = write_in_background(&s, data);
         std::thread::sleep(Duration::from_millis(500));
@@ -718,13 +729,15 @@ fn a_refusal_waits_for_the_replies_owed_before_it() {
         let addr = srv.local_addr();
         for (bad, status) in [
             (
-                &b"POST /echo HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"[..],
+                &b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n"[..],
                 413,
             ),
             (b"\x00\x01 garbage\r\n\r\n", 400),
         ] {
             let mut s = connect(addr);
-            let mut req = b"GET /slow HTTP/1.1\r\n\r\nGET /fast HTTP/1.1\r\n\r\n".to_vec();
+            let mut req =
+                b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /fast HTTP/1.1\r\nHost: t\r\n\r\n"
+                    .to_vec();
             req.extend_from_slice(bad);
             s.write_all(&req).unwrap();
             let mut buf = Vec::new();
@@ -752,14 +765,15 @@ fn thousands_of_pipelined_answers_from_the_io_worker_are_all_written() {
         // 404s are answered on the I/O worker, inside the decoding loop: 20,000 of them in
         // one buffer must neither recurse (stack) nor be lost.
         let n = 20_000;
-        let writer = write_in_background(&s, b"GET /nope HTTP/1.1\r\n\r\n".repeat(n));
+        let writer = write_in_background(&s, b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n".repeat(n));
         let mut buf = Vec::new();
         for i in 0..n {
             let (st, _, _) = read_response(&mut s, &mut buf).expect("every request answered");
             assert_eq!(st, 404, "{b:?}/{co}: answer {i}");
         }
         writer.join().unwrap();
-        s.write_all(b"GET /fast HTTP/1.1\r\n\r\n").unwrap();
+        s.write_all(b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
         assert_eq!(read_response(&mut s, &mut buf).unwrap().0, 200);
         rt.shutdown();
     }
@@ -776,7 +790,8 @@ fn input_past_max_input_is_refused() {
         // A chunk-size line that never ends: the parser can't finish it, so only the
         // connection's input cap (head + 2 x body + 64 KiB here) stops it.
         let mut s = connect(addr);
-        let mut req = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;".to_vec();
+        let mut req =
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1;".to_vec();
         req.extend_from_slice(&vec![b'a'; 400 << 10]);
         let writer = write_in_background(&s, req);
         let (st, _, _) = read_response(&mut s, &mut Vec::new()).expect("a refusal");
@@ -784,7 +799,7 @@ fn input_past_max_input_is_refused() {
         assert_closed(&mut s);
         let _ = writer.join(); // the write may fail once the server closes
         assert_eq!(stat(&srv.stats().rejected), 1, "{b:?}/{co}");
-        assert_eq!(get(addr, "GET / HTTP/1.1\r\n\r\n").0, 200);
+        assert_eq!(get(addr, "GET / HTTP/1.1\r\nHost: t\r\n\r\n").0, 200);
         rt.shutdown();
     }
 }
@@ -823,7 +838,7 @@ fn a_full_mailbox_stops_reading_so_the_client_blocks() {
         // (TCP's window closes) rather than buffer; 64 MiB written means it never did.
         let body = vec![b'x'; 64 << 10];
         let mut req = format!(
-            "POST /up HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .into_bytes();
@@ -946,7 +961,7 @@ fn tls_clients_that_trickle_ciphertext_meet_the_request_timeout() {
             tls.conn.complete_io(&mut tls.sock).unwrap();
         }
         std::thread::sleep(Duration::from_millis(600));
-        tls.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
         let mut got = Vec::new();
         let mut tmp = [0u8; 4096];
         while !got.windows(13).any(|w| w == b"Hello, World!") {
@@ -1087,7 +1102,7 @@ fn streamed_bodies_are_chunked_ordered_and_keep_the_connection() {
         let mut s = connect(srv.local_addr());
         // Pipelined behind and ahead of other requests: every answer in order.
         s.write_all(
-            b"GET /stream/40 HTTP/1.1\r\n\r\nGET /fast HTTP/1.1\r\n\r\nHEAD /stream/3 HTTP/1.1\r\n\r\nGET /stream/0 HTTP/1.1\r\n\r\n",
+            b"GET /stream/40 HTTP/1.1\r\nHost: t\r\n\r\nGET /fast HTTP/1.1\r\nHost: t\r\n\r\nHEAD /stream/3 HTTP/1.1\r\nHost: t\r\n\r\nGET /stream/0 HTTP/1.1\r\nHost: t\r\n\r\n",
         )
         .unwrap();
         let mut buf = Vec::new();
@@ -1133,7 +1148,8 @@ fn a_streaming_handler_waits_for_a_slow_reader_and_learns_when_it_leaves() {
         let rt = runtime(b, co);
         let (srv, sent, gone) = streaming_server(&rt);
         let mut s = connect(srv.local_addr());
-        s.write_all(b"GET /feed HTTP/1.1\r\n\r\n").unwrap();
+        s.write_all(b"GET /feed HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
         // The client reads nothing: the producer must stall (socket buffers, max_unsent and
         // its window), far short of the 512 MiB it would like to send.
         let mut last = usize::MAX;
@@ -1171,13 +1187,15 @@ fn a_streaming_handler_waits_for_a_slow_reader_and_learns_when_it_leaves() {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        // The client leaves: the handler's next send fails and it stops.
+        // The client leaves: the handler's next sends fail and it stops.
         drop(s);
         let deadline = Instant::now() + Duration::from_secs(5);
         while !gone.load(std::sync::atomic::Ordering::Acquire) {
             assert!(
                 Instant::now() < deadline,
-                "{b:?}/{co}: the handler never saw the client leave"
+                "{b:?}/{co}: the handler never saw the client leave (open connections {}, produced {} KiB)",
+                srv.stats().open.load(std::sync::atomic::Ordering::Relaxed),
+                sent.load(std::sync::atomic::Ordering::Relaxed) >> 10
             );
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -1254,7 +1272,7 @@ fn handlers_see_the_peer_and_the_verified_client_certificate() {
         .unwrap();
         let conn = rustls::ClientConnection::new(ccfg, "localhost".try_into().unwrap()).unwrap();
         let mut tls = rustls::StreamOwned::new(conn, connect(addr));
-        tls.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut got = Vec::new();
         let _ = tls.read_to_end(&mut got);
@@ -1266,7 +1284,7 @@ fn handlers_see_the_peer_and_the_verified_client_certificate() {
         let conn = rustls::ClientConnection::new(anon, "localhost".try_into().unwrap()).unwrap();
         let mut tls = rustls::StreamOwned::new(conn, connect(addr));
         let refused = tls
-            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
             .and_then(|_| tls.read(&mut [0u8; 64]))
             .is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock);
         assert!(refused, "{b:?}/{co}: served a client without a certificate");
@@ -1294,7 +1312,7 @@ fn handlers_see_the_peer_and_the_verified_client_certificate() {
                 .stdin
                 .as_mut()
                 .unwrap()
-                .write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 .unwrap();
             let out = child.wait_with_output().unwrap();
             let out = String::from_utf8_lossy(&out.stdout);

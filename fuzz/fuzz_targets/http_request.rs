@@ -76,7 +76,17 @@ fn check(buf: &[u8], limits: &Limits) {
                 used - 1
             );
         }
-        Ok(None) => {}
+        Ok(None) => {
+            // Incomplete input is bounded: head + body + chunked framing + trailers
+            // (`Limits::max_request_bytes`, i.e. 2 * max_header_bytes + 2 * max_body +
+            // MAX_CHUNK_LINE). Past it a sender must have been refused.
+            assert!(
+                buf.len() <= limits.max_request_bytes(),
+                "{} bytes still incomplete, over the bound {}",
+                buf.len(),
+                limits.max_request_bytes()
+            );
+        }
         Err(e) => {
             assert!(matches!(e.status(), 400 | 413 | 431));
             if let ParseError::BodyTooLarge(n) = e {
@@ -94,12 +104,14 @@ fuzz_target!(|data: &[u8]| {
     check(data, &Limits::default());
 
     // Small limits from the first three bytes; the rest is the request. `max_headers` reaches
-    // past 64 so that the heap-allocated header array is exercised too.
+    // past 64 so that the heap-allocated header array is exercised too; the first byte's top
+    // bit also turns the Host requirement on.
     if let [a, b, c, rest @ ..] = data {
         let limits = Limits {
             max_headers: usize::from(*a) % 80,
             max_header_bytes: usize::from(*b) * 2,
             max_body: usize::from(*c),
+            require_host: *a >= 0x80,
         };
         check(rest, &limits);
     }

@@ -1094,6 +1094,15 @@ where
     Ok(handle)
 }
 
+/// Spends one unit of the running task's cooperative budget (the one `tell` spends per send):
+/// returns at once while budget is left, else yields first so the worker's other tasks and its
+/// event loop get their turn. Call it in loops that make progress without ever waiting (a
+/// producer whose sends are always accepted), so they cannot hold their worker. Outside a
+/// worker it never yields.
+pub async fn consume_budget() {
+    std::future::poll_fn(poll_proceed).await
+}
+
 /// Yields once to let other tasks on this worker run.
 pub async fn yield_now() {
     let mut yielded = false;

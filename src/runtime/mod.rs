@@ -42,8 +42,8 @@ mod timer;
 pub use actor::{Actor, Addr, Context, Reply, TimerId};
 pub use error::{AskError, JoinError, RuntimeError, SendError, Stopped, TrySendError};
 pub use executor::{
-    Elapsed, Interval, JoinHandle, Sleep, current_worker, interval, sleep, sleep_until,
-    spawn_local, timeout, try_spawn_local, yield_now,
+    Elapsed, Interval, JoinHandle, Sleep, consume_budget, current_worker, interval, sleep,
+    sleep_until, spawn_local, timeout, try_spawn_local, yield_now,
 };
 pub use mesh::ExternalNode;
 pub use metrics::{MetricsSnapshot, WorkerMetrics};

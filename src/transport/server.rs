@@ -408,7 +408,11 @@ impl SendWindow {
     }
 
     /// Waits until at most `limit` bytes are unacknowledged; `Err` once the connection is gone.
+    /// Spends the task's cooperative budget
+    /// ([`consume_budget`](crate::runtime::consume_budget)), so a producer whose pieces are
+    /// always taken at once still lets its worker's event loop run (and report a dead peer).
     pub async fn wait_below(&self, limit: usize) -> Result<(), ConnectionGone> {
+        crate::runtime::consume_budget().await;
         std::future::poll_fn(|cx| {
             let ready = |w: &SendWindow| {
                 if w.is_closed() {

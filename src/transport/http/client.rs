@@ -41,13 +41,29 @@ pub enum ClientError {
     /// An `https://` request on a client built without TLS.
     #[error("{0:?} is https but this client has no TLS config; build it with Client::with_tls")]
     NoTls(String),
+    /// The response body is over [`Client::max_body`] (found as soon as the declared length, a
+    /// chunk size or the bytes read so far go over; the rest is not read).
+    #[error("response body over the limit of {0} bytes")]
+    BodyTooLarge(usize),
+    /// A request header name that is not a token, a header value holding CR, LF or NUL, or a
+    /// method or path that would break the request line: refused before anything is sent.
+    #[error("invalid request header or request line: {0}")]
+    InvalidRequest(String),
 }
 
-/// An HTTP/1.1 client. Connections are kept alive and reused per host and port.
+/// An HTTP/1.1 client. Connections are kept alive and reused per host and port: at most
+/// [`max_idle_per_host`](Client::max_idle_per_host) idle ones per host, each for at most
+/// [`idle_timeout`](Client::idle_timeout).
+///
+/// A request that fails on a reused connection before any response byte arrived (the server
+/// closed it meanwhile) is sent again on a fresh connection only when its method is idempotent
+/// (GET, HEAD, PUT, DELETE, OPTIONS); a POST or PATCH returns the error instead, since the
+/// server may have acted on it.
 pub struct Client {
     handle: Handle,
-    /// Idle connections by (`host:port` as requested, TLS?).
-    idle: Mutex<HashMap<(String, bool), Vec<Stream>>>,
+    /// Idle connections by (`host:port` as requested, TLS?), oldest first, with when each was
+    /// put back.
+    idle: Mutex<IdlePool>,
     /// Resolved addresses by (host, port), with the time they were looked up.
     dns: Mutex<DnsCache>,
     tls: Option<(Arc<rustls::ClientConfig>, String)>,
@@ -57,7 +73,16 @@ pub struct Client {
     pub max_body: usize,
     /// How long a resolved host name is reused before it is looked up again.
     pub dns_ttl: Duration,
+    /// Most idle connections kept per host (default 32; 0 keeps none). Past it the oldest
+    /// idle one is closed.
+    pub max_idle_per_host: usize,
+    /// How long an idle connection may wait for reuse (default 90 s); older ones are closed
+    /// instead of reused.
+    pub idle_timeout: Duration,
 }
+
+/// Idle connections by (`host:port`, TLS?), oldest first, with when each was put back.
+type IdlePool = HashMap<(String, bool), Vec<(Stream, Instant)>>;
 
 /// Resolved addresses by (host, port), with when they were looked up.
 type DnsCache = HashMap<(String, u16), (Arc<[SocketAddr]>, Instant)>;
@@ -75,7 +100,8 @@ struct Target {
 }
 
 impl Client {
-    /// A client with a 30 s timeout and a 16 MiB body limit.
+    /// A client with a 30 s timeout, a 16 MiB body limit, and at most 32 idle connections per
+    /// host kept for at most 90 s.
     pub fn new(handle: &Handle) -> Client {
         Client {
             handle: handle.clone(),
@@ -85,6 +111,8 @@ impl Client {
             timeout: Duration::from_secs(30),
             max_body: 16 << 20,
             dns_ttl: Duration::from_secs(60),
+            max_idle_per_host: 32,
+            idle_timeout: Duration::from_secs(90),
         }
     }
 
@@ -233,47 +261,36 @@ impl Client {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<Response, ClientError> {
-        let mut req = Vec::with_capacity(128 + body.len());
-        req.extend_from_slice(
-            format!("{method} {} HTTP/1.1\r\nHost: {}\r\n", t.path, t.authority).as_bytes(),
-        );
-        for (n, v) in headers {
-            req.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
-        }
-        if !body.is_empty() || matches!(method, Method::Post | Method::Put | Method::Patch) {
-            req.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-        }
-        req.extend_from_slice(b"\r\n");
-        req.extend_from_slice(&body);
+        let req = encode_request(t, &method, headers, &body)?;
         let limit = self.timeout;
         let head = method == Method::Head;
+        let idempotent = matches!(
+            method,
+            Method::Get | Method::Head | Method::Put | Method::Delete | Method::Options
+        );
         let key = (t.authority.clone(), t.tls);
         let fut = async {
-            // A reused connection may have been closed by the server meanwhile: retry once on
-            // a fresh one if nothing came back.
             let pooled = self.take_idle(&key);
             let reused = pooled.is_some();
             let mut s = match pooled {
                 Some(s) => s,
                 None => self.connect(t).await?,
             };
-            let r = exchange(&mut s, req.clone(), head, self.max_body).await;
+            let mut answered = false;
+            let r = exchange(&mut s, req.clone(), head, self.max_body, &mut answered).await;
             let (resp, keep) = match r {
-                Err(ClientError::Io(_)) | Err(ClientError::Invalid(_)) if reused => {
+                // A reused connection the server closed meanwhile fails before any response
+                // byte: only an idempotent request may safely go again, on a fresh connection.
+                Err(ClientError::Io(_)) if reused && !answered && idempotent => {
                     let mut s2 = self.connect(t).await?;
-                    let r = exchange(&mut s2, req, head, self.max_body).await?;
+                    let r = exchange(&mut s2, req, head, self.max_body, &mut answered).await?;
                     s = s2;
                     r
                 }
                 r => r?,
             };
             if keep {
-                self.idle
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(key.clone())
-                    .or_default()
-                    .push(s);
+                self.put_idle(key.clone(), s);
             }
             Ok(resp)
         };
@@ -282,13 +299,79 @@ impl Client {
             .map_err(|_| ClientError::Timeout(limit))?
     }
 
+    /// The newest idle connection to `key` not older than `idle_timeout` (older ones are
+    /// closed).
     fn take_idle(&self, key: &(String, bool)) -> Option<Stream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let conns = idle.get_mut(key)?;
+        conns.retain(|(_, at)| at.elapsed() < self.idle_timeout);
+        let s = conns.pop().map(|(s, _)| s);
+        if conns.is_empty() {
+            idle.remove(key);
+        }
+        s
+    }
+
+    /// Keeps `s` for reuse, closing the oldest idle connection to `key` past
+    /// `max_idle_per_host`.
+    fn put_idle(&self, key: (String, bool), s: Stream) {
+        if self.max_idle_per_host == 0 {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let conns = idle.entry(key).or_default();
+        conns.retain(|(_, at)| at.elapsed() < self.idle_timeout);
+        while conns.len() >= self.max_idle_per_host {
+            conns.remove(0);
+        }
+        conns.push((s, Instant::now()));
+    }
+
+    /// How many idle connections to `authority` (`host:port` as in the URL) are kept now.
+    pub fn idle_connections(&self, authority: &str, tls: bool) -> usize {
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get_mut(key)
-            .and_then(|v| v.pop())
+            .get(&(authority.to_string(), tls))
+            .map_or(0, Vec::len)
     }
+}
+
+/// The bytes of a request, or [`ClientError::InvalidRequest`] when a header name is not a
+/// token, a value holds CR, LF or NUL, or the method or path would break the request line.
+fn encode_request(
+    t: &Target,
+    method: &Method,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Vec<u8>, ClientError> {
+    if !super::is_token(method.as_str()) {
+        return Err(ClientError::InvalidRequest(format!("method {method:?}")));
+    }
+    if t.path.is_empty() || t.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(ClientError::InvalidRequest(format!("path {:?}", t.path)));
+    }
+    let mut req = Vec::with_capacity(128 + body.len());
+    req.extend_from_slice(
+        format!("{method} {} HTTP/1.1\r\nHost: {}\r\n", t.path, t.authority).as_bytes(),
+    );
+    for (n, v) in headers {
+        if !super::is_token(n) {
+            return Err(ClientError::InvalidRequest(format!("header name {n:?}")));
+        }
+        if v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            return Err(ClientError::InvalidRequest(format!(
+                "value of {n}: {v:?} holds CR, LF or NUL"
+            )));
+        }
+        req.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+    }
+    if !body.is_empty() || matches!(method, Method::Post | Method::Put | Method::Patch) {
+        req.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(body);
+    Ok(req)
 }
 
 impl Target {
@@ -355,101 +438,167 @@ fn parse_url(url: &str) -> Result<Target, ClientError> {
     })
 }
 
-/// Writes `req` and reads one response: (response, connection reusable).
+/// Most bytes of a response head (status line and headers), and of a chunked body's
+/// trailers.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// Most interim (1xx) responses skipped before the final one.
+const MAX_INTERIM: usize = 16;
+
+/// Reads more bytes from `s` into `buf`; `Ok(false)` at EOF. Sets `answered` once a byte came.
+async fn fill(
+    s: &mut Stream,
+    buf: &mut Vec<u8>,
+    tmp: &mut [u8],
+    answered: &mut bool,
+) -> Result<bool, ClientError> {
+    let n = s.read(tmp).await?;
+    *answered |= n > 0;
+    buf.extend_from_slice(&tmp[..n]);
+    Ok(n > 0)
+}
+
+/// Writes `req` and reads one response: (response, connection reusable). `answered` is set
+/// as soon as any response byte arrived (before that, a failure means the server never
+/// answered). Interim 1xx responses (100 Continue, 103 Early Hints) are skipped; 101 is an
+/// error (no protocol switch is supported). Bodies are checked against `max_body` while they
+/// are read.
 async fn exchange(
     s: &mut Stream,
     req: Vec<u8>,
     head: bool,
     max_body: usize,
+    answered: &mut bool,
 ) -> Result<(Response, bool), ClientError> {
     s.write_all(req).await?;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut tmp = vec![0u8; 16 * 1024];
+    let mut interim = 0;
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut r = httparse::Response::new(&mut headers);
-        match r.parse(&buf) {
-            Ok(httparse::Status::Complete(hlen)) => {
-                let status = r.code.unwrap_or(0);
-                let mut resp = Response::new(status);
-                let mut cl = None;
-                let mut chunked = false;
-                let mut close = r.version == Some(0);
-                for h in r.headers.iter() {
-                    let v = String::from_utf8_lossy(h.value).to_string();
-                    if h.name.eq_ignore_ascii_case("content-length") {
-                        cl = Some(v.trim().parse::<usize>().map_err(|_| {
-                            ClientError::Invalid(format!("bad Content-Length {v:?}"))
-                        })?);
-                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        chunked = v.to_ascii_lowercase().contains("chunked");
-                    } else if h.name.eq_ignore_ascii_case("connection") {
-                        close |= v.to_ascii_lowercase().contains("close");
-                    }
-                    resp.headers.push((h.name.to_string().into(), v.into()));
+        let hlen = match r.parse(&buf) {
+            Ok(httparse::Status::Complete(hlen)) => hlen,
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > MAX_RESPONSE_HEAD {
+                    return Err(ClientError::Invalid("response headers over 64 KiB".into()));
                 }
-                let no_body =
-                    head || status == 204 || status == 304 || (100..200).contains(&status);
-                if no_body {
-                    return Ok((resp, !close));
+                if !fill(s, &mut buf, &mut tmp, answered).await? {
+                    return Err(ClientError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed before a response",
+                    )));
                 }
-                if chunked {
-                    loop {
-                        match super::request::dechunk(&buf[hlen..], max_body) {
-                            Ok(Some((body, _))) => {
-                                resp.body = body;
-                                return Ok((resp, !close));
+                continue;
+            }
+            Err(e) => return Err(ClientError::Invalid(e.to_string())),
+        };
+        let status = r.code.unwrap_or(0);
+        if status == 101 {
+            return Err(ClientError::Invalid(
+                "101 Switching Protocols: protocol upgrades are not supported".into(),
+            ));
+        }
+        if (100..200).contains(&status) {
+            // An interim response: the final one follows on the same connection.
+            interim += 1;
+            if interim > MAX_INTERIM {
+                return Err(ClientError::Invalid(format!(
+                    "more than {MAX_INTERIM} interim responses"
+                )));
+            }
+            buf.drain(..hlen);
+            continue;
+        }
+        let mut resp = Response::new(status);
+        let mut cl = None;
+        let mut te: Option<bool> = None; // Some(final coding is chunked)
+        let mut close = r.version == Some(0);
+        for h in r.headers.iter() {
+            let v = String::from_utf8_lossy(h.value).to_string();
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let n = super::request::content_length_value(h.value)
+                    .map_err(|_| ClientError::Invalid(format!("bad Content-Length {v:?}")))?;
+                if cl.is_some_and(|c| c != n) {
+                    return Err(ClientError::Invalid("conflicting Content-Length".into()));
+                }
+                cl = Some(n);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                let last = v.rsplit(',').map(str::trim).find(|c| !c.is_empty());
+                let chunked = last.is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
+                // A later field continues the list: its last coding is the final one.
+                te = Some(if last.is_some() {
+                    chunked
+                } else {
+                    te.unwrap_or(false)
+                });
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                close |= v.to_ascii_lowercase().contains("close");
+            }
+            resp.headers.push((h.name.to_string().into(), v.into()));
+        }
+        let rest = buf.split_off(hlen);
+        if head || status == 204 || status == 304 {
+            return Ok((resp, !close && rest.is_empty()));
+        }
+        match (te, cl) {
+            (Some(true), _) => {
+                // Chunked (Transfer-Encoding overrides Content-Length): decoded as it arrives.
+                let limits = super::request::Limits {
+                    max_body,
+                    max_header_bytes: MAX_RESPONSE_HEAD,
+                    ..super::request::Limits::default()
+                };
+                let mut dec = super::request::Dechunker::new(&limits);
+                let mut pending = rest;
+                loop {
+                    let n = dec
+                        .feed(&pending, Some(&mut resp.body))
+                        .map_err(|e| match e {
+                            super::request::ParseError::BodyTooLarge(_) => {
+                                ClientError::BodyTooLarge(max_body)
                             }
-                            Ok(None) => {}
-                            Err(e) => return Err(ClientError::Invalid(e.to_string())),
-                        }
-                        let n = s.read(&mut tmp).await?;
-                        if n == 0 {
-                            return Err(ClientError::Invalid("EOF inside a chunked body".into()));
-                        }
-                        buf.extend_from_slice(&tmp[..n]);
+                            e => ClientError::Invalid(format!("chunked body: {e}")),
+                        })?;
+                    pending.drain(..n);
+                    if dec.is_done() {
+                        return Ok((resp, !close && pending.is_empty()));
+                    }
+                    if !fill(s, &mut pending, &mut tmp, answered).await? {
+                        return Err(ClientError::Invalid("EOF inside a chunked body".into()));
                     }
                 }
-                if let Some(cl) = cl {
-                    if cl > max_body {
-                        return Err(ClientError::Invalid(format!(
-                            "body of {cl} bytes over the limit"
-                        )));
-                    }
-                    while buf.len() < hlen + cl {
-                        let n = s.read(&mut tmp).await?;
-                        if n == 0 {
-                            return Err(ClientError::Invalid("EOF inside the body".into()));
-                        }
-                        buf.extend_from_slice(&tmp[..n]);
-                    }
-                    resp.body = buf[hlen..hlen + cl].to_vec();
-                    return Ok((resp, !close));
+            }
+            (None, Some(cl)) => {
+                if cl > max_body {
+                    return Err(ClientError::BodyTooLarge(max_body));
                 }
-                // No length: the body runs to EOF.
-                let mut body = buf[hlen..].to_vec();
-                s.read_to_end(&mut body).await?;
-                if body.len() > max_body {
-                    return Err(ClientError::Invalid("body over the limit".into()));
+                let mut body = rest;
+                while body.len() < cl {
+                    if !fill(s, &mut body, &mut tmp, answered).await? {
+                        return Err(ClientError::Invalid("EOF inside the body".into()));
+                    }
+                }
+                let reusable = body.len() == cl;
+                body.truncate(cl);
+                resp.body = body;
+                return Ok((resp, !close && reusable));
+            }
+            _ => {
+                // No length (or a coding other than chunked): the body runs to EOF.
+                let mut body = rest;
+                loop {
+                    if body.len() > max_body {
+                        return Err(ClientError::BodyTooLarge(max_body));
+                    }
+                    if !fill(s, &mut body, &mut tmp, answered).await? {
+                        break;
+                    }
                 }
                 resp.body = body;
                 return Ok((resp, false));
             }
-            Ok(httparse::Status::Partial) => {
-                if buf.len() > 64 * 1024 {
-                    return Err(ClientError::Invalid("response headers over 64 KiB".into()));
-                }
-            }
-            Err(e) => return Err(ClientError::Invalid(e.to_string())),
         }
-        let n = s.read(&mut tmp).await?;
-        if n == 0 {
-            return Err(ClientError::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before a response",
-            )));
-        }
-        buf.extend_from_slice(&tmp[..n]);
     }
 }
 

@@ -87,42 +87,84 @@ impl Response {
     }
 
     /// Encodes the response (status line, headers, body) into `out`. `head` leaves the body
-    /// out (HEAD requests); `close` adds `Connection: close`.
+    /// out (HEAD requests); `close` adds `Connection: close`. Same as
+    /// [`encode_for`](Response::encode_for) with version 1 (HTTP/1.1).
     pub fn encode(&self, out: &mut Vec<u8>, head: bool, close: bool) {
+        self.encode_for(out, head, close, 1);
+    }
+
+    /// Encodes the response for a request of HTTP/1.`version` into `out`. `head` leaves the
+    /// body out (HEAD requests); `close` adds `Connection: close`, and a kept-alive HTTP/1.0
+    /// connection (`version` 0, not `close`) gets `Connection: keep-alive`.
+    ///
+    /// 1xx, 204 and 304 responses carry neither `Content-Length` nor a body (RFC 9112 §6.3),
+    /// whatever [`body`](Response::body) holds. A header whose name is not a token or whose
+    /// value holds CR, LF or NUL is left out (with a warning through `tracing`) rather than
+    /// allowed to split the response.
+    pub fn encode_for(&self, out: &mut Vec<u8>, head: bool, close: bool, version: u8) {
+        let bodiless =
+            (100..200).contains(&self.status) || self.status == 204 || self.status == 304;
+        let body: &[u8] = if head || bodiless { &[] } else { &self.body };
         let extra: usize = self
             .headers
             .iter()
             .map(|(n, v)| n.len() + v.len() + 4)
             .sum();
-        out.reserve(FIXED_HEAD + extra + if head { 0 } else { self.body.len() });
+        out.reserve(FIXED_HEAD + extra + body.len());
         out.extend_from_slice(b"HTTP/1.1 ");
         push_num(out, self.status as usize);
         out.push(b' ');
         out.extend_from_slice(reason(self.status).as_bytes());
         out.extend_from_slice(b"\r\nServer: percore\r\nDate: ");
         date::append_now(out);
-        out.extend_from_slice(b"\r\nContent-Length: ");
-        push_num(out, self.body.len());
+        if !bodiless {
+            out.extend_from_slice(b"\r\nContent-Length: ");
+            push_num(out, self.body.len());
+        }
         if close {
             out.extend_from_slice(b"\r\nConnection: close");
+        } else if version == 0 {
+            out.extend_from_slice(b"\r\nConnection: keep-alive");
         }
         for (n, v) in &self.headers {
+            // The framing is the encoder's: a second Content-Length or a Transfer-Encoding
+            // from the handler would contradict it.
+            if n.eq_ignore_ascii_case("content-length")
+                || n.eq_ignore_ascii_case("transfer-encoding")
+            {
+                tracing::debug!(name = %n, "framing header from the handler left out");
+                continue;
+            }
+            if !is_token(n) || v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+                tracing::warn!(
+                    name = %n.escape_debug(),
+                    value = %v.escape_debug(),
+                    status = self.status,
+                    "response header left out: the name is not a token or the value holds CR, LF or NUL"
+                );
+                continue;
+            }
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(n.as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(v.as_bytes());
         }
         out.extend_from_slice(b"\r\n\r\n");
-        if !head {
-            out.extend_from_slice(&self.body);
-        }
+        out.extend_from_slice(body);
     }
+}
+
+/// Whether `s` is an HTTP token (RFC 9110 §5.6.2): a valid header name.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Most bytes of what [`Response::encode`] writes besides the extra headers and the body: the
 /// status line with the longest reason phrase, `Server`, `Date`, a 20-digit `Content-Length`,
-/// `Connection: close` and the blank line (so one reservation covers the whole response).
-const FIXED_HEAD: usize = 160;
+/// `Connection: keep-alive` and the blank line (so one reservation covers the whole response).
+const FIXED_HEAD: usize = 168;
 
 fn push_num(out: &mut Vec<u8>, mut v: usize) {
     let mut buf = [0u8; 20];
@@ -208,7 +250,7 @@ impl HttpCall {
         let reply = HttpReply {
             head: self.req.method == Method::Head,
             keep_alive: self.req.keep_alive,
-            http10: self.req.version == 0,
+            version: self.req.version,
             resp: self.resp,
         };
         (self.req, reply)
@@ -220,8 +262,9 @@ impl HttpCall {
 pub struct HttpReply {
     head: bool,
     keep_alive: bool,
-    /// The request was HTTP/1.0 (no chunked encoding: a streamed body ends with the close).
-    http10: bool,
+    /// The request's HTTP version (0: HTTP/1.0, no chunked encoding; a streamed body ends with
+    /// the close).
+    version: u8,
     resp: Responder,
 }
 
@@ -230,7 +273,7 @@ impl HttpReply {
     pub fn respond(self, response: Response) {
         let close = !self.keep_alive;
         let mut out = Vec::new();
-        response.encode(&mut out, self.head, close);
+        response.encode_for(&mut out, self.head, close, self.version);
         self.resp.send(out, close);
     }
 }
@@ -331,7 +374,8 @@ impl Router {
 }
 
 /// Matches `path`'s non-empty segments against a route's: the path parameters on a match.
-/// Walks the path once per route and allocates only for parameters.
+/// Walks the path once per route and allocates only for parameters. Literal segments compare
+/// as sent; parameter values are percent-decoded ([`percent_decode`]).
 fn match_segs(segs: &[Seg], path: &str) -> Option<Vec<(String, String)>> {
     let mut parts = path.split('/').filter(|s| !s.is_empty());
     let mut params = Vec::new();
@@ -343,7 +387,7 @@ fn match_segs(segs: &[Seg], path: &str) -> Option<Vec<(String, String)>> {
                     if i > 0 {
                         rest.push('/');
                     }
-                    rest.push_str(p);
+                    rest.push_str(&percent_decode(p));
                 }
                 params.push((name.clone(), rest));
                 return Some(params);
@@ -353,10 +397,43 @@ fn match_segs(segs: &[Seg], path: &str) -> Option<Vec<(String, String)>> {
                     return None;
                 }
             }
-            Seg::Param(name) => params.push((name.clone(), parts.next()?.to_string())),
+            Seg::Param(name) => {
+                params.push((name.clone(), percent_decode(parts.next()?).into_owned()))
+            }
         }
     }
     parts.next().is_none().then_some(params)
+}
+
+/// `seg` with its `%XX` escapes decoded (`a%20b` → `a b`; `+` stays `+`). A segment with an
+/// invalid escape (`%zz`, a `%` near the end) or whose decoded bytes are not UTF-8 is kept
+/// as sent, undecoded, so a handler can still see and refuse it.
+fn percent_decode(seg: &str) -> Cow<'_, str> {
+    if !seg.contains('%') {
+        return Cow::Borrowed(seg);
+    }
+    let b = seg.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |c: u8| (c as char).to_digit(16);
+            match (
+                b.get(i + 1).and_then(|&c| hex(c)),
+                b.get(i + 2).and_then(|&c| hex(c)),
+            ) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                }
+                _ => return Cow::Borrowed(seg),
+            }
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_or(Cow::Borrowed(seg), Cow::Owned)
 }
 
 /// The HTTP/1.1 [`ServerProtocol`]: parse, route, answer errors.
@@ -437,10 +514,11 @@ impl ServerProtocol for HttpProtocol {
                 } else {
                     "method not allowed for this path"
                 };
-                Response::text(status, format!("{msg}\n")).encode(
+                Response::text(status, format!("{msg}\n")).encode_for(
                     &mut out,
                     req.method == Method::Head,
                     close,
+                    req.version,
                 );
                 Dispatched::Answer(out, close)
             }
@@ -566,6 +644,108 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
+    fn path_parameters_are_percent_decoded() {
+        let segs = |p: &str| {
+            Router::new()
+                .route(Method::Get, p, Target::from_fn(|_, _| Ok(())))
+                .routes
+                .remove(0)
+                .segs
+        };
+        let one = |pat: &str, path: &str| match_segs(&segs(pat), path).map(|p| p[0].1.clone());
+        assert_eq!(one("/users/:id", "/users/a%20b").as_deref(), Some("a b"));
+        assert_eq!(
+            one("/users/:id", "/users/%E2%82%AC%2f").as_deref(),
+            Some("€/")
+        );
+        assert_eq!(one("/users/:id", "/users/a+b").as_deref(), Some("a+b"));
+        // Invalid escapes and non-UTF-8 results stay as sent.
+        for raw in ["100%", "%zz", "a%2", "%ff"] {
+            assert_eq!(one("/u/:id", &format!("/u/{raw}")).as_deref(), Some(raw));
+        }
+        assert_eq!(one("/s/*p", "/s/a%20b/c%2Fd").as_deref(), Some("a b/c/d"));
+        // Literal segments are compared as sent.
+        assert_eq!(match_segs(&segs("/a b"), "/a%20b"), None);
+    }
+
+    fn encoded(r: &Response, head: bool, close: bool, version: u8) -> String {
+        let mut out = Vec::new();
+        r.encode_for(&mut out, head, close, version);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn headers_that_could_split_the_response_are_left_out() {
+        let r = Response::text(200, "ok")
+            .header("X-Good", "fine")
+            .header("X-Bad", "a\r\nSet-Cookie: evil=1")
+            .header("X-Lf", "a\nb")
+            .header("X-Nul", "a\0b")
+            .header("Bad Name", "v")
+            .header("X:Colon", "v")
+            .header("X-Inj\r\nSet-Cookie", "evil")
+            .header("", "v");
+        let s = encoded(&r, false, false, 1);
+        assert!(s.contains("\r\nX-Good: fine\r\n"), "{s}");
+        assert!(
+            !s.contains("evil") && !s.contains("X-Bad") && !s.contains("X-Lf"),
+            "{s}"
+        );
+        assert!(
+            !s.contains("X-Nul") && !s.contains("Name") && !s.contains("Colon"),
+            "{s}"
+        );
+        assert_eq!(s.matches("\r\n\r\n").count(), 1, "{s}");
+        assert!(s.ends_with("\r\n\r\nok"), "{s}");
+    }
+
+    #[test]
+    fn framing_headers_come_from_the_encoder_only() {
+        let r = Response::text(200, "four")
+            .header("Content-Length", "99")
+            .header("transfer-encoding", "chunked");
+        let s = encoded(&r, false, false, 1);
+        assert_eq!(s.matches("Content-Length").count(), 1, "{s}");
+        assert!(
+            s.contains("Content-Length: 4\r\n") && !s.contains("chunked"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn bodiless_statuses_carry_no_length_or_body() {
+        for status in [100, 101, 103, 204, 304] {
+            let s = encoded(&Response::text(status, "body"), false, false, 1);
+            assert!(!s.contains("Content-Length"), "{status}: {s}");
+            assert!(s.ends_with("\r\n\r\n"), "{status}: {s}");
+        }
+        for status in [200, 205, 404] {
+            let s = encoded(&Response::text(status, "body"), false, false, 1);
+            assert!(s.contains("\r\nContent-Length: 4\r\n"), "{status}: {s}");
+            assert!(s.ends_with("body"), "{status}: {s}");
+        }
+        // HEAD keeps the length of the body it leaves out.
+        let s = encoded(&Response::text(200, "body"), true, false, 1);
+        assert!(
+            s.contains("Content-Length: 4") && s.ends_with("\r\n\r\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn http10_keep_alive_is_announced() {
+        let r = Response::text(200, "x");
+        assert!(encoded(&r, false, false, 0).contains("\r\nConnection: keep-alive\r\n"));
+        let s = encoded(&r, false, true, 0);
+        assert!(
+            s.contains("Connection: close") && !s.contains("keep-alive"),
+            "{s}"
+        );
+        assert!(!encoded(&r, false, false, 1).contains("Connection"));
+    }
+
+    #[test]
     fn encodes_response() {
         let mut out = Vec::new();
         Response::text(200, "hi").encode(&mut out, false, true);
@@ -588,12 +768,14 @@ mod tests {
                 .header("X-Owned", String::from("v"))
                 .header(String::from("X-Name"), "static");
             let extra: usize = r.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
-            let mut out = Vec::new();
-            r.encode(&mut out, false, true);
-            assert!(
-                out.len() <= FIXED_HEAD + extra + r.body.len(),
-                "status {status}"
-            );
+            for (close, version) in [(true, 1), (false, 0)] {
+                let mut out = Vec::new();
+                r.encode_for(&mut out, false, close, version);
+                assert!(
+                    out.len() <= FIXED_HEAD + extra + r.body.len(),
+                    "status {status}"
+                );
+            }
         }
         let mut out = Vec::new();
         Response::new(200)

@@ -30,7 +30,7 @@
 
 use std::sync::Arc;
 
-use super::{HttpReply, Response, date, push_num, reason};
+use super::{HttpReply, Response, date, is_token, push_num, reason};
 use crate::transport::server::{ConnectionGone, Responder, SendWindow};
 
 /// Bytes of one streamed body that may wait for the connection before
@@ -64,14 +64,15 @@ impl HttpReply {
     /// as the first piece), the rest through the returned [`BodyStream`]. A `Content-Length`
     /// or `Transfer-Encoding` header in `head` is left out (the stream sets the framing).
     pub fn stream(self, head: Response) -> BodyStream {
+        let http10 = self.version == 0;
         let framing = if self.head {
             Framing::Discard
-        } else if self.http10 {
+        } else if http10 {
             Framing::UntilClose
         } else {
             Framing::Chunked
         };
-        let close = !self.keep_alive || self.http10;
+        let close = !self.keep_alive || http10;
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(b"HTTP/1.1 ");
         push_num(&mut out, head.status as usize);
@@ -79,7 +80,7 @@ impl HttpReply {
         out.extend_from_slice(reason(head.status).as_bytes());
         out.extend_from_slice(b"\r\nServer: percore\r\nDate: ");
         date::append_now(&mut out);
-        if !self.http10 {
+        if !http10 {
             out.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
         }
         if close {
@@ -89,8 +90,8 @@ impl HttpReply {
             let framing_header = n.eq_ignore_ascii_case("content-length")
                 || n.eq_ignore_ascii_case("transfer-encoding");
             // A CR or LF would end the header early and let the value write its own.
-            let unsafe_text = |t: &str| t.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
-            if framing_header || unsafe_text(n) || unsafe_text(v) {
+            let bad_value = v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
+            if framing_header || !is_token(n) || bad_value {
                 tracing::warn!(header = %n, "header left out of a streamed response");
                 continue;
             }
