@@ -561,3 +561,88 @@ fn framed_client_reports_bad_peers_with_typed_errors() {
         rt.shutdown();
     }
 }
+
+/// After a runtime shutdown the event loop has closed the socket while the `UdpSocket` value
+/// lives on: `send_to` and `recv_from` fail with `NotConnected` (no panic, no write to a
+/// reused fd number).
+#[test]
+fn udp_socket_fails_cleanly_after_runtime_shutdown() {
+    use percore::transport::udp::UdpSocket;
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let h = rt.handle();
+        let sock = UdpSocket::bind(&h, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = peer.local_addr().unwrap();
+        assert_eq!(sock.send_to(b"before", to).unwrap(), 6);
+        rt.shutdown();
+        // Open a few sockets: without the fix one of them could take the closed fd's number.
+        let _others: Vec<_> = (0..4)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let e = sock.send_to(b"after", to).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::NotConnected,
+            "{b:?}/{co}: {e}"
+        );
+        drop(sock);
+    }
+}
+
+/// A flood of large datagrams nobody reads: the socket's queue stays within its byte bound
+/// (not 4096 datagrams of up to 64 KiB), and reading drains it and resumes receiving.
+#[test]
+fn udp_receive_queue_is_bounded_in_bytes() {
+    use percore::transport::udp::{QUEUE_BYTES_LIMIT, UdpSocket};
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let h = rt.handle();
+        let sock = UdpSocket::bind(&h, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = sock.local_addr();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let big = vec![7u8; 60_000];
+        let mut max_seen = 0;
+        // 2,000 x 60 KB = 120 MB offered; paced so the event loop keeps draining the kernel.
+        for i in 0..2000 {
+            let _ = tx.send_to(&big, to);
+            if i % 20 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+                max_seen = max_seen.max(sock.queued_bytes());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        max_seen = max_seen.max(sock.queued_bytes());
+        assert!(
+            max_seen <= QUEUE_BYTES_LIMIT + 65_536,
+            "{b:?}/{co}: {max_seen} bytes queued, bound {QUEUE_BYTES_LIMIT}"
+        );
+        assert!(
+            max_seen >= QUEUE_BYTES_LIMIT / 2,
+            "{b:?}/{co}: only {max_seen} bytes ever queued: the flood did not reach the bound"
+        );
+        // Draining works and receiving resumes.
+        let n = sock.queued();
+        let got = rt.block_on(async move {
+            for _ in 0..n {
+                sock.recv_from().await.unwrap();
+            }
+            // Give the loop time to resume and empty the kernel's buffer, then send a marker.
+            percore::runtime::sleep(Duration::from_millis(100)).await;
+            tx.send_to(b"after", to).unwrap();
+            let wait = async {
+                loop {
+                    let (d, _) = sock.recv_from().await.unwrap();
+                    if d == b"after" {
+                        break sock.queued_bytes();
+                    }
+                }
+            };
+            percore::runtime::timeout(Duration::from_secs(10), wait)
+                .await
+                .expect("receiving resumed after draining")
+        });
+        assert!(got <= QUEUE_BYTES_LIMIT, "{b:?}/{co}");
+        rt.shutdown();
+    }
+}
