@@ -90,6 +90,27 @@ fn black_hole() -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
     panic!("the accept queue never filled: connects to a full listener do not hang here");
 }
 
+/// Sockets of this process's network namespace in SYN-SENT towards IPv4 `to`.
+fn syn_sent_to(to: std::net::SocketAddr) -> usize {
+    let std::net::SocketAddr::V4(v4) = to else {
+        panic!("IPv4 only")
+    };
+    let rem = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == rem && f[3] == "02"
+        })
+        .count()
+}
+
 #[test]
 fn connect_errors_and_timeouts_are_reported() {
     let (hole, _filled) = black_hole();
@@ -117,6 +138,11 @@ fn connect_errors_and_timeouts_are_reported() {
         assert!(
             took >= limit && took < limit + Duration::from_millis(600),
             "{b:?}/{co}: timed out after {took:?}, limit {limit:?}"
+        );
+        // The abandoned connect is aborted in the kernel, not left retrying SYNs.
+        assert!(
+            eventually(|| syn_sent_to(hole) == 0),
+            "{b:?}/{co}: a timed-out connect is still in SYN-SENT"
         );
         rt.shutdown();
     }

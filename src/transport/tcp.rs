@@ -112,6 +112,8 @@ struct StreamHandler {
     fd: RawFd,
     shared: Shared,
     closed: bool,
+    /// A connect is in flight (`Event::Connected` has not come yet).
+    connecting: bool,
     /// The listener this stream came from (it counts open streams against its limit).
     listener: Option<(HandlerId, Arc<Mutex<ListenState>>)>,
 }
@@ -125,6 +127,13 @@ impl StreamHandler {
         // Marked closed before the fd goes: app-side socket option calls check `closed` under
         // the same lock, so they never touch a closed (possibly reused) fd number.
         lock(&self.shared).closed = true;
+        if self.connecting && self.fd >= 0 {
+            // Abort the handshake in the kernel (shutdown on a SYN_SENT socket disconnects
+            // it): on io_uring an in-flight connect holds its own reference to the socket, so
+            // closing the fd alone would leave it retrying SYNs for minutes.
+            // SAFETY: plain syscall on this handler's fd, which is still open here.
+            unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        }
         ctx.close(self.fd);
         if let Some(t) = ctx.token() {
             ctx.remove(t);
@@ -181,6 +190,7 @@ impl IoHandler for StreamHandler {
                 wake(&mut st.write_waker);
             }
             Event::Connected(r) => {
+                self.connecting = false;
                 let ok = r.is_ok();
                 {
                     let mut st = lock(&self.shared);
@@ -519,6 +529,7 @@ fn register_connect(
         fd: -1,
         shared: shared.clone(),
         closed: false,
+        connecting: true,
         listener: None,
     }));
     match ctx.connect(id.token, addr) {
@@ -800,6 +811,7 @@ impl TcpListener {
                 fd,
                 shared: sh,
                 closed: false,
+                connecting: false,
                 listener: Some((lid, ls)),
             }));
             ctx.recv(id.token, fd);
