@@ -174,18 +174,19 @@ impl UdpSocket {
             ctx.poll_readable(id.token, fd);
             let _ = tx.send(id);
         });
-        let id = match sent {
-            Ok(()) => rx.recv().ok(),
-            Err(_) => None,
-        };
-        let Some(id) = id else {
-            // The closure never ran (or never will): nobody else knows the fd.
-            if let Some(fd) = take_fd(&cell) {
-                crate::runtime::io::close_fd(fd);
+        let id = sent.map_err(TransportError::Runtime).and_then(|()| {
+            rx.recv()
+                .map_err(|_| TransportError::Runtime(crate::runtime::RuntimeError::ShuttingDown))
+        });
+        let id = match id {
+            Ok(id) => id,
+            Err(e) => {
+                // The closure never ran (or never will): nobody else knows the fd.
+                if let Some(fd) = take_fd(&cell) {
+                    crate::runtime::io::close_fd(fd);
+                }
+                return Err(e);
             }
-            return Err(TransportError::Runtime(
-                crate::runtime::RuntimeError::ShuttingDown,
-            ));
         };
         Ok(UdpSocket {
             handle: handle.clone(),
