@@ -52,7 +52,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         while let Ok(tcp) = listener.accept().await {
             let cfg = scfg.clone();
             spawn_local(async move {
-                match TlsStream::accept(tcp, cfg).await {
+                // A client that stalls mid-handshake is dropped after 10 s
+                // (`tls::HANDSHAKE_TIMEOUT`); `accept_with_timeout` takes another limit.
+                match TlsStream::accept_with_timeout(tcp, cfg, Duration::from_secs(10)).await {
                     Ok(s) => echo(s).await,
                     Err(e) => eprintln!("handshake failed: {e}"),
                 }

@@ -208,17 +208,128 @@ fn echo_server_serves_and_exits_0_on_sigterm() {
     });
 }
 
+/// Reads one HTTP/1.1 response with a `Content-Length` body from `c` (keep-alive: the
+/// connection stays open); returns (head, body).
+fn read_response(c: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            r.read_line(&mut line).expect("response head") > 0,
+            "EOF in head: {head:?}"
+        );
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).expect("response body");
+    (head, body)
+}
+
 #[test]
 fn http_server_serves_and_exits_0_on_sigint() {
     serve_then_stop("http_server", libc::SIGINT, true, |c| {
-        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let (head, body) = read_response(c);
+        assert!(head.starts_with("HTTP/1.1 200"), "response: {head:?}");
+        assert_eq!(String::from_utf8_lossy(&body), "Hello, World!");
+        // /json on the same connection: a JSON content type and a body that parses as JSON.
+        c.write_all(b"GET /json HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        let mut resp = Vec::new();
-        c.read_to_end(&mut resp).expect("HTTP response");
-        let resp = String::from_utf8_lossy(&resp);
-        assert!(resp.starts_with("HTTP/1.1 200"), "response: {resp:?}");
-        assert!(resp.ends_with("Hello, World!"), "response: {resp:?}");
+        let (head, body) = read_response(c);
+        assert!(head.starts_with("HTTP/1.1 200"), "response: {head:?}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "head: {head:?}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("/json body is not JSON ({e}): {body:?}"));
+        assert_eq!(v["message"], "Hello, World!", "{v}");
     });
+}
+
+/// `http_client` without `--url` serves itself on an ephemeral port and fetches two routes and
+/// a POST; with `--url` it fetches from another server (here the `http_server` example).
+#[test]
+fn http_client_fetches_from_its_own_server_and_from_http_server() {
+    let (_, out) = Proc::spawn("http_client", &[]).wait(Duration::from_secs(60));
+    for want in [
+        "/hello -> 200 GET /hello",
+        "/world -> 200 GET /world",
+        "-> 200 POST /hello (9 body bytes)",
+    ] {
+        assert!(
+            out.contains(want),
+            "http_client: no {want:?} in stdout:\n{out}"
+        );
+    }
+    let mut server = Proc::spawn("http_server", &["--addr", "127.0.0.1:0"]);
+    let addr = server.listening_addr(Duration::from_secs(30));
+    let url = format!("http://{addr}/json");
+    let (_, out) = Proc::spawn("http_client", &["--url", &url]).wait(Duration::from_secs(60));
+    assert!(
+        out.contains(&format!("GET {url} -> 200 {{")),
+        "http_client --url: {out}"
+    );
+    assert!(out.contains("Hello, World!"), "http_client --url: {out}");
+    server.signal(libc::SIGTERM);
+    server.wait(Duration::from_secs(10));
+}
+
+/// `tls_echo` without `--serve`: its own client handshakes (ALPN "echo") and gets its line
+/// back. With `--serve`, `openssl s_client` (where installed) is echoed, then SIGTERM stops it.
+#[test]
+fn tls_echo_runs_and_serves_openssl_s_client() {
+    let (_, out) = Proc::spawn("tls_echo", &[]).wait(Duration::from_secs(60));
+    assert!(
+        out.contains(r#"ALPN Some("echo"), echoed "hello over TLS\n""#),
+        "tls_echo: {out}"
+    );
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("openssl not installed: skipping the --serve half (CI installs it)");
+        return;
+    }
+    let mut p = Proc::spawn("tls_echo", &["--addr", "127.0.0.1:0", "--serve"]);
+    let addr = p.listening_addr(Duration::from_secs(30));
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-quiet",
+            "-alpn",
+            "echo",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Keep stdin open until the echo is back, then close it: the example echoes until EOF.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"ping over tls\n").unwrap();
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).expect("echoed line");
+    assert_eq!(line, "ping over tls\n");
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+    p.signal(libc::SIGTERM);
+    let (_, out) = p.wait(Duration::from_secs(10));
+    assert!(out.contains("stopping"), "tls_echo: {out}");
 }
 
 #[test]

@@ -7,11 +7,10 @@ use common::{modes, runtime};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use percore::runtime::config::IoBackend;
 use percore::runtime::partition::RoundRobin;
 use percore::runtime::{Actor, Context, ShardedAddr, spawn_local};
 use percore::transport::http::{Client, HttpCall, HttpServer, Response, Router};
-use percore::transport::tcp::{TcpListener, TcpStream};
+use percore::transport::tcp::{ListenOptions, TcpListener, TcpStream};
 use percore::transport::{CodecProtocol, FrameCall, LengthPrefixed, Server, ServerOptions};
 
 fn read_retry(s: &mut std::net::TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -69,26 +68,242 @@ fn stream_echo_half_close_and_large_transfers() {
     }
 }
 
+/// A listener whose accept queue is full (backlog 0, filled with connections nobody accepts):
+/// the kernel drops further SYNs, so a connect to it hangs until the client gives up. Returns
+/// the listener and the connections that filled it (keep both alive).
+fn black_hole() -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: listen(2) on the listener's own, open fd; it only changes the backlog.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+    let addr = l.local_addr().unwrap();
+    let mut filled = Vec::new();
+    for _ in 0..16 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => filled.push(s),
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+                return (l, filled);
+            }
+        }
+    }
+    panic!("the accept queue never filled: connects to a full listener do not hang here");
+}
+
+/// Sockets of this process's network namespace in SYN-SENT towards IPv4 `to`.
+fn syn_sent_to(to: std::net::SocketAddr) -> usize {
+    let std::net::SocketAddr::V4(v4) = to else {
+        panic!("IPv4 only")
+    };
+    let rem = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == rem && f[3] == "02"
+        })
+        .count()
+}
+
 #[test]
 fn connect_errors_and_timeouts_are_reported() {
-    let rt = runtime(IoBackend::Uring, false);
-    let h = rt.handle();
-    // Nothing listens on this port: refused, quickly.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = free.local_addr().unwrap();
-    drop(free);
-    let r = rt.block_on(TcpStream::connect(&h, addr, Duration::from_secs(5)));
-    assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionRefused);
-    // A black-hole address (TEST-NET-1): either unreachable at once or timed out at the limit.
-    let t0 = Instant::now();
-    let r = rt.block_on(TcpStream::connect(
-        &h,
-        "192.0.2.1:9".parse().unwrap(),
-        Duration::from_millis(300),
-    ));
-    assert!(r.is_err());
-    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
-    rt.shutdown();
+    let (hole, _filled) = black_hole();
+    let hole = hole.local_addr().unwrap();
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let h = rt.handle();
+        // Nothing listens on this port: refused, quickly.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap();
+        drop(free);
+        let r = rt.block_on(TcpStream::connect(&h, addr, Duration::from_secs(5)));
+        assert_eq!(
+            r.unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{b:?}/{co}"
+        );
+        // A listener that never answers: timed out at the limit, not earlier, not much later.
+        let limit = Duration::from_millis(400);
+        let t0 = Instant::now();
+        let r = rt.block_on(TcpStream::connect(&h, hole, limit));
+        let took = t0.elapsed();
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{b:?}/{co}: {e}");
+        assert!(
+            took >= limit && took < limit + Duration::from_millis(600),
+            "{b:?}/{co}: timed out after {took:?}, limit {limit:?}"
+        );
+        // The abandoned connect is aborted in the kernel, not left retrying SYNs.
+        assert!(
+            eventually(|| syn_sent_to(hole) == 0),
+            "{b:?}/{co}: a timed-out connect is still in SYN-SENT"
+        );
+        rt.shutdown();
+    }
+}
+
+/// Live I/O handlers on all event loops (co-located: one per app worker).
+fn io_handlers(h: &percore::runtime::Handle) -> usize {
+    (0..h.io_workers())
+        .map(|w| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            h.run_on_io(w, move |ctx| {
+                let _ = tx.send(ctx.handler_count());
+            })
+            .unwrap();
+            rx.recv_timeout(Duration::from_secs(5)).unwrap()
+        })
+        .sum()
+}
+
+/// Polls `f` until it holds or 10 s pass; returns whether it held.
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
+
+/// Raises the soft open-file limit to the hard one (the test holds a few thousand sockets).
+fn raise_fd_limit() {
+    // SAFETY: rlimit is plain data; getrlimit/setrlimit read/write only it.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// 2,000 clients connect and nobody calls `accept`: the listener takes at most its accept
+/// queue off the kernel (the rest wait in the kernel's backlog), holds them as bare sockets
+/// (no I/O handler each), honours its connection limit as streams are taken and closed, and
+/// when it is dropped every client sees EOF or a reset and the handler count is back where it
+/// started.
+#[test]
+fn listener_bounds_its_accept_queue_and_drop_closes_queued_connections() {
+    raise_fd_limit();
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let h = rt.handle();
+        let base = io_handlers(&h);
+        let opts = ListenOptions {
+            accept_queue: 1024,
+            backlog: 2048,
+            max_connections: Some(1030),
+        };
+        let listener = TcpListener::bind_with(&h, "127.0.0.1:0".parse().unwrap(), opts).unwrap();
+        let addr = listener.local_addr();
+        let clients: Vec<std::net::TcpStream> = (0..2000)
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("{b:?}/{co}: client {i}: {e}"))
+            })
+            .collect();
+        assert!(
+            eventually(|| listener.queued() == 1024),
+            "{b:?}/{co}: {} queued, want the accept queue's 1024",
+            listener.queued()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            listener.queued(),
+            1024,
+            "{b:?}/{co}: the queue grew past its bound"
+        );
+        // Queued connections are bare sockets: the listener is the only new handler.
+        assert_eq!(io_handlers(&h), base + 1, "{b:?}/{co}");
+        // Take 10: the connection limit (1030) now allows only 1020 more queued.
+        let listener = std::rc::Rc::new(listener);
+        let l2 = listener.clone();
+        let mut taken = rt.block_on(async move {
+            let mut v = Vec::new();
+            for _ in 0..10 {
+                v.push(l2.accept().await.unwrap());
+            }
+            v
+        });
+        assert!(taken.iter().all(|s| s.peer_addr().is_some()));
+        assert!(
+            eventually(|| listener.queued() == 1020),
+            "{b:?}/{co}: {} queued with 10 open, want 1020",
+            listener.queued()
+        );
+        assert_eq!(io_handlers(&h), base + 11, "{b:?}/{co}");
+        // Close 5: the listener resumes up to its queue bound again.
+        taken.truncate(5);
+        assert!(
+            eventually(|| listener.queued() == 1024),
+            "{b:?}/{co}: {} queued with 5 open, want 1024",
+            listener.queued()
+        );
+        drop(taken);
+        drop(listener);
+        for (i, mut c) in clients.into_iter().enumerate() {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 16];
+            match read_retry(&mut c, &mut buf) {
+                Ok(0) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                other => panic!("{b:?}/{co}: client {i}: want EOF or reset, got {other:?}"),
+            }
+        }
+        assert!(
+            eventually(|| io_handlers(&h) == base),
+            "{b:?}/{co}: {} handlers, {base} before the listener",
+            io_handlers(&h)
+        );
+        rt.shutdown();
+    }
+}
+
+/// `TCP_NODELAY` and `SO_KEEPALIVE` read back as set, on connected and accepted streams; once
+/// the runtime is gone the calls fail instead of touching a closed fd.
+#[test]
+fn nodelay_and_keepalive_read_back_as_set() {
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let h = rt.handle();
+        let listener = TcpListener::bind(&h, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr();
+        let (c, s) = rt.block_on(async move {
+            let c = TcpStream::connect(&h, addr, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let s = listener.accept().await.unwrap();
+            (c, s)
+        });
+        for (who, st) in [("connected", &c), ("accepted", &s)] {
+            assert!(st.nodelay().unwrap(), "{b:?}/{co} {who}: on by default");
+            assert!(!st.keepalive().unwrap(), "{b:?}/{co} {who}: off by default");
+            st.set_nodelay(false).unwrap();
+            st.set_keepalive(true).unwrap();
+            assert!(!st.nodelay().unwrap(), "{b:?}/{co} {who}");
+            assert!(st.keepalive().unwrap(), "{b:?}/{co} {who}");
+            st.set_nodelay(true).unwrap();
+            st.set_keepalive(false).unwrap();
+            assert!(st.nodelay().unwrap(), "{b:?}/{co} {who}");
+            assert!(!st.keepalive().unwrap(), "{b:?}/{co} {who}");
+        }
+        rt.shutdown();
+        for st in [&c, &s] {
+            let e = st.set_nodelay(true).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::NotConnected, "{b:?}/{co}");
+            let e = st.keepalive().unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::NotConnected, "{b:?}/{co}");
+        }
+    }
 }
 
 struct FramedEcho;
@@ -239,43 +454,45 @@ impl Actor for HostEcho {
 #[test]
 fn http_client_resolves_host_names() {
     use percore::transport::http::ClientError;
-    let rt = runtime(IoBackend::Mio, true);
-    let echo = rt.spawn_actor_on(0, || HostEcho).unwrap();
-    let srv = HttpServer::bind(
-        &rt.handle(),
-        "127.0.0.1:0".parse().unwrap(),
-        Router::new().get("/*p", echo),
-    )
-    .unwrap();
-    let port = srv.local_addr().port();
-    let h = rt.handle();
-    let (a, b, bad) = rt.block_on(async move {
-        let mut client = Client::new(&h);
-        client.timeout = Duration::from_secs(10);
-        let a = client.get(&format!("http://localhost:{port}/x")).await;
-        let b = client.get(&format!("http://localhost:{port}/y")).await;
-        let bad = client.get("http://no-such-host.invalid/").await;
-        (a, b, bad)
-    });
-    let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.body, format!("localhost:{port}").into_bytes());
-    assert_eq!(b.status, 200);
-    assert_eq!(
-        srv.stats()
-            .accepted
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1,
-        "both requests to one host name share a connection"
-    );
-    // No network here: the resolver answers "not found" or the lookup outlives the timeout.
-    assert!(
-        matches!(
-            bad,
-            Err(ClientError::Dns { .. }) | Err(ClientError::Timeout(_))
-        ),
-        "{bad:?}"
-    );
-    rt.shutdown();
+    for (mode, co) in modes() {
+        let rt = runtime(mode, co);
+        let echo = rt.spawn_actor_on(0, || HostEcho).unwrap();
+        let srv = HttpServer::bind(
+            &rt.handle(),
+            "127.0.0.1:0".parse().unwrap(),
+            Router::new().get("/*p", echo),
+        )
+        .unwrap();
+        let port = srv.local_addr().port();
+        let h = rt.handle();
+        let (a, b, bad) = rt.block_on(async move {
+            let mut client = Client::new(&h);
+            client.timeout = Duration::from_secs(10);
+            let a = client.get(&format!("http://localhost:{port}/x")).await;
+            let b = client.get(&format!("http://localhost:{port}/y")).await;
+            let bad = client.get("http://no-such-host.invalid/").await;
+            (a, b, bad)
+        });
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.body, format!("localhost:{port}").into_bytes());
+        assert_eq!(b.status, 200);
+        assert_eq!(
+            srv.stats()
+                .accepted
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "{mode:?}/{co}: both requests to one host name share a connection"
+        );
+        // No network here: the resolver answers "not found" or the lookup outlives the timeout.
+        assert!(
+            matches!(
+                bad,
+                Err(ClientError::Dns { .. }) | Err(ClientError::Timeout(_))
+            ),
+            "{mode:?}/{co}: {bad:?}"
+        );
+        rt.shutdown();
+    }
 }
 
 #[test]
@@ -367,6 +584,91 @@ fn framed_client_reports_bad_peers_with_typed_errors() {
                 other => panic!("{b:?}/{co}: expected NotConnected, got {other:?}"),
             }
         });
+        rt.shutdown();
+    }
+}
+
+/// After a runtime shutdown the event loop has closed the socket while the `UdpSocket` value
+/// lives on: `send_to` and `recv_from` fail with `NotConnected` (no panic, no write to a
+/// reused fd number).
+#[test]
+fn udp_socket_fails_cleanly_after_runtime_shutdown() {
+    use percore::transport::udp::UdpSocket;
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let h = rt.handle();
+        let sock = UdpSocket::bind(&h, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = peer.local_addr().unwrap();
+        assert_eq!(sock.send_to(b"before", to).unwrap(), 6);
+        rt.shutdown();
+        // Open a few sockets: without the fix one of them could take the closed fd's number.
+        let _others: Vec<_> = (0..4)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let e = sock.send_to(b"after", to).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::NotConnected,
+            "{b:?}/{co}: {e}"
+        );
+        drop(sock);
+    }
+}
+
+/// A flood of large datagrams nobody reads: the socket's queue stays within its byte bound
+/// (not 4096 datagrams of up to 64 KiB), and reading drains it and resumes receiving.
+#[test]
+fn udp_receive_queue_is_bounded_in_bytes() {
+    use percore::transport::udp::{QUEUE_BYTES_LIMIT, UdpSocket};
+    for (b, co) in modes() {
+        let rt = runtime(b, co);
+        let h = rt.handle();
+        let sock = UdpSocket::bind(&h, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = sock.local_addr();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let big = vec![7u8; 60_000];
+        let mut max_seen = 0;
+        // 2,000 x 60 KB = 120 MB offered; paced so the event loop keeps draining the kernel.
+        for i in 0..2000 {
+            let _ = tx.send_to(&big, to);
+            if i % 20 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+                max_seen = max_seen.max(sock.queued_bytes());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        max_seen = max_seen.max(sock.queued_bytes());
+        assert!(
+            max_seen <= QUEUE_BYTES_LIMIT + 65_536,
+            "{b:?}/{co}: {max_seen} bytes queued, bound {QUEUE_BYTES_LIMIT}"
+        );
+        assert!(
+            max_seen >= QUEUE_BYTES_LIMIT / 2,
+            "{b:?}/{co}: only {max_seen} bytes ever queued: the flood did not reach the bound"
+        );
+        // Draining works and receiving resumes.
+        let n = sock.queued();
+        let got = rt.block_on(async move {
+            for _ in 0..n {
+                sock.recv_from().await.unwrap();
+            }
+            // Give the loop time to resume and empty the kernel's buffer, then send a marker.
+            percore::runtime::sleep(Duration::from_millis(100)).await;
+            tx.send_to(b"after", to).unwrap();
+            let wait = async {
+                loop {
+                    let (d, _) = sock.recv_from().await.unwrap();
+                    if d == b"after" {
+                        break sock.queued_bytes();
+                    }
+                }
+            };
+            percore::runtime::timeout(Duration::from_secs(10), wait)
+                .await
+                .expect("receiving resumed after draining")
+        });
+        assert!(got <= QUEUE_BYTES_LIMIT, "{b:?}/{co}");
         rt.shutdown();
     }
 }

@@ -1,10 +1,18 @@
 //! TCP streams and listeners for tasks and actors on app workers: `connect` (with a timeout),
 //! `read`/`write_all`, half-close, `TCP_NODELAY`, keep-alive, and a listener whose `accept`
 //! yields streams. The socket lives on an I/O event loop (a handler there does the I/O); the
-//! app side talks to it through a small shared state and wakers. Owns nothing of protocols.
+//! app side talks to it through a small shared state and wakers. Owns these sockets and their
+//! buffers; owns nothing of protocols (TLS, HTTP, framing live elsewhere) and must not touch the
+//! event loop's internals beyond [`IoCtx`].
 //!
 //! Backpressure: the event loop stops receiving once `READ_BUFFER_LIMIT` bytes wait unread, and
 //! resumes when the reader has drained them, so a slow reader slows the peer down through TCP.
+//!
+//! Listener bounds: a [`TcpListener`] takes connections off the kernel only while its accept
+//! queue ([`ListenOptions::accept_queue`]) has room and its connection limit
+//! ([`ListenOptions::max_connections`]) allows; the rest wait in the kernel's backlog. A queued
+//! connection is a bare socket (nothing is read from it) until [`TcpListener::accept`] takes it;
+//! dropping the listener closes every queued one.
 //!
 //! ```
 //! use percore::runtime::Runtime;
@@ -37,7 +45,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
@@ -51,10 +59,17 @@ use super::TransportError;
 /// Unread bytes buffered per stream before its event loop stops receiving.
 pub const READ_BUFFER_LIMIT: usize = 256 * 1024;
 
+/// Default [`ListenOptions::accept_queue`]: accepted connections waiting for
+/// [`TcpListener::accept`].
+pub const ACCEPT_QUEUE_LIMIT: usize = 1024;
+
 static NEXT_LOOP: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Default)]
 struct State {
+    /// The socket, once known (-1 before). Valid while `closed` is false: the event loop sets
+    /// `closed` under this state's lock before it closes the fd.
+    fd: RawFd,
     chunks: VecDeque<Vec<u8>>,
     buffered: usize,
     /// The loop stopped receiving because `buffered` hit the limit.
@@ -75,6 +90,13 @@ struct State {
 
 type Shared = Arc<Mutex<State>>;
 
+fn new_shared() -> Shared {
+    Arc::new(Mutex::new(State {
+        fd: -1,
+        ..State::default()
+    }))
+}
+
 fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -90,6 +112,10 @@ struct StreamHandler {
     fd: RawFd,
     shared: Shared,
     closed: bool,
+    /// A connect is in flight (`Event::Connected` has not come yet).
+    connecting: bool,
+    /// The listener this stream came from (it counts open streams against its limit).
+    listener: Option<(HandlerId, Arc<Mutex<ListenState>>)>,
 }
 
 impl StreamHandler {
@@ -98,12 +124,31 @@ impl StreamHandler {
             return;
         }
         self.closed = true;
+        // Marked closed before the fd goes: app-side socket option calls check `closed` under
+        // the same lock, so they never touch a closed (possibly reused) fd number.
+        lock(&self.shared).closed = true;
+        if self.connecting && self.fd >= 0 {
+            // Abort the handshake in the kernel (shutdown on a SYN_SENT socket disconnects
+            // it): on io_uring an in-flight connect holds its own reference to the socket, so
+            // closing the fd alone would leave it retrying SYNs for minutes.
+            // SAFETY: plain syscall on this handler's fd, which is still open here.
+            unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        }
         ctx.close(self.fd);
         if let Some(t) = ctx.token() {
             ctx.remove(t);
         }
+        if let Some((lid, ls)) = self.listener.take() {
+            let resume = {
+                let mut st = lock_listen(&ls);
+                st.open = st.open.saturating_sub(1);
+                st.take_resume()
+            };
+            if resume {
+                ctx.with_handler::<ListenHandler, _>(lid, |h, ctx| h.accept_ready(ctx));
+            }
+        }
         let mut st = lock(&self.shared);
-        st.closed = true;
         wake(&mut st.read_waker);
         wake(&mut st.write_waker);
         wake(&mut st.connect_waker);
@@ -145,14 +190,14 @@ impl IoHandler for StreamHandler {
                 wake(&mut st.write_waker);
             }
             Event::Connected(r) => {
+                self.connecting = false;
                 let ok = r.is_ok();
                 {
                     let mut st = lock(&self.shared);
                     st.connected = Some(r.map_err(|e| (e.kind(), e.to_string())));
                     wake(&mut st.connect_waker);
                 }
-                if ok {
-                    let t = ctx.token().expect("called as a handler");
+                if ok && let Some(t) = ctx.token() {
                     ctx.recv(t, self.fd);
                 }
             }
@@ -214,15 +259,43 @@ pub(crate) fn pick_loop(handle: &Handle) -> Result<usize, TransportError> {
     Ok(NEXT_LOOP.fetch_add(1, Ordering::Relaxed) % n)
 }
 
+fn closed_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the TCP connection is closed (dropped or the runtime shut down); open a new one",
+    )
+}
+
+/// Reads an integer socket option.
+fn get_int_option(fd: RawFd, level: libc::c_int, opt: libc::c_int) -> io::Result<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid for writes; `len` says how large `v` is.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            opt,
+            &mut v as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
 impl TcpStream {
-    /// Connects to `addr`, giving up after `limit`.
+    /// Connects to `addr`, giving up after `limit` (an error of kind `TimedOut`; the socket is
+    /// closed then).
     pub async fn connect(
         handle: &Handle,
         addr: SocketAddr,
         limit: Duration,
     ) -> io::Result<TcpStream> {
         let lp = pick_loop(handle).map_err(io::Error::other)?;
-        let shared: Shared = Arc::default();
+        let shared = new_shared();
         let (tx, rx) = crate::runtime::oneshot::channel::<io::Result<HandlerId>>();
         let sh = shared.clone();
         handle
@@ -252,7 +325,7 @@ impl TcpStream {
                     return Poll::Ready(r.map_err(|(k, m)| io::Error::new(k, m)));
                 }
                 if st.closed {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "closed")));
+                    return Poll::Ready(Err(closed_error()));
                 }
                 st.connect_waker = Some(cx.waker().clone());
                 Poll::Pending
@@ -266,7 +339,10 @@ impl TcpStream {
                 drop(stream);
                 Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("connect to {addr} timed out after {limit:?}"),
+                    format!(
+                        "connect to {addr} timed out after {limit:?}; check that the peer is up \
+                         and reachable, or allow a longer timeout"
+                    ),
                 ))
             }
         }
@@ -356,9 +432,7 @@ impl TcpStream {
 
     /// Writes all of `data`; resolves once the kernel has taken it.
     pub async fn write_all(&mut self, data: Vec<u8>) -> io::Result<()> {
-        let id = self
-            .id
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "closed"))?;
+        let id = self.id.ok_or_else(closed_error)?;
         let want = {
             let mut st = lock(&self.shared);
             st.writes_queued += 1;
@@ -402,24 +476,41 @@ impl TcpStream {
         })
     }
 
-    /// Sets `TCP_NODELAY` (on by default).
-    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        self.on_loop(move |fd| {
-            let _ = set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, on as libc::c_int);
-        })
+    /// Runs `f` with the socket while it is open (`NotConnected` once it is closed).
+    fn with_fd<R>(&self, f: impl FnOnce(RawFd) -> io::Result<R>) -> io::Result<R> {
+        // The lock is held across `f`: the event loop marks the state closed under it before
+        // closing the fd, so the fd cannot be closed (and its number reused) meanwhile.
+        let st = lock(&self.shared);
+        if st.closed || st.fd < 0 {
+            return Err(closed_error());
+        }
+        f(st.fd)
     }
 
-    /// Turns TCP keep-alive probes on or off.
+    /// Sets `TCP_NODELAY` (on by default). Fails with the OS error when `setsockopt` does, and
+    /// with `NotConnected` once the connection is closed.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.with_fd(|fd| set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, on.into()))
+    }
+
+    /// Whether `TCP_NODELAY` is set, read back from the socket.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.with_fd(|fd| Ok(get_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY)? != 0))
+    }
+
+    /// Turns TCP keep-alive probes (`SO_KEEPALIVE`) on or off. Fails with the OS error when
+    /// `setsockopt` does, and with `NotConnected` once the connection is closed.
     pub fn set_keepalive(&self, on: bool) -> io::Result<()> {
-        self.on_loop(move |fd| {
-            let _ = set_int_option(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, on as libc::c_int);
-        })
+        self.with_fd(|fd| set_int_option(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, on.into()))
+    }
+
+    /// Whether keep-alive probes (`SO_KEEPALIVE`) are on, read back from the socket.
+    pub fn keepalive(&self) -> io::Result<bool> {
+        self.with_fd(|fd| Ok(get_int_option(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE)? != 0))
     }
 
     fn on_loop(&self, f: impl FnOnce(RawFd) + Send + 'static) -> io::Result<()> {
-        let id = self
-            .id
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "closed"))?;
+        let id = self.id.ok_or_else(closed_error)?;
         self.handle
             .run_on_io(id.worker, move |ctx| {
                 ctx.with_handler::<StreamHandler, _>(id, |h, _| f(h.fd));
@@ -436,12 +527,15 @@ fn register_connect(
 ) -> io::Result<HandlerId> {
     let id = ctx.register(Box::new(StreamHandler {
         fd: -1,
-        shared,
+        shared: shared.clone(),
         closed: false,
+        connecting: true,
+        listener: None,
     }));
     match ctx.connect(id.token, addr) {
         Ok(fd) => {
             ctx.with_handler::<StreamHandler, _>(id, |h, _| h.fd = fd);
+            lock(&shared).fd = fd;
             super::server::set_nodelay(fd);
             Ok(id)
         }
@@ -452,47 +546,161 @@ fn register_connect(
     }
 }
 
-#[derive(Default)]
+/// Options of a [`TcpListener`] (see [`TcpListener::bind_with`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenOptions {
+    /// Connections taken off the kernel and waiting for [`TcpListener::accept`] (default
+    /// [`ACCEPT_QUEUE_LIMIT`], at least 1). When the queue is full the listener stops accepting:
+    /// further connections wait in the kernel's backlog, and it resumes when `accept` takes one.
+    pub accept_queue: usize,
+    /// The `listen(2)` backlog (default 1024; the kernel caps it at `net.core.somaxconn`).
+    pub backlog: i32,
+    /// At most this many connections of this listener open at once, queued ones included;
+    /// beyond it the listener stops accepting until one closes. `None` (the default): the
+    /// runtime's `max_connections`.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            accept_queue: ACCEPT_QUEUE_LIMIT,
+            backlog: 1024,
+            max_connections: None,
+        }
+    }
+}
+
 struct ListenState {
-    ready: VecDeque<(HandlerId, Shared)>,
+    /// Accepted sockets nobody has taken yet (nothing reads them), with their peers.
+    ready: VecDeque<(OwnedFd, Option<SocketAddr>)>,
     waker: Option<Waker>,
     closed: bool,
+    /// The handler stopped accepting (queue full or connection limit): whoever makes room
+    /// re-arms it.
+    paused: bool,
+    /// Streams handed out by `accept` and not closed yet.
+    open: usize,
+    queue_limit: usize,
+    max_conns: usize,
+}
+
+impl ListenState {
+    fn has_room(&self) -> bool {
+        self.ready.len() < self.queue_limit && self.ready.len() + self.open < self.max_conns
+    }
+
+    /// True (and no longer paused) when the handler stopped accepting and may go on now.
+    fn take_resume(&mut self) -> bool {
+        if self.paused && !self.closed && self.has_room() {
+            self.paused = false;
+            return true;
+        }
+        false
+    }
+
+    /// Closes the listener's side: queued sockets are closed (their peers see EOF/reset).
+    fn shut(&mut self) {
+        self.closed = true;
+        self.ready.clear();
+        wake(&mut self.waker);
+    }
+}
+
+fn lock_listen(s: &Mutex<ListenState>) -> std::sync::MutexGuard<'_, ListenState> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `accept4(2)`: a new non-blocking, close-on-exec connection and its peer's address.
+fn accept_one(fd: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: ss/len are valid for writes and len says how large ss is.
+    let r = unsafe {
+        libc::accept4(
+            fd,
+            &mut ss as *mut _ as *mut libc::sockaddr,
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: accept4 just returned this fd; nothing else owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(r) };
+    Ok((owned, crate::runtime::io::socket_addr(&ss)))
 }
 
 struct ListenHandler {
     fd: RawFd,
     state: Arc<Mutex<ListenState>>,
+    /// The last accept failed with a resource error (logged once until one succeeds).
+    failing: bool,
+}
+
+impl ListenHandler {
+    /// Takes connections off the kernel while there is room, then waits for readability again
+    /// (or, when full, until `accept` or a closing stream re-arms it).
+    fn accept_ready(&mut self, ctx: &mut IoCtx<'_>) {
+        let Some(token) = ctx.token() else {
+            return;
+        };
+        let mut st = lock_listen(&self.state);
+        loop {
+            if st.closed {
+                return;
+            }
+            if !st.has_room() {
+                st.paused = true;
+                return;
+            }
+            match accept_one(self.fd) {
+                Ok((fd, peer)) => {
+                    self.failing = false;
+                    super::server::set_nodelay(fd.as_raw_fd());
+                    st.ready.push_back((fd, peer));
+                    wake(&mut st.waker);
+                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
+                    _ => {
+                        // EMFILE, ENOBUFS, …: the connection stays queued in the kernel; try
+                        // again shortly instead of spinning on readiness.
+                        if !self.failing {
+                            tracing::warn!(error = %e, "accept failed; retrying");
+                            self.failing = true;
+                        }
+                        ctx.retry_soon(token);
+                        return;
+                    }
+                },
+            }
+        }
+        drop(st);
+        ctx.poll_readable(token, self.fd);
+    }
 }
 
 impl IoHandler for ListenHandler {
     fn on_event(&mut self, ctx: &mut IoCtx<'_>, event: Event<'_>) {
         match event {
-            Event::Accepted(fd) => {
-                super::server::set_nodelay(fd);
-                let shared: Shared = Arc::default();
-                let id = ctx.register(Box::new(StreamHandler {
-                    fd,
-                    shared: shared.clone(),
-                    closed: false,
-                }));
-                ctx.recv(id.token, fd);
-                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                st.ready.push_back((id, shared));
-                wake(&mut st.waker);
-            }
-            Event::AcceptError(e) => tracing::warn!(error = %e, "accept failed"),
+            Event::Readable | Event::Retry => self.accept_ready(ctx),
+            Event::Accepted(fd) => ctx.close(fd),
             Event::Shutdown => {
+                lock_listen(&self.state).shut();
                 ctx.close(self.fd);
-                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                st.closed = true;
-                wake(&mut st.waker);
             }
             _ => {}
         }
     }
 }
 
-/// A TCP listener whose connections are handed to a task or actor as [`TcpStream`]s.
+/// A TCP listener whose connections are handed to a task or actor as [`TcpStream`]s. Bounded:
+/// see [`ListenOptions`]. Dropping it closes the listening socket and every connection still
+/// queued (their clients see EOF or a reset); streams already accepted live on.
 pub struct TcpListener {
     handle: Handle,
     addr: SocketAddr,
@@ -501,19 +709,51 @@ pub struct TcpListener {
 }
 
 impl TcpListener {
-    /// Listens on `addr` (one event loop accepts).
+    /// Listens on `addr` with the default [`ListenOptions`] (one event loop accepts).
     pub fn bind(handle: &Handle, addr: SocketAddr) -> Result<TcpListener, TransportError> {
+        Self::bind_with(handle, addr, ListenOptions::default())
+    }
+
+    /// Listens on `addr` with `opts` (one event loop accepts).
+    pub fn bind_with(
+        handle: &Handle,
+        addr: SocketAddr,
+        opts: ListenOptions,
+    ) -> Result<TcpListener, TransportError> {
         let lp = pick_loop(handle)?;
-        let (fd, local) = super::server::listen_socket(addr, 1024)
+        let (fd, local) = super::server::listen_socket(addr, opts.backlog)
             .map_err(|source| TransportError::Bind { addr, source })?;
-        let state: Arc<Mutex<ListenState>> = Arc::default();
+        // SAFETY: listen_socket just created this fd and hands it over.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let state = Arc::new(Mutex::new(ListenState {
+            ready: VecDeque::new(),
+            waker: None,
+            closed: false,
+            paused: false,
+            open: 0,
+            queue_limit: opts.accept_queue.max(1),
+            max_conns: opts
+                .max_connections
+                .unwrap_or(handle.config().max_connections)
+                .max(1),
+        }));
         let st = state.clone();
         let id: Arc<Mutex<Option<HandlerId>>> = Arc::default();
         let id2 = id.clone();
+        // If the closure never runs (the runtime is stopping), dropping it closes the socket.
         handle.run_on_io(lp, move |ctx| {
-            let h = ctx.register(Box::new(ListenHandler { fd, state: st }));
-            ctx.accept(h.token, fd);
-            *id2.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+            let mut slot = id2.lock().unwrap_or_else(|p| p.into_inner());
+            if lock_listen(&st).closed {
+                return; // dropped before it got here: `owned` closes the socket
+            }
+            let fd = owned.into_raw_fd();
+            let h = ctx.register(Box::new(ListenHandler {
+                fd,
+                state: st,
+                failing: false,
+            }));
+            ctx.poll_readable(h.token, fd);
+            *slot = Some(h);
         })?;
         Ok(TcpListener {
             handle: handle.clone(),
@@ -528,28 +768,73 @@ impl TcpListener {
         self.addr
     }
 
-    /// Waits for the next connection.
+    /// Connections accepted from the kernel and waiting for [`TcpListener::accept`] (at most
+    /// [`ListenOptions::accept_queue`]).
+    pub fn queued(&self) -> usize {
+        lock_listen(&self.state).ready.len()
+    }
+
+    /// Waits for the next connection. It starts receiving only now (a queued connection's
+    /// data waits in the kernel).
     pub async fn accept(&self) -> io::Result<TcpStream> {
-        let (id, shared) = poll_fn(|cx| {
-            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(x) = st.ready.pop_front() {
-                return Poll::Ready(Ok(x));
-            }
+        let (fd, peer, resume) = poll_fn(|cx| {
+            let mut st = lock_listen(&self.state);
             if st.closed {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::NotConnected,
-                    "listener closed",
+                    "the listener is closed (the runtime shut down); bind a new one",
                 )));
+            }
+            if let Some((fd, peer)) = st.ready.pop_front() {
+                st.open += 1;
+                let resume = st.take_resume();
+                return Poll::Ready(Ok((fd, peer, resume)));
             }
             st.waker = Some(cx.waker().clone());
             Poll::Pending
         })
         .await?;
+        let lid = *self.id.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(lid) = lid else {
+            // Unreachable in practice: a queued connection means the handler is registered.
+            lock_listen(&self.state).open -= 1;
+            return Err(io::Error::other("the listener is not registered"));
+        };
+        let shared = new_shared();
+        let sh = shared.clone();
+        let ls = self.state.clone();
+        let (tx, rx) = crate::runtime::oneshot::channel::<HandlerId>();
+        let sent = self.handle.run_on_io(lid.worker, move |ctx| {
+            let fd = fd.into_raw_fd();
+            lock(&sh).fd = fd;
+            let id = ctx.register(Box::new(StreamHandler {
+                fd,
+                shared: sh,
+                closed: false,
+                connecting: false,
+                listener: Some((lid, ls)),
+            }));
+            ctx.recv(id.token, fd);
+            if resume {
+                ctx.with_handler::<ListenHandler, _>(lid, |h, ctx| h.accept_ready(ctx));
+            }
+            if tx.send(id).is_err() {
+                // The accepting task went away meanwhile: close the stream again.
+                ctx.with_handler::<StreamHandler, _>(id, |h, ctx| h.close(ctx));
+            }
+        });
+        if let Err(e) = sent {
+            lock_listen(&self.state).open -= 1;
+            return Err(io::Error::other(e));
+        }
+        let id = rx
+            .await
+            .map_err(|_| io::Error::other("the I/O loop stopped before the stream was set up"))?;
         Ok(TcpStream {
             handle: self.handle.clone(),
             id: Some(id),
             shared,
-            peer: None,
+            peer,
             _guard: Arc::new(CloseGuard {
                 handle: self.handle.clone(),
                 id,
@@ -560,6 +845,8 @@ impl TcpListener {
 
 impl Drop for TcpListener {
     fn drop(&mut self) {
+        // Queued connections close now, from here: no event loop knows their fds.
+        lock_listen(&self.state).shut();
         if let Some(id) = self.id.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = self.handle.run_on_io(id.worker, move |ctx| {
                 ctx.with_handler::<ListenHandler, _>(id, |h, ctx| {

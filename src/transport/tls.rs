@@ -2,13 +2,18 @@
 //! (certificate chain, private key, trusted roots), ALPN, optional client-certificate
 //! verification, and [`TlsStream`] with `connect`/`accept`/`read`/`write_all`/`shutdown` for
 //! tasks and actors. The TLS state machine runs on the app worker that owns the stream; the
-//! event loop only moves ciphertext. A failed handshake fails that stream only.
+//! event loop only moves ciphertext. A failed handshake fails that stream only, and a server
+//! handshake that does not finish within [`HANDSHAKE_TIMEOUT`] (or the limit given to
+//! [`TlsStream::accept_with_timeout`]) fails with [`TlsError::HandshakeTimeout`], so a client
+//! that stalls or trickles bytes cannot hold the accepting task. Owns the TLS session state;
+//! must not touch sockets except through [`TcpStream`].
 //!
 //! Servers on the event loops ([`Server`](super::Server), [`HttpServer`](super::http::HttpServer))
 //! take a [`server_config`] in `ServerOptions::tls`: there the session runs on the event loop.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -35,7 +40,20 @@ pub enum TlsError {
     /// The client verifier could not be built from the given roots.
     #[error("client certificate verifier: {0}")]
     Verifier(String),
+    /// The peer did not complete the handshake in time (carried inside an `io::Error` of kind
+    /// `TimedOut` by [`TlsStream::accept`]; get it back with `get_ref()` and `downcast_ref`).
+    #[error(
+        "the TLS handshake did not complete within {limit:?}: the peer stalled or is not \
+         speaking TLS (raise the limit with TlsStream::accept_with_timeout if peers are slow)"
+    )]
+    HandshakeTimeout {
+        /// The limit that ran out.
+        limit: Duration,
+    },
 }
+
+/// How long [`TlsStream::accept`] waits for a client to complete the handshake: 10 s.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -168,8 +186,19 @@ impl TlsStream {
         Ok(s)
     }
 
-    /// Runs the server handshake.
+    /// Runs the server handshake, failing after [`HANDSHAKE_TIMEOUT`] (see
+    /// [`TlsStream::accept_with_timeout`]).
     pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<TlsStream> {
+        Self::accept_with_timeout(tcp, config, HANDSHAKE_TIMEOUT).await
+    }
+
+    /// Runs the server handshake; when it has not completed within `limit` the connection is
+    /// closed and the error is of kind `TimedOut`, carrying [`TlsError::HandshakeTimeout`].
+    pub async fn accept_with_timeout(
+        tcp: TcpStream,
+        config: Arc<ServerConfig>,
+        limit: Duration,
+    ) -> io::Result<TlsStream> {
         let c = ServerConnection::new(config).map_err(invalid)?;
         let mut s = TlsStream {
             tcp,
@@ -177,7 +206,15 @@ impl TlsStream {
             buf: vec![0; 16 * 1024],
             eof: false,
         };
-        s.handshake().await?;
+        match crate::runtime::timeout(limit, s.handshake()).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    TlsError::HandshakeTimeout { limit },
+                ));
+            }
+        }
         Ok(s)
     }
 

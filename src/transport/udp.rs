@@ -1,7 +1,13 @@
 //! UDP sockets for tasks and actors: `recv_from` awaits a datagram that an event loop read
 //! (it polls the socket for readability and drains it), `send_to` sends directly. Owns the
-//! socket and a bounded queue of received datagrams; when the queue is full the socket is not
-//! read (the kernel's receive buffer then drops, as UDP does).
+//! socket and a bounded queue of received datagrams ([`QUEUE_LIMIT`] datagrams and
+//! [`QUEUE_BYTES_LIMIT`] bytes); when the queue is full the socket is not read (the kernel's
+//! receive buffer then drops, as UDP does). Must not touch the event loop's internals beyond
+//! [`IoCtx`].
+//!
+//! Lifetime: the event loop closes the socket when the [`UdpSocket`] is dropped or the runtime
+//! shuts down; after a shutdown the `UdpSocket` value may still exist, and its calls then fail
+//! with `NotConnected` instead of touching a closed (possibly reused) fd number.
 //!
 //! ```
 //! use percore::runtime::Runtime;
@@ -22,7 +28,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Poll, Waker};
 
 use crate::runtime::Handle;
@@ -33,9 +39,25 @@ use super::TransportError;
 /// Datagrams queued per socket before the event loop stops reading it.
 pub const QUEUE_LIMIT: usize = 4096;
 
+/// Payload bytes queued per socket before the event loop stops reading it (4 MiB; the queue
+/// may exceed it by at most one datagram).
+pub const QUEUE_BYTES_LIMIT: usize = 4 << 20;
+
+/// The socket's fd while it is open; `None` once the event loop closed it. Users take the read
+/// lock for a syscall; the loop takes the write lock to mark it closed before closing the fd,
+/// so no syscall ever runs on a closed (and possibly reused) fd number.
+type FdCell = Arc<RwLock<Option<RawFd>>>;
+
+/// Marks `cell` closed (waiting for syscalls in progress), then returns the fd to close.
+fn take_fd(cell: &FdCell) -> Option<RawFd> {
+    cell.write().unwrap_or_else(|p| p.into_inner()).take()
+}
+
 #[derive(Default)]
 struct State {
     queue: VecDeque<(Vec<u8>, SocketAddr)>,
+    /// Payload bytes in `queue`.
+    bytes: usize,
     waker: Option<Waker>,
     /// The loop stopped polling because the queue was full.
     paused: bool,
@@ -45,6 +67,7 @@ struct State {
 
 struct UdpHandler {
     fd: RawFd,
+    cell: FdCell,
     state: Arc<Mutex<State>>,
     buf: Vec<u8>,
 }
@@ -55,7 +78,7 @@ impl IoHandler for UdpHandler {
             Event::Readable => {
                 let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 loop {
-                    if st.queue.len() >= QUEUE_LIMIT {
+                    if st.queue.len() >= QUEUE_LIMIT || st.bytes >= QUEUE_BYTES_LIMIT {
                         st.paused = true;
                         break;
                     }
@@ -85,19 +108,23 @@ impl IoHandler for UdpHandler {
                         }
                     }
                     if let Some(from) = crate::runtime::io::socket_addr(&ss) {
+                        st.bytes += n as usize;
                         st.queue.push_back((self.buf[..n as usize].to_vec(), from));
                     }
                 }
                 if let Some(w) = st.waker.take() {
                     w.wake();
                 }
-                if !st.paused {
-                    let t = ctx.token().expect("called as a handler");
+                if !st.paused
+                    && let Some(t) = ctx.token()
+                {
                     ctx.poll_readable(t, self.fd);
                 }
             }
             Event::Shutdown => {
-                ctx.close(self.fd);
+                if let Some(fd) = take_fd(&self.cell) {
+                    ctx.close(fd);
+                }
                 let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 st.closed = true;
                 if let Some(w) = st.waker.take() {
@@ -112,7 +139,7 @@ impl IoHandler for UdpHandler {
 /// A UDP socket used from tasks and actors.
 pub struct UdpSocket {
     handle: Handle,
-    fd: RawFd,
+    fd: FdCell,
     addr: SocketAddr,
     id: HandlerId,
     state: Arc<Mutex<State>>,
@@ -134,22 +161,36 @@ impl UdpSocket {
         let local = super::server::local_addr(fd).map_err(bind_err)?;
         let state: Arc<Mutex<State>> = Arc::default();
         let st = state.clone();
+        let cell: FdCell = Arc::new(RwLock::new(Some(fd)));
+        let cell2 = cell.clone();
         let (tx, rx) = std::sync::mpsc::channel();
-        handle.run_on_io(lp, move |ctx| {
+        let sent = handle.run_on_io(lp, move |ctx| {
             let id = ctx.register(Box::new(UdpHandler {
                 fd,
+                cell: cell2,
                 state: st,
                 buf: vec![0; 65536],
             }));
             ctx.poll_readable(id.token, fd);
             let _ = tx.send(id);
-        })?;
-        let id = rx
-            .recv()
-            .map_err(|_| TransportError::Runtime(crate::runtime::RuntimeError::ShuttingDown))?;
+        });
+        let id = sent.map_err(TransportError::Runtime).and_then(|()| {
+            rx.recv()
+                .map_err(|_| TransportError::Runtime(crate::runtime::RuntimeError::ShuttingDown))
+        });
+        let id = match id {
+            Ok(id) => id,
+            Err(e) => {
+                // The closure never ran (or never will): nobody else knows the fd.
+                if let Some(fd) = take_fd(&cell) {
+                    crate::runtime::io::close_fd(fd);
+                }
+                return Err(e);
+            }
+        };
         Ok(UdpSocket {
             handle: handle.clone(),
-            fd,
+            fd: cell,
             addr: local,
             id,
             state,
@@ -161,14 +202,38 @@ impl UdpSocket {
         self.addr
     }
 
-    /// Sends one datagram to `to` (`WouldBlock` if the socket's send buffer is full).
+    /// Datagrams received and not yet taken by [`UdpSocket::recv_from`].
+    pub fn queued(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .queue
+            .len()
+    }
+
+    /// Payload bytes received and not yet taken (at most [`QUEUE_BYTES_LIMIT`] plus one
+    /// datagram).
+    pub fn queued_bytes(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).bytes
+    }
+
+    /// Sends one datagram to `to` (`WouldBlock` if the socket's send buffer is full;
+    /// `NotConnected` once the socket was closed by a runtime shutdown).
     pub fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
         let (ss, len) = crate::runtime::io::sockaddr(&to);
-        // SAFETY: data and ss are valid for reads of the lengths given; the fd stays open
-        // while this socket exists (its handler closes it only after `Drop`).
+        let guard = self.fd.read().unwrap_or_else(|p| p.into_inner());
+        let Some(fd) = *guard else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the UDP socket is closed (the runtime shut down); bind a new one",
+            ));
+        };
+        // SAFETY: data and ss are valid for reads of the lengths given; `fd` is open: the read
+        // guard is held across the call, and the event loop takes the write lock (marking the
+        // socket closed) before it closes the fd.
         let n = unsafe {
             libc::sendto(
-                self.fd,
+                fd,
                 data.as_ptr() as *const libc::c_void,
                 data.len(),
                 libc::MSG_DONTWAIT,
@@ -176,6 +241,7 @@ impl UdpSocket {
                 len,
             )
         };
+        drop(guard);
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -188,7 +254,9 @@ impl UdpSocket {
         let r = poll_fn(|cx| {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(d) = st.queue.pop_front() {
-                if st.paused && st.queue.len() < QUEUE_LIMIT / 2 {
+                st.bytes -= d.0.len();
+                if st.paused && st.queue.len() < QUEUE_LIMIT / 2 && st.bytes < QUEUE_BYTES_LIMIT / 2
+                {
                     st.paused = false;
                     resume = true;
                 }
@@ -200,7 +268,7 @@ impl UdpSocket {
             if st.closed {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::NotConnected,
-                    "socket closed",
+                    "the UDP socket is closed (the runtime shut down); bind a new one",
                 )));
             }
             st.waker = Some(cx.waker().clone());
@@ -222,7 +290,9 @@ impl Drop for UdpSocket {
         let id = self.id;
         let _ = self.handle.run_on_io(id.worker, move |ctx| {
             ctx.with_handler::<UdpHandler, _>(id, |h, ctx| {
-                ctx.close(h.fd);
+                if let Some(fd) = take_fd(&h.cell) {
+                    ctx.close(fd);
+                }
                 ctx.remove(id.token);
             });
         });
