@@ -491,7 +491,7 @@ fn https_server_on_the_event_loops_serves_curl_and_drops_bad_handshakes() {
                 .unwrap();
             let mut c = TlsStream::connect(tcp, ccfg, "localhost").await.unwrap();
             assert_eq!(c.alpn_protocol(), Some(&b"http/1.1"[..]));
-            c.write_all(b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\n")
+            c.write_all(b"GET /a HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
                 .await
                 .unwrap();
             let mut out = Vec::new();
