@@ -126,6 +126,16 @@ impl Response {
         } else if version == 0 {
             out.extend_from_slice(b"\r\nConnection: keep-alive");
         }
+        self.push_headers(out);
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(body);
+    }
+
+    /// Appends the handler's headers, each after a CRLF, leaving out the framing headers (the
+    /// encoder's to set: a second `Content-Length` or a `Transfer-Encoding` would contradict
+    /// it) and any that could split the response (a name that is not a token, a value with CR,
+    /// LF or NUL).
+    pub(crate) fn push_headers(&self, out: &mut Vec<u8>) {
         for (n, v) in &self.headers {
             // The framing is the encoder's: a second Content-Length or a Transfer-Encoding
             // from the handler would contradict it.
@@ -149,8 +159,6 @@ impl Response {
             out.extend_from_slice(b": ");
             out.extend_from_slice(v.as_bytes());
         }
-        out.extend_from_slice(b"\r\n\r\n");
-        out.extend_from_slice(body);
     }
 }
 
@@ -615,16 +623,18 @@ impl HttpServer {
 mod tests {
     use super::*;
 
-    #[test]
+    /// The segments of `pattern` as a router stores them.
     #[allow(clippy::result_large_err)]
+    fn segs(pattern: &str) -> Vec<Seg> {
+        Router::new()
+            .route(Method::Get, pattern, Target::from_fn(|_, _| Ok(())))
+            .routes
+            .remove(0)
+            .segs
+    }
+
+    #[test]
     fn routes_match_params_and_rest() {
-        let segs = |p: &str| {
-            Router::new()
-                .route(Method::Get, p, Target::from_fn(|_, _| Ok(())))
-                .routes
-                .remove(0)
-                .segs
-        };
         assert_eq!(
             match_segs(&segs("/users/:id"), "/users/42"),
             Some(vec![("id".into(), "42".into())])
@@ -644,15 +654,7 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::result_large_err)]
     fn path_parameters_are_percent_decoded() {
-        let segs = |p: &str| {
-            Router::new()
-                .route(Method::Get, p, Target::from_fn(|_, _| Ok(())))
-                .routes
-                .remove(0)
-                .segs
-        };
         let one = |pat: &str, path: &str| match_segs(&segs(pat), path).map(|p| p[0].1.clone());
         assert_eq!(one("/users/:id", "/users/a%20b").as_deref(), Some("a b"));
         assert_eq!(

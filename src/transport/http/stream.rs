@@ -30,7 +30,7 @@
 
 use std::sync::Arc;
 
-use super::{HttpReply, Response, date, is_token, push_num, reason};
+use super::{HttpReply, Response, date, push_num, reason};
 use crate::transport::server::{ConnectionGone, Responder, SendWindow};
 
 /// Bytes of one streamed body that may wait for the connection before
@@ -62,7 +62,8 @@ pub struct BodyStream {
 impl HttpReply {
     /// Starts a streamed response: `head`'s status and headers go out now (its body, if any,
     /// as the first piece), the rest through the returned [`BodyStream`]. A `Content-Length`
-    /// or `Transfer-Encoding` header in `head` is left out (the stream sets the framing).
+    /// or `Transfer-Encoding` header in `head` is left out (the stream sets the framing), as
+    /// are headers that could split the response.
     pub fn stream(self, head: Response) -> BodyStream {
         let http10 = self.version == 0;
         let framing = if self.head {
@@ -86,20 +87,7 @@ impl HttpReply {
         if close {
             out.extend_from_slice(b"\r\nConnection: close");
         }
-        for (n, v) in &head.headers {
-            let framing_header = n.eq_ignore_ascii_case("content-length")
-                || n.eq_ignore_ascii_case("transfer-encoding");
-            // A CR or LF would end the header early and let the value write its own.
-            let bad_value = v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
-            if framing_header || !is_token(n) || bad_value {
-                tracing::warn!(header = %n, "header left out of a streamed response");
-                continue;
-            }
-            out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(n.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(v.as_bytes());
-        }
+        head.push_headers(&mut out);
         out.extend_from_slice(b"\r\n\r\n");
         let mut stream = BodyStream {
             resp: self.resp,
