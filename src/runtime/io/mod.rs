@@ -226,6 +226,18 @@ impl IoCtx<'_> {
         }
     }
 
+    /// Turns this event loop's provided buffer ring on or off for receives armed from now on
+    /// (off: one plain `Recv` with an owned buffer per connection, the fallback for kernels
+    /// without buffer rings). Receives already armed keep their mode. Returns whether the
+    /// buffer ring is now used: never on mio, and not on where it could not be registered.
+    /// `PERCORE_IO_URING_BUFRING=0` turns it off for every loop of the process at start.
+    pub fn use_buffer_ring(&mut self, on: bool) -> bool {
+        match &mut *self.backend {
+            BackendImpl::Uring(b) => b.set_buf_ring(on),
+            BackendImpl::Mio(_) => false,
+        }
+    }
+
     /// Removes a handler (the one being called is dropped when its call returns). Its fds are
     /// not closed: close them first.
     pub fn remove(&mut self, token: Token) {
