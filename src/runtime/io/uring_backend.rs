@@ -1,6 +1,8 @@
 //! The io_uring backend: owns the ring, the table of in-flight operations, the per-fd state
 //! (armed multishot ops, the send queue) and the provided-buffer ring. Operations become SQEs
-//! that are submitted in one `io_uring_enter` per loop turn (or earlier if the SQ fills);
+//! that are submitted in at most one `io_uring_enter` per loop turn (none on a non-waiting turn
+//! with nothing queued, no task work flagged and no CQ overflow; earlier if the SQ fills, or in
+//! `close` when SQEs are queued that may name the fd being closed);
 //! multishot accept and multishot recv over a provided buffer ring keep the number of SQEs per
 //! connection low. Where buffer rings are not supported (or `PERCORE_IO_URING_BUFRING=0`, or
 //! [`IoCtx::use_buffer_ring`](super::IoCtx::use_buffer_ring) turned them off), recv falls back to
