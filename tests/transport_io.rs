@@ -320,3 +320,41 @@ fn recv_right_after_stop_recv_resumes() {
         rt.shutdown();
     }
 }
+
+/// A co-located io_uring loop on a busy app worker: turns with nothing queued and no task work
+/// pending read the completion ring without entering the kernel.
+#[test]
+fn busy_colocated_turns_skip_the_kernel_when_nothing_is_queued() {
+    let rt = runtime(IoBackend::Uring, true);
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // One handler, so the loop is active and polled on every scheduler turn.
+    let id = on_io(&rt, move |ctx| {
+        ctx.register(Box::new(Collect { fd: -1, got }))
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let stats = rt.handle().io_stats(0).expect("loop 0 has stats");
+    let (turns0, sys0) = (
+        stats.turns.load(std::sync::atomic::Ordering::Relaxed),
+        stats.syscalls.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let busy = rt
+        .spawn_on(0, || async {
+            for _ in 0..100_000 {
+                percore::runtime::yield_now().await;
+            }
+        })
+        .unwrap();
+    rt.block_on(busy).unwrap();
+    let turns = stats.turns.load(std::sync::atomic::Ordering::Relaxed) - turns0;
+    let sys = stats.syscalls.load(std::sync::atomic::Ordering::Relaxed) - sys0;
+    assert!(
+        turns >= 100,
+        "only {turns} loop turns: the test did not keep the worker busy"
+    );
+    assert!(
+        sys * 10 < turns,
+        "{sys} io_uring_enter calls in {turns} busy turns"
+    );
+    on_io(&rt, move |ctx| ctx.remove(id.token));
+    rt.shutdown();
+}
