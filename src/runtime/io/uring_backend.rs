@@ -159,6 +159,17 @@ impl Drop for BufRing {
     }
 }
 
+/// `Unsupported`, naming what is missing, unless `probe` found everything this backend needs.
+fn require(probe: &crate::runtime::detect::IoUringSupport) -> io::Result<()> {
+    match probe.missing_required() {
+        None => Ok(()),
+        Some(missing) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("io_uring lacks {missing}"),
+        )),
+    }
+}
+
 pub(crate) struct UringBackend {
     ring: IoUring,
     ops: slab::Slab<Op>,
@@ -188,12 +199,7 @@ impl UringBackend {
     /// ring). Fails with `Unsupported` when the kernel lacks a feature this backend needs
     /// (see [`IoUringSupport::missing_required`](crate::runtime::detect::IoUringSupport)).
     pub(crate) fn new(buf_ring: bool) -> io::Result<(Self, Option<BufRing>)> {
-        if let Some(missing) = crate::runtime::detect::probe_io_uring().missing_required() {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("io_uring lacks {missing}"),
-            ));
-        }
+        require(&crate::runtime::detect::probe_io_uring())?;
         let ring = IoUring::builder()
             .setup_coop_taskrun()
             .setup_taskrun_flag()
@@ -937,5 +943,25 @@ impl UringBackend {
 impl Drop for UringBackend {
     fn drop(&mut self) {
         super::close_fd(self.eventfd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::runtime::detect::{IoUringSupport, URING_REQUIRED_OPS};
+
+    #[test]
+    fn an_explicit_uring_without_multishot_is_an_error_naming_it() {
+        let mut p = IoUringSupport {
+            available: true,
+            reason: "kernel 5.15.0".into(),
+            ops: URING_REQUIRED_OPS.iter().map(|s| s.to_string()).collect(),
+            multishot: true,
+        };
+        assert!(super::require(&p).is_ok());
+        p.multishot = false;
+        let e = super::require(&p).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+        assert!(e.to_string().contains("multishot"), "{e}");
     }
 }
