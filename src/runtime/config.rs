@@ -266,12 +266,42 @@ pub struct Config {
     /// Accelerator backend policy (`PERCORE_ACCEL`, TOML `accel_backend`). Rule: Auto.
     pub accel_backend: AccelPolicy,
     /// Transport connection limit (1..=10^7). Rule: usable memory / 64 KiB, at most 1,000,000;
-    /// Testing, Minimal and Embedded 1024.
+    /// Testing, Minimal and Embedded 1024; in every profile at most what the hard
+    /// `RLIMIT_NOFILE` leaves after headroom for the runtime's own descriptors (limit − max(64,
+    /// limit/8), at least 16), since each connection is a descriptor. The runtime raises the soft
+    /// limit to the hard one when its event loops start. An explicit value is not clamped.
     pub max_connections: usize,
     /// Seed for anything randomised. Rule: Testing 0x5EED; otherwise from the clock and pid.
     pub seed: u64,
     /// Where each worker runs.
     pub placement: Placement,
+}
+
+/// The hard `RLIMIT_NOFILE` (`None`: unlimited or unknown).
+fn nofile_hard_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is valid for writes; the result is checked.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+        || lim.rlim_max == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    Some(lim.rlim_max)
+}
+
+/// `default` connections, at most what `nofile` descriptors allow after headroom.
+fn clamp_to_nofile(default: usize, nofile: Option<u64>) -> usize {
+    let Some(limit) = nofile else {
+        return default;
+    };
+    let headroom = (limit / 8).max(64);
+    let budget = limit.saturating_sub(headroom).max(16);
+    default
+        .min(usize::try_from(budget).unwrap_or(usize::MAX))
+        .max(1)
 }
 
 impl Config {
@@ -342,10 +372,13 @@ impl Config {
             io_backend: IoBackend::Auto,
             accel_backend: AccelPolicy::Auto,
             io_colocated: cores < 8 && profile != Testing,
-            max_connections: match profile {
-                Testing | Minimal | Embedded => 1024,
-                _ => ((hw.usable_memory() / (64 * 1024)) as usize).clamp(1024, 1_000_000),
-            },
+            max_connections: clamp_to_nofile(
+                match profile {
+                    Testing | Minimal | Embedded => 1024,
+                    _ => ((hw.usable_memory() / (64 * 1024)) as usize).clamp(1024, 1_000_000),
+                },
+                nofile_hard_limit(),
+            ),
             seed: match profile {
                 Testing => 0x5EED,
                 _ => {
@@ -731,6 +764,16 @@ pub fn plan_placement(cfg: &Config, hw: &Hardware) -> Placement {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn default_max_connections_fits_the_fd_limit() {
+        assert_eq!(super::clamp_to_nofile(1_000_000, None), 1_000_000);
+        assert_eq!(super::clamp_to_nofile(1_000_000, Some(1024)), 896);
+        assert_eq!(super::clamp_to_nofile(1024, Some(1 << 20)), 1024);
+        assert_eq!(super::clamp_to_nofile(100_000, Some(65_536)), 57_344);
+        assert_eq!(super::clamp_to_nofile(1024, Some(64)), 16);
+    }
+
     use super::*;
     use std::path::Path;
 

@@ -49,8 +49,47 @@ pub struct IoUringSupport {
     pub reason: String,
     /// Opcodes we use that the kernel supports.
     pub ops: Vec<String>,
-    /// Kernel is new enough for multishot accept/recv and buffer rings (6.0+).
+    /// Multishot accept and multishot recv work: both were armed on a throwaway ring and
+    /// produced a completion that kept them armed (kernel 6.0+). The io_uring backend needs
+    /// them.
     pub multishot: bool,
+}
+
+/// Opcodes the io_uring backend cannot run without (names as in [`IoUringSupport::ops`]).
+pub const URING_REQUIRED_OPS: [&str; 7] = [
+    "Accept",
+    "Recv",
+    "Send",
+    "Connect",
+    "PollAdd",
+    "AsyncCancel",
+    "Close",
+];
+
+impl IoUringSupport {
+    /// What the io_uring backend needs and this probe did not find, in words (`None`: all
+    /// there). `IoBackend::Auto` picks mio when this is `Some`; an explicit `uring` fails to
+    /// start with it.
+    pub fn missing_required(&self) -> Option<String> {
+        if !self.available {
+            return Some(format!("a usable ring ({})", self.reason));
+        }
+        let ops: Vec<&str> = URING_REQUIRED_OPS
+            .iter()
+            .copied()
+            .filter(|op| !self.ops.iter().any(|o| o == op))
+            .collect();
+        if !ops.is_empty() {
+            return Some(format!("opcodes {} ({})", ops.join(", "), self.reason));
+        }
+        if !self.multishot {
+            return Some(format!(
+                "multishot accept/recv (kernel 6.0+; {})",
+                self.reason
+            ));
+        }
+        None
+    }
 }
 
 /// The machine as detected.
@@ -337,13 +376,24 @@ pub fn parse_cpu_max(s: &str) -> Option<f64> {
 /// again and again on the caller's thread). Never panics.
 pub fn probe_io_uring() -> IoUringSupport {
     static PROBE: std::sync::OnceLock<IoUringSupport> = std::sync::OnceLock::new();
-    PROBE.get_or_init(probe_io_uring_uncached).clone()
+    PROBE
+        .get_or_init(|| {
+            // On a throwaway thread: the probe arms operations, and the ring's teardown can
+            // leave io_uring task work that interrupts the caller's next blocking call.
+            std::thread::Builder::new()
+                .name("percore-probe".into())
+                .spawn(probe_io_uring_uncached)
+                .ok()
+                .and_then(|t| t.join().ok())
+                .unwrap_or_else(probe_io_uring_uncached)
+        })
+        .clone()
 }
 
 fn probe_io_uring_uncached() -> IoUringSupport {
     let kernel = read(Path::new("/proc/sys/kernel/osrelease")).unwrap_or_default();
     let kernel = kernel.trim().to_string();
-    let multishot = kernel
+    let new_enough = kernel
         .split(['.', '-'])
         .take(2)
         .map(|p| p.parse::<u32>().unwrap_or(0))
@@ -358,7 +408,7 @@ fn probe_io_uring_uncached() -> IoUringSupport {
             multishot: false,
         };
     }
-    let ring = match io_uring::IoUring::new(8) {
+    let mut ring = match io_uring::IoUring::new(8) {
         Ok(r) => r,
         Err(e) => {
             return IoUringSupport {
@@ -377,11 +427,11 @@ fn probe_io_uring_uncached() -> IoUringSupport {
             available: true,
             reason: format!("kernel {kernel}; opcode probe failed: {e}"),
             ops: vec![],
-            multishot,
+            multishot: false,
         };
     }
     use io_uring::opcode as op;
-    let wanted: [(&str, u8); 12] = [
+    let wanted: [(&str, u8); 14] = [
         ("Read", op::Read::CODE),
         ("Write", op::Write::CODE),
         ("Readv", op::Readv::CODE),
@@ -394,18 +444,123 @@ fn probe_io_uring_uncached() -> IoUringSupport {
         ("ProvideBuffers", op::ProvideBuffers::CODE),
         ("Timeout", op::Timeout::CODE),
         ("Close", op::Close::CODE),
+        ("PollAdd", op::PollAdd::CODE),
+        ("AsyncCancel", op::AsyncCancel::CODE),
     ];
     let ops = wanted
         .iter()
         .filter(|(_, code)| probe.is_supported(*code))
         .map(|(n, _)| n.to_string())
         .collect();
+    let (multishot, reason) = if !new_enough {
+        (false, format!("kernel {kernel}"))
+    } else {
+        match trial_multishot(&mut ring) {
+            Ok(()) => (true, format!("kernel {kernel}")),
+            Err(why) => (false, format!("kernel {kernel}; {why}")),
+        }
+    };
     IoUringSupport {
         available: true,
-        reason: format!("kernel {kernel}"),
+        reason,
         ops,
         multishot,
     }
+}
+
+/// Arms a multishot accept on a loopback listener and a multishot recv (buffer select on a
+/// group that has no buffers) on a socketpair, in `ring`, and checks that the kernel accepted
+/// both: the accept yields a connection with `IORING_CQE_F_MORE`, the recv fails with
+/// `ENOBUFS` (a kernel without multishot recv rejects the SQE with `EINVAL`).
+fn trial_multishot(ring: &mut io_uring::IoUring) -> Result<(), String> {
+    use io_uring::{cqueue, opcode, types};
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut pair = [0; 2];
+    // SAFETY: `pair` is valid for two c_ints; the result is checked.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+            pair.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(format!("socketpair: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: both fds were just created and are owned here only.
+    let (a, b) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(pair[0]),
+            std::os::fd::OwnedFd::from_raw_fd(pair[1]),
+        )
+    };
+    // SAFETY: writes one byte from a valid buffer to our socket.
+    unsafe { libc::write(b.as_raw_fd(), b"x".as_ptr() as *const libc::c_void, 1) };
+    const ACCEPT: u64 = 1;
+    const RECV: u64 = 2;
+    let accept = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
+        .flags(libc::SOCK_CLOEXEC)
+        .build()
+        .user_data(ACCEPT);
+    // Buffer group 0x7ffe is never registered on this ring.
+    let recv = opcode::RecvMulti::new(types::Fd(a.as_raw_fd()), 0x7ffe)
+        .build()
+        .user_data(RECV);
+    // SAFETY: the SQEs carry no pointers into memory that could go away before completion
+    // (the ring is dropped, cancelling them, while the fds still live).
+    let pushed = unsafe {
+        let mut sq = ring.submission();
+        sq.push(&accept).is_ok() && sq.push(&recv).is_ok()
+    };
+    if !pushed {
+        return Err("probe ring full".into());
+    }
+    ring.submit().map_err(|e| format!("submit: {e}"))?;
+    let client = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let (mut accept_ok, mut recv_ok) = (None, None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while (accept_ok.is_none() || recv_ok.is_none()) && std::time::Instant::now() < deadline {
+        let ts = types::Timespec::new().nsec(10_000_000);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        let _ = ring.submitter().submit_with_args(1, &args);
+        for cqe in ring.completion() {
+            match cqe.user_data() {
+                ACCEPT => {
+                    if cqe.result() >= 0 {
+                        // SAFETY: the kernel gave us this fd; nothing else owns it.
+                        unsafe { libc::close(cqe.result()) };
+                    }
+                    accept_ok = Some(if cqe.result() >= 0 && cqueue::more(cqe.flags()) {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "multishot accept: {}",
+                            std::io::Error::from_raw_os_error(-cqe.result().min(0))
+                        ))
+                    });
+                }
+                RECV => {
+                    recv_ok = Some(if cqe.result() == -libc::ENOBUFS || cqe.result() > 0 {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "multishot recv: {}",
+                            std::io::Error::from_raw_os_error(-cqe.result().min(0))
+                        ))
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+    drop(client);
+    accept_ok.unwrap_or_else(|| Err("multishot accept: no completion".into()))?;
+    recv_ok.unwrap_or_else(|| Err("multishot recv: no completion".into()))?;
+    Ok(())
 }
 
 #[cfg(feature = "hwloc")]

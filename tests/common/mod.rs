@@ -8,23 +8,72 @@ pub mod recorder;
 use percore::runtime::Runtime;
 use percore::runtime::config::{IoBackend, Profile};
 
-/// Every (backend, co-located) pair the transport must work on.
-pub fn modes() -> Vec<(IoBackend, bool)> {
+/// An event loop to test on: a backend, or io_uring with its plain-recv fallback forced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring with provided buffer rings (where the kernel has them).
+    Uring,
+    /// mio (epoll).
+    Mio,
+    /// io_uring receiving with plain `Recv` into owned buffers (the fallback for kernels
+    /// without buffer rings), forced with `IoCtx::use_buffer_ring(false)`.
+    UringPlainRecv,
+}
+
+impl From<IoBackend> for Backend {
+    fn from(b: IoBackend) -> Self {
+        match b {
+            IoBackend::Mio => Backend::Mio,
+            IoBackend::Uring | IoBackend::Auto => Backend::Uring,
+        }
+    }
+}
+
+/// Every (backend, co-located) pair the transport must work on (the plain-recv fallback once,
+/// on dedicated loops).
+pub fn modes() -> Vec<(Backend, bool)> {
     vec![
-        (IoBackend::Uring, false),
-        (IoBackend::Mio, false),
-        (IoBackend::Uring, true),
-        (IoBackend::Mio, true),
+        (Backend::Uring, false),
+        (Backend::Mio, false),
+        (Backend::Uring, true),
+        (Backend::Mio, true),
+        (Backend::UringPlainRecv, false),
     ]
 }
 
 /// The Testing profile with `backend`, co-located or dedicated event loops (one I/O worker).
-pub fn runtime(backend: IoBackend, colocated: bool) -> Runtime {
-    Runtime::builder()
+pub fn runtime(backend: impl Into<Backend>, colocated: bool) -> Runtime {
+    let backend = backend.into();
+    let rt = Runtime::builder()
         .profile(Profile::Testing)
-        .io_backend(backend)
+        .io_backend(match backend {
+            Backend::Mio => IoBackend::Mio,
+            Backend::Uring | Backend::UringPlainRecv => IoBackend::Uring,
+        })
         .io_colocated(colocated)
         .io_workers(1)
         .build()
-        .expect("runtime starts")
+        .expect("runtime starts");
+    if backend == Backend::UringPlainRecv {
+        plain_recv(&rt);
+    }
+    rt
+}
+
+/// Turns the provided buffer ring off on every event loop of `rt` (before any handler runs)
+/// and checks that it is off.
+pub fn plain_recv(rt: &Runtime) {
+    let h = rt.handle();
+    for i in 0..h.io_workers() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        h.run_on_io(i, move |ctx| {
+            let on = ctx.use_buffer_ring(false);
+            let _ = tx.send(!on && !ctx.uses_buffer_ring());
+        })
+        .expect("I/O loop exists");
+        let off = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("I/O loop answers");
+        assert!(off, "buffer ring still on for loop {i}");
+    }
 }

@@ -1,5 +1,6 @@
 //! [`FdMap`]: per-file-descriptor state of an event loop, in a `Vec` indexed by the descriptor.
-//! Owns nothing but the map. The kernel hands out the lowest free descriptor, so descriptors are
+//! Owns nothing but the map: it must not open, close or otherwise act on the descriptors it is
+//! keyed by (the backends do that), nor hold anything of the handlers. The kernel hands out the lowest free descriptor, so descriptors are
 //! dense small integers and a slot lookup is an index, where a `HashMap` spent ~2 % of an echo
 //! server's time hashing (perf).
 

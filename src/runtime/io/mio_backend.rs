@@ -2,13 +2,19 @@
 //! Owns the `Poll`, the per-fd registration and send queues. Reads and accepts are performed by
 //! the worker when it dispatches a `Readable`/`Acceptable` completion (so the handler is called
 //! between reads); writes are performed here, as soon as they are queued and on writability.
+//! A listener whose accept failed (e.g. `EMFILE`) is looked at again after a pause
+//! ([`MioBackend::reread_at`]): edge-triggered epoll reports no new edge for connections
+//! already waiting.
+//!
+//! Must not touch: handlers (the worker calls them), protocols, the worker's read buffer, or
+//! any fd it was not asked about; it closes an fd only in [`MioBackend::close`].
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token as MioToken, Waker};
@@ -43,6 +49,8 @@ pub(crate) struct MioBackend {
     /// Completions produced outside `poll` (immediate writes, arming), handed out by the next
     /// `poll`.
     ready: VecDeque<Completion>,
+    /// Completions to hand out once their time has come (listeners pausing after an error).
+    delayed: Vec<(Instant, Completion)>,
 }
 
 impl MioBackend {
@@ -56,6 +64,7 @@ impl MioBackend {
             fds: super::fdmap::FdMap::default(),
             next_epoch: 0,
             ready: VecDeque::new(),
+            delayed: Vec::new(),
         })
     }
 
@@ -165,6 +174,33 @@ impl MioBackend {
     }
 
     /// The worker stopped reading `fd` before `EAGAIN`: try again next turn.
+    /// Hands out `c` again at `at` (once per listener: a pending one is kept).
+    pub(crate) fn reread_at(&mut self, c: Completion, at: Instant) {
+        if let Completion::Acceptable { fd, .. } = &c
+            && self
+                .delayed
+                .iter()
+                .any(|(_, d)| matches!(d, Completion::Acceptable { fd: f, .. } if f == fd))
+        {
+            return;
+        }
+        self.delayed.push((at, c));
+    }
+
+    /// The earliest delayed completion's time, if any.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.delayed.iter().map(|d| d.0).min()
+    }
+
+    /// The fds registered with `token`.
+    pub(crate) fn fds_of(&self, token: Token) -> Vec<RawFd> {
+        self.fds
+            .fds()
+            .into_iter()
+            .filter(|fd| self.fds.get(fd).is_some_and(|e| e.token == token))
+            .collect()
+    }
+
     pub(crate) fn reread(&mut self, c: Completion) {
         self.ready.push_back(c);
     }
@@ -291,6 +327,18 @@ impl MioBackend {
         timeout: Option<Duration>,
         out: &mut VecDeque<Completion>,
     ) -> io::Result<()> {
+        if !self.delayed.is_empty() {
+            let now = Instant::now();
+            let mut i = 0;
+            while i < self.delayed.len() {
+                if self.delayed[i].0 <= now {
+                    let (_, c) = self.delayed.swap_remove(i);
+                    self.ready.push_back(c);
+                } else {
+                    i += 1;
+                }
+            }
+        }
         let timeout = if self.ready.is_empty() {
             timeout
         } else {

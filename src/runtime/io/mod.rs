@@ -17,8 +17,16 @@
 //! can `try_tell` an actor directly; the message goes over the I/O worker's ring to that core.
 //!
 //! Backend choice: [`IoBackend::Auto`](crate::runtime::config::IoBackend) uses io_uring when the
-//! probe succeeds and mio otherwise, with one log line saying which and why; `PERCORE_IO=uring|mio`
-//! or the builder override it.
+//! probe finds everything the backend needs (a ring, the opcodes, multishot accept and recv:
+//! [`IoUringSupport::missing_required`](crate::runtime::detect::IoUringSupport::missing_required))
+//! and mio otherwise, with one log line saying which and why; `PERCORE_IO=uring|mio` or the
+//! builder override it. An explicit `uring` on a kernel that lacks a required feature is an
+//! error at start (no silent fallback). `PERCORE_IO_URING_BUFRING=0` (or
+//! [`IoCtx::use_buffer_ring`]) makes io_uring receive with plain `Recv` instead of a provided
+//! buffer ring.
+//!
+//! A handler that panics is removed and its sockets closed; the loop goes on (see
+//! `worker`).
 //!
 //! ```
 //! use percore::runtime::Runtime;
@@ -87,7 +95,8 @@ pub enum Event<'a> {
     /// A connection was accepted on a listener armed with [`IoCtx::accept`]. The fd is
     /// non-blocking and close-on-exec; the handler now owns it and must [`IoCtx::close`] it.
     Accepted(RawFd),
-    /// Accepting failed (e.g. `EMFILE`); the listener stays armed.
+    /// Accepting failed (e.g. `EMFILE`); the listener stays armed, accepting again after a short
+    /// pause. Delivered (and logged by the loop) at most once a second per event loop.
     AcceptError(io::Error),
     /// Bytes received on a socket armed with [`IoCtx::recv`]. The slice is only valid during
     /// the call (it is a provided buffer that goes back to the kernel afterwards).
@@ -222,6 +231,18 @@ impl IoCtx<'_> {
     pub fn uses_buffer_ring(&self) -> bool {
         match &*self.backend {
             BackendImpl::Uring(b) => b.uses_buf_ring(),
+            BackendImpl::Mio(_) => false,
+        }
+    }
+
+    /// Turns this event loop's provided buffer ring on or off for receives armed from now on
+    /// (off: one plain `Recv` with an owned buffer per connection, the fallback for kernels
+    /// without buffer rings). Receives already armed keep their mode. Returns whether the
+    /// buffer ring is now used: never on mio, and not on where it could not be registered.
+    /// `PERCORE_IO_URING_BUFRING=0` turns it off for every loop of the process at start.
+    pub fn use_buffer_ring(&mut self, on: bool) -> bool {
+        match &mut *self.backend {
+            BackendImpl::Uring(b) => b.set_buf_ring(on),
             BackendImpl::Mio(_) => false,
         }
     }

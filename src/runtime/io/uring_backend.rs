@@ -1,16 +1,26 @@
 //! The io_uring backend: owns the ring, the table of in-flight operations, the per-fd state
 //! (armed multishot ops, the send queue) and the provided-buffer ring. Operations become SQEs
-//! that are submitted in one `io_uring_enter` per loop turn (or earlier if the SQ fills);
+//! that are submitted in at most one `io_uring_enter` per loop turn (none on a non-waiting turn
+//! with nothing queued, no task work flagged and no CQ overflow; earlier if the SQ fills, or in
+//! `close` when SQEs are queued that may name the fd being closed);
 //! multishot accept and multishot recv over a provided buffer ring keep the number of SQEs per
-//! connection low. Where buffer rings are not supported, recv falls back to one plain `Recv`
-//! with an owned buffer per connection.
+//! connection low. Where buffer rings are not supported (or `PERCORE_IO_URING_BUFRING=0`, or
+//! [`IoCtx::use_buffer_ring`](super::IoCtx::use_buffer_ring) turned them off), recv falls back to
+//! one plain `Recv` with an owned buffer per connection. An accept that ends with an error is
+//! re-armed after [`ACCEPT_RETRY`], not at once (`EMFILE` would otherwise fail again at once and
+//! spin). An SQE that cannot be queued because the kernel refuses submissions is not dropped: it
+//! completes with the submit error, through the same path as a kernel CQE.
+//!
+//! Must not touch: handlers (the worker calls them), protocols, the receive buffers' contents
+//! (the worker lends them to handlers), or any fd it was not asked about; it closes an fd only
+//! in [`UringBackend::close`].
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
@@ -27,6 +37,27 @@ const BGID: u16 = 7;
 pub(crate) const BUF_SIZE: usize = 4096;
 /// Number of provided buffers (a power of two).
 const BUF_COUNT: u16 = 2048;
+/// Delay before a listener whose accept failed (e.g. `EMFILE`) is armed again.
+pub(crate) const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// Whether `PERCORE_IO_URING_BUFRING` allows provided buffer rings (default: yes). `0`, `false`,
+/// `off` or `no` force plain recv; an unrecognised value is logged and ignored.
+pub(crate) fn buf_ring_from_env() -> bool {
+    match std::env::var("PERCORE_IO_URING_BUFRING") {
+        Err(_) => true,
+        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "0" | "false" | "off" | "no" => false,
+            "1" | "true" | "on" | "yes" | "" => true,
+            other => {
+                tracing::warn!(
+                    value = other,
+                    "PERCORE_IO_URING_BUFRING: expected 0/1/true/false; using buffer rings"
+                );
+                true
+            }
+        },
+    }
+}
 
 enum OpKind {
     Accept,
@@ -128,6 +159,17 @@ impl Drop for BufRing {
     }
 }
 
+/// `Unsupported`, naming what is missing, unless `probe` found everything this backend needs.
+fn require(probe: &crate::runtime::detect::IoUringSupport) -> io::Result<()> {
+    match probe.missing_required() {
+        None => Ok(()),
+        Some(missing) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("io_uring lacks {missing}"),
+        )),
+    }
+}
+
 pub(crate) struct UringBackend {
     ring: IoUring,
     ops: slab::Slab<Op>,
@@ -135,9 +177,16 @@ pub(crate) struct UringBackend {
     next_epoch: u64,
     eventfd: RawFd,
     wake_armed: bool,
+    /// New receives use the provided buffer ring.
     buf_ring: bool,
+    /// The provided buffer ring is registered (so `buf_ring` may be turned on).
+    buf_ring_registered: bool,
     /// fds whose multishot recv ended for lack of buffers: re-armed next turn.
     rearm: Vec<RawFd>,
+    /// Listeners whose accept failed: (fd, epoch, token, when to arm again).
+    accept_retry: Vec<(RawFd, u64, Token, Instant)>,
+    /// SQEs the kernel would not take: (user_data, -errno), completed in the next `poll`.
+    failed: Vec<(u64, i32)>,
     cqes: Vec<(u64, i32, u32)>,
     /// Completions produced outside `poll`.
     ready: VecDeque<Completion>,
@@ -146,8 +195,11 @@ pub(crate) struct UringBackend {
 }
 
 impl UringBackend {
-    /// Creates the ring (and, where supported, the provided buffer ring).
-    pub(crate) fn new() -> io::Result<(Self, Option<BufRing>)> {
+    /// Creates the ring (and, where supported and `buf_ring` is true, the provided buffer
+    /// ring). Fails with `Unsupported` when the kernel lacks a feature this backend needs
+    /// (see [`IoUringSupport::missing_required`](crate::runtime::detect::IoUringSupport)).
+    pub(crate) fn new(buf_ring: bool) -> io::Result<(Self, Option<BufRing>)> {
+        require(&crate::runtime::detect::probe_io_uring())?;
         let ring = IoUring::builder()
             .setup_coop_taskrun()
             .setup_taskrun_flag()
@@ -168,13 +220,22 @@ impl UringBackend {
             eventfd,
             wake_armed: false,
             buf_ring: false,
+            buf_ring_registered: false,
             rearm: Vec::new(),
+            accept_retry: Vec::new(),
+            failed: Vec::new(),
             cqes: Vec::with_capacity(1024),
             ready: VecDeque::new(),
             enters: 0,
         };
-        let bufs = b.setup_buf_ring();
+        let bufs = if buf_ring {
+            b.setup_buf_ring()
+        } else {
+            tracing::info!("io_uring: provided buffer rings turned off; using plain recv");
+            None
+        };
         b.buf_ring = bufs.is_some();
+        b.buf_ring_registered = bufs.is_some();
         b.arm_wake();
         Ok((b, bufs))
     }
@@ -227,6 +288,13 @@ impl UringBackend {
         self.buf_ring
     }
 
+    /// Turns the provided buffer ring on or off for receives armed from now on (on only where
+    /// it is registered). Returns whether it is in use.
+    pub(crate) fn set_buf_ring(&mut self, on: bool) -> bool {
+        self.buf_ring = on && self.buf_ring_registered;
+        self.buf_ring
+    }
+
     pub(crate) fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
         let fd = self.eventfd;
         Arc::new(move || {
@@ -249,7 +317,12 @@ impl UringBackend {
         self.wake_armed = true;
     }
 
+    /// Queues `sqe`, submitting first if the SQ is full. If the kernel refuses the submit
+    /// with an error other than `EBUSY`/`EINTR`/`EAGAIN` (which are retried), the SQE is not
+    /// lost silently: it is logged and completes in the next `poll` with that error, like a
+    /// CQE would, so the handler sees `AcceptError`/`RecvError`/`SendError`/`Connected(Err)`.
     fn push(&mut self, sqe: squeue::Entry) {
+        let mut tries = 0;
         loop {
             // SAFETY: every pointer an SQE carries (buffers, sockaddrs) is owned by `self.ops`
             // and stays put until its CQE arrives.
@@ -257,12 +330,26 @@ impl UringBackend {
                 return;
             }
             self.enters += 1;
-            if let Err(e) = self.ring.submit() {
-                tracing::warn!(%e, "io_uring submit failed while the SQ was full");
-                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
-                    return;
-                }
+            tries += 1;
+            let e = match self.ring.submit() {
+                Ok(_) if tries < 4 => continue,
+                Ok(_) => io::Error::from_raw_os_error(libc::EBUSY),
+                Err(e) => e,
+            };
+            let errno = e.raw_os_error().unwrap_or(libc::EIO);
+            // EBUSY/EAGAIN: the CQ must be reaped first (that happens in `poll`); a few tries
+            // give in-flight task work a chance, then the operation fails rather than spin.
+            let transient = matches!(errno, libc::EBUSY | libc::EINTR | libc::EAGAIN);
+            if transient && tries < 4 {
+                continue;
             }
+            tracing::error!(
+                %e,
+                user_data = sqe.get_user_data(),
+                "io_uring submit failed while the SQ was full; the operation fails"
+            );
+            self.failed.push((sqe.get_user_data(), -errno));
+            return;
         }
     }
 
@@ -298,6 +385,15 @@ impl UringBackend {
         })
     }
 
+    /// The fds whose operations were last started for `token`.
+    pub(crate) fn fds_of(&self, token: Token) -> Vec<RawFd> {
+        self.fds
+            .fds()
+            .into_iter()
+            .filter(|fd| self.fds.get(fd).is_some_and(|e| e.token == token))
+            .collect()
+    }
+
     pub(crate) fn epoch(&self, fd: RawFd) -> Option<u64> {
         self.fds.get(&fd).map(|e| e.epoch)
     }
@@ -317,6 +413,8 @@ impl UringBackend {
         self.push(sqe);
     }
 
+    /// Arms receiving. If an op is still in flight (possibly being cancelled by an earlier
+    /// `stop_recv`), nothing is armed now: the op's final CQE re-arms it while `recv_wanted`.
     pub(crate) fn recv(&mut self, token: Token, fd: RawFd) {
         let e = self.fd_entry(token, fd);
         e.recv_wanted = true;
@@ -445,7 +543,16 @@ impl UringBackend {
         self.push(sqe);
     }
 
+    /// Cancels every operation on `fd` and closes it. The cancels are batched with the loop's
+    /// next submit when nothing is queued in the SQ yet: every op on `fd` is then already in
+    /// the kernel, holding its own reference to the file, and a cancel finds its op by
+    /// user_data (not by fd number), so the number may be reused at once. When SQEs are
+    /// queued, one of them may name `fd` and would otherwise be resolved by the kernel against
+    /// whatever file gets that number next: then everything is submitted before the close.
     pub(crate) fn close(&mut self, fd: RawFd) {
+        let must_submit = !self.ring.submission().is_empty();
+        self.accept_retry.retain(|r| r.0 != fd);
+        self.rearm.retain(|r| *r != fd);
         if let Some(e) = self.fds.remove(&fd) {
             if let Some(key) = e.connect_op
                 && let Some(op) = self.ops.get_mut(key)
@@ -468,14 +575,22 @@ impl UringBackend {
                 op.orphan = true;
             }
         }
-        // The cancels must reach the kernel before the fd number can be reused.
-        self.enters += 1;
-        let _ = self.ring.submit();
+        if must_submit {
+            self.enters += 1;
+            if let Err(e) = self.ring.submit() {
+                tracing::warn!(fd, %e, "io_uring submit before close failed");
+            }
+        }
         super::close_fd(fd);
     }
 
     pub(crate) fn has_ready(&self) -> bool {
-        !self.ready.is_empty() || !self.rearm.is_empty()
+        !self.ready.is_empty() || !self.rearm.is_empty() || !self.failed.is_empty()
+    }
+
+    /// The earliest delayed re-arm (a listener whose accept failed), if any.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.accept_retry.iter().map(|r| r.3).min()
     }
 
     /// Submits what is queued, waits up to `timeout` for at least one completion, and turns
@@ -495,20 +610,50 @@ impl UringBackend {
                 self.arm_recv(fd, None);
             }
         }
+        if !self.accept_retry.is_empty() {
+            let now = Instant::now();
+            let due: Vec<_> = self
+                .accept_retry
+                .iter()
+                .filter(|r| r.3 <= now)
+                .copied()
+                .collect();
+            self.accept_retry.retain(|r| r.3 > now);
+            for (fd, epoch, token, _) in due {
+                if self.epoch(fd) == Some(epoch) {
+                    self.accept(token, fd);
+                }
+            }
+        }
         if !self.wake_armed {
             self.arm_wake();
         }
-        let busy = !self.ready.is_empty();
+        let busy = !self.ready.is_empty() || !self.failed.is_empty();
         let r = match timeout {
-            Some(t) if t.is_zero() || busy => self.ring.submit(),
+            Some(t) if t.is_zero() || busy => {
+                // Nothing to submit, no task work pending (IORING_SQ_TASKRUN, set with
+                // COOP_TASKRUN + TASKRUN_FLAG) and no overflowed CQEs to flush: the CQ ring
+                // can be read without entering the kernel.
+                let sq = self.ring.submission();
+                if sq.is_empty() && !sq.taskrun() && !sq.cq_overflow() {
+                    Ok(0)
+                } else {
+                    drop(sq);
+                    self.enters += 1;
+                    self.ring.submit()
+                }
+            }
             Some(t) => {
+                self.enters += 1;
                 let ts = types::Timespec::from(t);
                 let args = types::SubmitArgs::new().timespec(&ts);
                 self.ring.submitter().submit_with_args(1, &args)
             }
-            None => self.ring.submit_and_wait(1),
+            None => {
+                self.enters += 1;
+                self.ring.submit_and_wait(1)
+            }
         };
-        self.enters += 1;
         if let Err(e) = r {
             match e.raw_os_error() {
                 Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
@@ -516,6 +661,8 @@ impl UringBackend {
             }
         }
         self.cqes.clear();
+        self.cqes
+            .extend(self.failed.drain(..).map(|(ud, res)| (ud, res, 0)));
         for cqe in self.ring.completion() {
             self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
         }
@@ -577,8 +724,20 @@ impl UringBackend {
                         && e.accept_op == Some(key)
                     {
                         e.accept_op = None;
-                        if !orphan && res != -libc::ECANCELED {
+                        if orphan || res == -libc::ECANCELED {
+                            // Closed or cancelled: stays unarmed.
+                        } else if res >= 0 {
+                            // Ended by the kernel (e.g. CQ pressure): arm again at once.
                             self.accept(token, fd);
+                        } else {
+                            // An error (EMFILE, ENFILE, ENOMEM, …) would most likely repeat at
+                            // once: arm again after a pause instead of spinning.
+                            self.accept_retry.push((
+                                fd,
+                                epoch,
+                                token,
+                                Instant::now() + ACCEPT_RETRY,
+                            ));
                         }
                     }
                 }
@@ -656,9 +815,10 @@ impl UringBackend {
                     self.stop_recv_state(fd);
                     out.push_back(Completion::Eof { token, fd, epoch });
                 } else if res == -libc::ECANCELED || res == -libc::EAGAIN {
-                    if res == -libc::EAGAIN {
-                        self.rearm_plain(fd, buf);
-                    }
+                    // EAGAIN: try again. ECANCELED: `stop_recv` cancelled it, but the handler
+                    // may have called `recv` again since (which found this op in flight and
+                    // armed nothing): re-arm while receiving is wanted, as RecvMulti does.
+                    self.rearm_plain(fd, buf);
                 } else {
                     self.stop_recv_state(fd);
                     out.push_back(Completion::RecvError {
@@ -783,5 +943,25 @@ impl UringBackend {
 impl Drop for UringBackend {
     fn drop(&mut self) {
         super::close_fd(self.eventfd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::runtime::detect::{IoUringSupport, URING_REQUIRED_OPS};
+
+    #[test]
+    fn an_explicit_uring_without_multishot_is_an_error_naming_it() {
+        let mut p = IoUringSupport {
+            available: true,
+            reason: "kernel 5.15.0".into(),
+            ops: URING_REQUIRED_OPS.iter().map(|s| s.to_string()).collect(),
+            multishot: true,
+        };
+        assert!(super::require(&p).is_ok());
+        p.multishot = false;
+        let e = super::require(&p).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+        assert!(e.to_string().contains("multishot"), "{e}");
     }
 }

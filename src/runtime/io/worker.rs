@@ -2,11 +2,17 @@
 //! handlers, and loops — run closures sent to it, wait for completions (sleeping in the kernel
 //! when idle), dispatch them to handlers, tick, publish outgoing ring messages. Owns nothing of
 //! the protocols its handlers speak.
+//!
+//! A handler that panics is caught here: the panic is logged (error, with its token and fd
+//! where known), the fds the loop knows as the handler's are closed (their in-flight operations
+//! are cancelled, and late completions are dropped by the epoch check) and the handler is
+//! removed; the loop and every other handler carry on.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,7 +21,7 @@ use super::mio_backend::MioBackend;
 use super::uring_backend::{BufRing, UringBackend};
 use super::{BackendImpl, BackendKind, Event, Handlers, IoCtx, TICK, Token};
 use crate::runtime::config::IoBackend;
-use crate::runtime::detect::probe_io_uring;
+use crate::runtime::detect::{IoUringSupport, probe_io_uring};
 use crate::runtime::{ExternalNode, Handle};
 
 /// A finished (or ready) operation, as backends report it to the worker.
@@ -129,7 +135,8 @@ impl Core {
         }
     }
 
-    /// Calls handler `token` with `event`.
+    /// Calls handler `token` with `event`. A panic in the handler is caught: see
+    /// [`Core::handler_panicked`].
     fn call(&mut self, now: Instant, token: Token, event: Event<'_>) {
         let Some(slot) = self.handlers.slab.get_mut(token) else {
             return;
@@ -141,8 +148,95 @@ impl Core {
             return;
         };
         let generation = slot.generation;
-        h.on_event(&mut self.ctx(now, Some((token, generation))), event);
-        super::put_back(&mut self.handlers, token, generation, h);
+        let r = {
+            let mut ctx = self.ctx(now, Some((token, generation)));
+            // AssertUnwindSafe: after a panic the handler is dropped without being called
+            // again, and the loop's own state (backend, slab) is only changed through `IoCtx`
+            // methods, which leave it consistent between their steps.
+            catch_unwind(AssertUnwindSafe(|| h.on_event(&mut ctx, event)))
+        };
+        match r {
+            Ok(()) => super::put_back(&mut self.handlers, token, generation, h),
+            Err(payload) => self.handler_panicked(token, generation, h, payload),
+        }
+    }
+
+    /// A handler panicked: log it, close the fds registered to its token (cancelling their
+    /// operations; completions already queued for them fail the epoch check and are dropped),
+    /// and remove it. Its `Drop` runs under `catch_unwind` too.
+    fn handler_panicked(
+        &mut self,
+        token: Token,
+        generation: u64,
+        h: Box<dyn super::IoHandler>,
+        payload: Box<dyn std::any::Any + Send>,
+    ) {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".into());
+        let fds = match &self.backend {
+            BackendImpl::Uring(b) => b.fds_of(token),
+            BackendImpl::Mio(b) => b.fds_of(token),
+        };
+        tracing::error!(
+            io_worker = self.worker,
+            token,
+            ?fds,
+            panic = %msg,
+            "I/O handler panicked; closing its sockets and removing it"
+        );
+        for fd in fds {
+            match &mut self.backend {
+                BackendImpl::Uring(b) => b.close(fd),
+                BackendImpl::Mio(b) => b.close(fd),
+            }
+        }
+        if self
+            .handlers
+            .slab
+            .get(token)
+            .is_some_and(|s| s.generation == generation)
+        {
+            self.handlers.slab.remove(token);
+        }
+        self.handlers.retry.retain(|r| r.0 != token);
+        if catch_unwind(AssertUnwindSafe(|| drop(h))).is_err() {
+            tracing::error!(token, "dropping the panicked I/O handler panicked too");
+        }
+    }
+}
+
+/// Rate-limits the log of accept errors: at most one line (and one `AcceptError` event to
+/// the listener's handler) per second per loop, with the count of those held back.
+#[derive(Default)]
+struct AcceptErrorLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptErrorLog {
+    /// True when this error should be reported now.
+    fn report(&mut self, now: Instant, worker: usize, err: &io::Error) -> bool {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return false;
+        }
+        tracing::warn!(
+            io_worker = worker,
+            %err,
+            repeated = self.suppressed,
+            retry_ms = super::uring_backend::ACCEPT_RETRY.as_millis() as u64,
+            "accept failed (logged at most once a second; `repeated` counts those since); \
+             retrying after a pause"
+        );
+        self.last = Some(now);
+        self.suppressed = 0;
+        true
     }
 }
 
@@ -153,6 +247,7 @@ pub(crate) struct IoState {
     completions: VecDeque<Completion>,
     readbuf: Vec<u8>,
     next_tick: Instant,
+    accept_errors: AcceptErrorLog,
 }
 
 thread_local! {
@@ -193,9 +288,7 @@ impl IoState {
                 Completion::Accepted { token, fd } => {
                     self.core.call(now, token, Event::Accepted(fd))
                 }
-                Completion::AcceptError { token, err } => {
-                    self.core.call(now, token, Event::AcceptError(err))
-                }
+                Completion::AcceptError { token, err } => self.accept_error(now, token, err),
                 Completion::Acceptable { token, fd, epoch } => {
                     self.accept_ready(now, token, fd, epoch);
                 }
@@ -270,6 +363,14 @@ impl IoState {
         n
     }
 
+    /// Reports an accept error to the listener's handler, rate-limited (see
+    /// [`AcceptErrorLog`]). The backend re-arms the listener after a pause.
+    fn accept_error(&mut self, now: Instant, token: Token, err: io::Error) {
+        if self.accept_errors.report(now, self.core.worker, &err) {
+            self.core.call(now, token, Event::AcceptError(err));
+        }
+    }
+
     /// mio: accept until `EAGAIN` (at most 64 per turn, then yield to other work).
     fn accept_ready(&mut self, now: Instant, token: Token, fd: RawFd, epoch: u64) {
         for _ in 0..64 {
@@ -294,7 +395,15 @@ impl IoState {
                     io::ErrorKind::WouldBlock => return,
                     io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
                     _ => {
-                        self.core.call(now, token, Event::AcceptError(err));
+                        // Edge-triggered: no new readiness comes for connections already
+                        // waiting, so look again after a pause (EMFILE: once fds are freed).
+                        if let BackendImpl::Mio(b) = &mut self.core.backend {
+                            b.reread_at(
+                                Completion::Acceptable { token, fd, epoch },
+                                now + super::uring_backend::ACCEPT_RETRY,
+                            );
+                        }
+                        self.accept_error(now, token, err);
                         return;
                     }
                 }
@@ -387,6 +496,14 @@ impl IoState {
             }
     }
 
+    /// The earliest delayed re-arm the backend holds (a listener pausing after an error).
+    fn next_deadline(&self) -> Option<Instant> {
+        match &self.core.backend {
+            BackendImpl::Uring(b) => b.next_deadline(),
+            BackendImpl::Mio(b) => b.next_deadline(),
+        }
+    }
+
     fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         match &mut self.core.backend {
             BackendImpl::Uring(b) => b.poll(timeout, &mut self.completions, self.bufs.as_mut()),
@@ -408,26 +525,73 @@ impl IoState {
     }
 }
 
-/// Picks the backend for `choice`: (`kind`, why).
+/// Picks the backend for `choice`: (`kind`, why). `Auto` takes io_uring only when the probe
+/// found everything the backend needs ([`IoUringSupport::missing_required`]); otherwise mio,
+/// and the reason names what is missing (the runtime logs it in one line). An explicit `Uring`
+/// is taken as asked: if the kernel lacks a required feature, creating the backend fails with
+/// `Unsupported` naming it, and the runtime does not start (a typed `RuntimeError`, no silent
+/// fallback).
 pub(crate) fn resolve_backend(choice: IoBackend) -> (BackendKind, String) {
     match choice {
+        IoBackend::Auto => resolve_auto(&probe_io_uring()),
         IoBackend::Mio => (BackendKind::Mio, "configured (io_backend = mio)".into()),
         IoBackend::Uring => (BackendKind::Uring, "configured (io_backend = uring)".into()),
-        IoBackend::Auto => {
-            let p = probe_io_uring();
-            if p.available {
-                (
-                    BackendKind::Uring,
-                    "auto: the io_uring probe succeeded".into(),
-                )
-            } else {
-                (
-                    BackendKind::Mio,
-                    format!("auto: io_uring unavailable ({})", p.reason),
-                )
-            }
-        }
     }
+}
+
+fn resolve_auto(p: &IoUringSupport) -> (BackendKind, String) {
+    match p.missing_required() {
+        None => (
+            BackendKind::Uring,
+            "auto: the io_uring probe found every required feature".into(),
+        ),
+        Some(missing) => (
+            BackendKind::Mio,
+            format!("auto: io_uring lacks {missing}; using mio"),
+        ),
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, once per process, and logs it: every
+/// connection is a descriptor, and the soft limit is often 1024. (`max_connections`'
+/// default is sized from the hard limit, see `Config`.)
+fn raise_nofile_limit() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `lim` is valid for writes; the result is checked.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return;
+        }
+        if lim.rlim_cur >= lim.rlim_max {
+            tracing::debug!(
+                limit = lim.rlim_cur,
+                "RLIMIT_NOFILE already at its hard limit"
+            );
+            return;
+        }
+        let old = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid rlimit; raising the soft limit up to the hard limit is
+        // always permitted.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+            tracing::info!(
+                from = old,
+                to = lim.rlim_cur,
+                "raised the soft RLIMIT_NOFILE"
+            );
+        } else {
+            tracing::warn!(
+                soft = old,
+                hard = lim.rlim_max,
+                err = %io::Error::last_os_error(),
+                "could not raise the soft RLIMIT_NOFILE"
+            );
+        }
+    });
 }
 
 /// What the runtime keeps of a started I/O worker.
@@ -442,7 +606,7 @@ pub(crate) struct IoWorkerHandle {
 fn make_backend(kind: BackendKind) -> io::Result<(BackendImpl, Option<BufRing>)> {
     match kind {
         BackendKind::Uring => {
-            let (b, bufs) = UringBackend::new()?;
+            let (b, bufs) = UringBackend::new(super::uring_backend::buf_ring_from_env())?;
             Ok((BackendImpl::Uring(b), bufs))
         }
         BackendKind::Mio => Ok((BackendImpl::Mio(MioBackend::new()?), None)),
@@ -457,6 +621,7 @@ pub(crate) fn install(
     kind: BackendKind,
     may_fall_back: bool,
 ) -> io::Result<(BackendKind, Arc<dyn Fn() + Send + Sync>)> {
+    raise_nofile_limit();
     let made = match make_backend(kind) {
         Ok(b) => Ok((b, kind)),
         Err(e) if kind == BackendKind::Uring && may_fall_back => {
@@ -482,6 +647,7 @@ pub(crate) fn install(
         completions: VecDeque::with_capacity(1024),
         readbuf: vec![0; 64 * 1024],
         next_tick: Instant::now() + TICK,
+        accept_errors: AcceptErrorLog::default(),
     };
     IO.with(|c| *c.borrow_mut() = Some(st));
     Ok((kind, wake))
@@ -534,6 +700,10 @@ pub(crate) fn turn(timeout: Option<Duration>, stats: &IoWorkerStats) -> io::Resu
         if !st.core.handlers.slab.is_empty() {
             let to_tick = st.next_tick.saturating_duration_since(now);
             timeout = Some(timeout.map_or(to_tick, |t| t.min(to_tick)));
+        }
+        if let Some(at) = st.next_deadline() {
+            let to = at.saturating_duration_since(now);
+            timeout = Some(timeout.map_or(to, |t| t.min(to)));
         }
         let r = st.poll(timeout);
         let now = Instant::now();
@@ -679,4 +849,72 @@ fn run_loop(
         }
     }
     node.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(multishot: bool, ops: &[&str]) -> IoUringSupport {
+        IoUringSupport {
+            available: true,
+            reason: "kernel 5.15.0".into(),
+            ops: ops.iter().map(|s| s.to_string()).collect(),
+            multishot,
+        }
+    }
+
+    #[test]
+    fn auto_needs_every_required_feature() {
+        let all = crate::runtime::detect::URING_REQUIRED_OPS;
+        let (k, why) = resolve_auto(&probe(true, &all));
+        assert_eq!(k, BackendKind::Uring, "{why}");
+
+        let (k, why) = resolve_auto(&probe(false, &all));
+        assert_eq!(k, BackendKind::Mio);
+        assert!(why.contains("multishot"), "{why}");
+
+        let (k, why) = resolve_auto(&probe(true, &["Accept", "Recv", "Send"]));
+        assert_eq!(k, BackendKind::Mio);
+        assert!(
+            why.contains("Connect") && why.contains("AsyncCancel"),
+            "{why}"
+        );
+
+        let mut off = probe(true, &all);
+        off.available = false;
+        off.reason = "io_uring_setup failed: EPERM".into();
+        let (k, why) = resolve_auto(&off);
+        assert_eq!(k, BackendKind::Mio);
+        assert!(why.contains("EPERM"), "{why}");
+    }
+
+    #[test]
+    fn this_kernel_passes_the_trial_arms() {
+        // Kernel 6.0+ with io_uring allowed has multishot accept/recv (this machine: 6.18);
+        // where io_uring is forbidden (containers) or too old, the probe says what is missing.
+        let p = probe_io_uring();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let major: u32 = kernel.split('.').next().unwrap_or("0").parse().unwrap_or(0);
+        if p.available && major >= 6 {
+            assert!(p.multishot, "{p:?}");
+            assert_eq!(p.missing_required(), None);
+        } else if !p.available || !p.multishot {
+            assert!(p.missing_required().is_some(), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn accept_errors_are_logged_once_a_second() {
+        let mut log = AcceptErrorLog::default();
+        let t = Instant::now();
+        let e = io::Error::from_raw_os_error(libc::EMFILE);
+        assert!(log.report(t, 0, &e));
+        for i in 1..50 {
+            assert!(!log.report(t + Duration::from_millis(i * 10), 0, &e));
+        }
+        assert_eq!(log.suppressed, 49);
+        assert!(log.report(t + Duration::from_millis(1001), 0, &e));
+        assert_eq!(log.suppressed, 0);
+    }
 }
