@@ -3,13 +3,12 @@
 //! streams for byte-exact and malformed input, and `curl` where it is installed.
 
 mod common;
-use common::{modes, runtime};
+use common::{Backend, modes, runtime, runtime_with};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use percore::runtime::config::IoBackend;
 use percore::runtime::{Actor, Context, Runtime};
 use percore::transport::ServerOptions;
 use percore::transport::http::{HttpCall, HttpOptions, HttpServer, Response, Router};
@@ -355,7 +354,7 @@ fn connection_limit_refuses_extra_connections() {
     }
 }
 
-fn connection_limit_on(b: IoBackend, co: bool) {
+fn connection_limit_on(b: Backend, co: bool) {
     let rt = runtime(b, co);
     let opts = HttpOptions {
         server: ServerOptions {
@@ -624,20 +623,10 @@ fn accept_modes_serve_everyone_and_distribute_spreads_evenly() {
     let cases = modes()
         .into_iter()
         .map(|(b, co)| (b, co, 1))
-        .chain([(IoBackend::Uring, false, 2), (IoBackend::Mio, false, 2)])
+        .chain([(Backend::Uring, false, 2), (Backend::Mio, false, 2)])
         .flat_map(|m| [(m, AcceptMode::Distribute), (m, AcceptMode::ReusePort)]);
     for ((b, co, io_workers), mode) in cases {
-        let rt = if io_workers == 1 {
-            runtime(b, co)
-        } else {
-            Runtime::builder()
-                .profile(percore::runtime::config::Profile::Testing)
-                .io_backend(b)
-                .io_colocated(false)
-                .io_workers(io_workers)
-                .build()
-                .expect("runtime starts")
-        };
+        let rt = runtime_with(b, co, io_workers);
         let mut opts = HttpOptions::default();
         opts.server.accept = mode;
         let srv = serve(&rt, opts);

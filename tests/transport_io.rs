@@ -87,6 +87,17 @@ fn a_panicking_handler_closes_only_its_connection() {
         assert_eq!(roundtrip(&mut good, b"after"), b"after", "{b:?}/{co}");
         let mut fresh = connect(addr);
         assert_eq!(roundtrip(&mut fresh, b"new"), b"new", "{b:?}/{co}");
+        // The dropped connection no longer counts as open (nor against max_connections).
+        let open = || srv.stats().open.load(std::sync::atomic::Ordering::Relaxed);
+        let t0 = std::time::Instant::now();
+        while open() != 2 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "{b:?}/{co}: {} open, 2 expected",
+                open()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         srv.stop();
         rt.shutdown();
     }

@@ -104,7 +104,8 @@ impl FromStr for Profile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IoBackend {
-    /// io_uring when the probe succeeds, else mio.
+    /// io_uring when the probe finds everything the backend needs (the opcodes, multishot
+    /// accept and recv armed on trial), else mio, with one log line naming what is missing.
     Auto,
     /// io_uring (fails to start where the kernel or container forbids it).
     Uring,

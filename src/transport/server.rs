@@ -838,6 +838,16 @@ struct Conn<P: ServerProtocol> {
     closed: bool,
 }
 
+impl<P: ServerProtocol> Drop for Conn<P> {
+    fn drop(&mut self) {
+        // Dropped without `close` (the loop removed it after a panic in protocol code, or the
+        // loop itself is going away): it no longer counts against `max_connections`.
+        if !self.closed {
+            self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 fn deliver<P: ServerProtocol>(ctx: &mut IoCtx<'_>, id: HandlerId, seq: u64, part: Part) {
     ctx.with_handler::<Conn<P>, _>(id, |c, ctx| c.on_reply(ctx, seq, part));
 }

@@ -43,6 +43,11 @@ pub fn modes() -> Vec<(Backend, bool)> {
 
 /// The Testing profile with `backend`, co-located or dedicated event loops (one I/O worker).
 pub fn runtime(backend: impl Into<Backend>, colocated: bool) -> Runtime {
+    runtime_with(backend, colocated, 1)
+}
+
+/// [`runtime`] with `io_workers` dedicated I/O threads (when not co-located).
+pub fn runtime_with(backend: impl Into<Backend>, colocated: bool, io_workers: usize) -> Runtime {
     let backend = backend.into();
     let rt = Runtime::builder()
         .profile(Profile::Testing)
@@ -51,7 +56,7 @@ pub fn runtime(backend: impl Into<Backend>, colocated: bool) -> Runtime {
             Backend::Uring | Backend::UringPlainRecv => IoBackend::Uring,
         })
         .io_colocated(colocated)
-        .io_workers(1)
+        .io_workers(io_workers)
         .build()
         .expect("runtime starts");
     if backend == Backend::UringPlainRecv {
