@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HTTP plaintext benchmark: examples/http_server (per backend) and the hyper + tokio peer,
 # side by side in one run, `wrk -t2 -c64 -d${SECS:-10}s --latency` against each, ROUNDS times
-# alternating. ACCEPT=1 adds a run with AcceptMode::ReusePort (io_uring) next to the default.
+# alternating. ACCEPT=1 adds runs with AcceptMode::Distribute and ::ReusePort (io_uring) next to
+# the default (IncomingCpu).
 # Also prints each server's CPU time per request (user + system, from /proc/PID/stat over the
 # wrk run): with wrk on the same cores, requests/s also measures how much CPU the server leaves
 # to wrk, while CPU per request compares the servers' own cost.
@@ -28,6 +29,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, in clo
 for r in $(seq "$ROUNDS"); do
   run "percore-uring" env PERCORE_IO=uring target/release/examples/http_server
   run "percore-mio" env PERCORE_IO=mio target/release/examples/http_server
+  [ -z "${ACCEPT:-}" ] || run "uring-distribute" env PERCORE_IO=uring target/release/examples/http_server --accept distribute
   [ -z "${ACCEPT:-}" ] || run "uring-reuseport" env PERCORE_IO=uring target/release/examples/http_server --accept reuseport
   run "hyper" target/release/examples/peer_hyper
 done

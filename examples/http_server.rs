@@ -6,8 +6,9 @@
 //! cargo run --release --example http_server -- --addr 127.0.0.1:8080
 //! curl http://127.0.0.1:8080/json
 //! ```
-//! `--accept reuseport` uses one `SO_REUSEPORT` listener per loop instead of the default
-//! (accept on one loop, hand out round robin); benches/http.sh compares the two.
+//! `--accept distribute` hands connections to the loops round robin, `--accept reuseport`
+//! uses one `SO_REUSEPORT` listener per loop, instead of the default (each connection on the
+//! loop of the CPU its packets arrive on); benches/http.sh compares them.
 //! Stops cleanly on SIGINT or SIGTERM.
 
 use percore::runtime::partition::RoundRobin;
@@ -63,7 +64,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         opts.server.accept = match mode.as_str() {
             "reuseport" => percore::transport::AcceptMode::ReusePort,
             "distribute" => percore::transport::AcceptMode::Distribute,
-            other => return Err(format!("--accept {other}: use reuseport or distribute").into()),
+            "incoming-cpu" => percore::transport::AcceptMode::IncomingCpu,
+            other => {
+                return Err(format!(
+                    "--accept {other}: use incoming-cpu (the default), distribute or reuseport"
+                )
+                .into());
+            }
         };
     }
     let server = HttpServer::bind_with(&rt.handle(), addr, router, opts)?;

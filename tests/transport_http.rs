@@ -624,7 +624,13 @@ fn accept_modes_serve_everyone_and_distribute_spreads_evenly() {
         .into_iter()
         .map(|(b, co)| (b, co, 1))
         .chain([(Backend::Uring, false, 2), (Backend::Mio, false, 2)])
-        .flat_map(|m| [(m, AcceptMode::Distribute), (m, AcceptMode::ReusePort)]);
+        .flat_map(|m| {
+            [
+                (m, AcceptMode::Distribute),
+                (m, AcceptMode::ReusePort),
+                (m, AcceptMode::IncomingCpu),
+            ]
+        });
     for ((b, co, io_workers), mode) in cases {
         let rt = runtime_with(b, co, io_workers);
         let mut opts = HttpOptions::default();
@@ -1310,4 +1316,102 @@ fn handlers_see_the_peer_and_the_verified_client_certificate() {
         rt.shutdown();
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Pins the calling thread to `cpu` (false if the process may not run there).
+fn pin_this_thread(cpu: usize) -> bool {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+#[test]
+fn incoming_cpu_puts_a_clients_connections_on_its_cpus_loop_and_caps_the_pile() {
+    use std::sync::atomic::Ordering;
+    for b in [Backend::Uring, Backend::Mio] {
+        // Two co-located loops pinned to their CPUs.
+        let rt = Runtime::builder()
+            .profile(percore::runtime::config::Profile::Testing)
+            .io_backend(match b {
+                Backend::Mio => percore::runtime::config::IoBackend::Mio,
+                _ => percore::runtime::config::IoBackend::Uring,
+            })
+            .io_colocated(true)
+            .pin(true)
+            .build()
+            .unwrap();
+        let h = rt.handle();
+        let cpus: Vec<Option<usize>> = (0..h.io_workers()).map(|i| h.io_cpu(i)).collect();
+        if cpus.len() < 2 || cpus.iter().any(Option::is_none) {
+            eprintln!("loops not pinned to CPUs here ({cpus:?}): skipping");
+            return;
+        }
+        let srv = serve(&rt, HttpOptions::default()); // IncomingCpu is the default
+        let addr = srv.local_addr();
+        let handlers = |i: usize| h.io_stats(i).unwrap().handlers.load(Ordering::Relaxed) as usize;
+        // The listener is a handler of loop 0 (registered a moment after bind returns).
+        let t0 = Instant::now();
+        while handlers(0) == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(5), "no listener");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let base: Vec<usize> = (0..cpus.len()).map(handlers).collect();
+        let open_from = |cpu: usize, n: usize| {
+            std::thread::spawn(move || {
+                assert!(pin_this_thread(cpu), "cannot run on CPU {cpu}");
+                (0..n)
+                    .map(|_| {
+                        let mut s = connect(addr);
+                        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                        assert_eq!(read_response(&mut s, &mut Vec::new()).unwrap().0, 200);
+                        s
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .join()
+            .unwrap()
+        };
+        let wait_for = |want: &[usize]| {
+            let t0 = Instant::now();
+            loop {
+                let got: Vec<usize> = (0..want.len()).map(handlers).collect();
+                if got == want {
+                    break;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(5),
+                    "{b:?}: handlers {got:?}, want {want:?}"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        // Four connections from each loop's CPU land on that loop.
+        let mut held = Vec::new();
+        let mut want = base.clone();
+        for (i, cpu) in cpus.iter().enumerate() {
+            held.extend(open_from(cpu.unwrap(), 4));
+            want[i] += 4;
+            wait_for(&want);
+        }
+        // Thirty more from loop 0's CPU: loop 0 takes them only up to twice the other's
+        // connections plus 8; the rest go to the least-loaded loop.
+        held.extend(open_from(cpus[0].unwrap(), 30));
+        let conns = |i: usize| handlers(i) - base[i];
+        let t0 = Instant::now();
+        while conns(0) + conns(1) != 4 + 4 + 30 {
+            assert!(t0.elapsed() < Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            conns(0) <= 2 * conns(1) + 9 && conns(1) > 4,
+            "{b:?}: loop 0 {} / loop 1 {}",
+            conns(0),
+            conns(1)
+        );
+        drop(held);
+        rt.shutdown();
+    }
 }

@@ -680,6 +680,21 @@ impl Handle {
         }
     }
 
+    /// The CPU I/O loop `i` is pinned to (its app worker's when co-located); `None` when
+    /// workers are not pinned or the placement names no CPU for it.
+    pub fn io_cpu(&self, i: usize) -> Option<usize> {
+        let c = &self.inner.config;
+        if !c.pin_workers || i >= self.io_workers() {
+            return None;
+        }
+        let plan = if c.io_colocated {
+            &c.placement.app
+        } else {
+            &c.placement.io
+        };
+        plan.get(i).copied().flatten()
+    }
+
     /// The mesh node running I/O loop `i` (the app worker itself when co-located).
     fn io_node(&self, i: usize) -> usize {
         if self.inner.config.io_colocated {

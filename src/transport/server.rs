@@ -215,21 +215,31 @@ pub struct ServerOptions {
 
 /// How a [`Server`] spreads connections over the event loops.
 ///
-/// Measured (BENCHMARKS.md, 2 loops, `wrk -t2 -c64`, io_uring, 4 rounds): keep-alive traffic
-/// `Distribute` 190-215 k req/s, p99 2.0-5.4 ms vs `ReusePort` 184-187 k, p99 6.6-7.1 ms (the
-/// kernel's hash put the 64 connections unevenly on the two loops, so one loop queued while
-/// the other idled); one connection per request (`Connection: close`) `ReusePort` 45.1 k vs
-/// `Distribute` 42.4 k conn/s. Hence the default: `Distribute`; use `ReusePort` for
-/// short-lived connections at very high accept rates.
+/// Measured (BENCHMARKS.md, 2 loops, `wrk -t2 -c64`, io_uring): keep-alive traffic
+/// `IncomingCpu` 283-289 k req/s, p99 ~0.2 ms vs `Distribute` 191-204 k, p99 1.5-2.7 ms in the
+/// same run (each wrk thread's connections on one loop: every wake-up of a client thread
+/// carries the answers of one loop, not two); earlier, `Distribute` 190-215 k vs `ReusePort`
+/// 184-187 k, p99 6.6-7.1 ms (the kernel's hash put the 64 connections unevenly on the two
+/// loops); one connection per request (`Connection: close`) `ReusePort` 45.1 k vs
+/// `Distribute` 42.4 k conn/s. Hence the default: `IncomingCpu`; `ReusePort` for short-lived
+/// connections at very high accept rates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AcceptMode {
+    /// One listener on the first loop accepts, and hands each connection to the loop pinned to
+    /// the CPU its packets arrive on (`SO_INCOMING_CPU`: the receive queue's CPU for a NIC,
+    /// the client thread's for loopback), so a connection is served where its data already
+    /// is, and a client's connections share a loop. Round robin where the CPU is unknown or
+    /// runs no loop (workers not pinned); and a loop already holding more than twice the
+    /// least-loaded loop's connections plus 8 gets no more (one busy receive queue or client
+    /// thread cannot pile every connection on one core).
+    #[default]
+    IncomingCpu,
     /// A listening socket per loop with `SO_REUSEPORT`: the kernel picks the loop by a hash of
     /// the connection's addresses. No cross-thread hand-off; the spread is only statistically
     /// even (a few long-lived connections can land unevenly).
     ReusePort,
     /// One listener on the first loop accepts, and hands the connections to the loops in
     /// turn (round robin): an exact spread, for one cross-thread hand-off per connection.
-    #[default]
     Distribute,
 }
 
@@ -279,6 +289,10 @@ struct Shared<P: ServerProtocol> {
     next_conn: AtomicU64,
     /// Event loops serving this server's connections.
     loops: usize,
+    /// The loop pinned to each CPU (indexed by CPU), for [`AcceptMode::IncomingCpu`].
+    loop_of_cpu: Vec<Option<usize>>,
+    /// Connections open on each loop.
+    loop_conns: Vec<AtomicUsize>,
 }
 
 /// The way back from an app worker to the connection a request came from. Send exactly one
@@ -556,7 +570,7 @@ impl Server {
         }
         let n = match opts.accept {
             AcceptMode::ReusePort => loops,
-            AcceptMode::Distribute => 1,
+            AcceptMode::Distribute | AcceptMode::IncomingCpu => 1,
         };
         let mut fds = Vec::with_capacity(n);
         let mut bound = addr;
@@ -587,6 +601,19 @@ impl Server {
             stopped: AtomicBool::new(false),
             next_conn: AtomicU64::new(0),
             loops,
+            loop_of_cpu: {
+                let mut map = Vec::new();
+                for i in 0..loops {
+                    if let Some(cpu) = handle.io_cpu(i) {
+                        if map.len() <= cpu {
+                            map.resize(cpu + 1, None);
+                        }
+                        map[cpu].get_or_insert(i);
+                    }
+                }
+                map
+            },
+            loop_conns: (0..loops).map(|_| AtomicUsize::new(0)).collect(),
         });
         let ids: Arc<std::sync::Mutex<Vec<HandlerId>>> = Arc::default();
         for (i, fd) in fds.into_iter().enumerate() {
@@ -665,6 +692,23 @@ pub(crate) fn listen_socket(
     Ok((fd, local))
 }
 
+/// The CPU that processed the last packets of socket `fd` (`SO_INCOMING_CPU`).
+fn incoming_cpu(fd: RawFd) -> Option<usize> {
+    let mut cpu: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `cpu` and `len` are valid for writes of the sizes given, for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_INCOMING_CPU,
+            &mut cpu as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (rc == 0 && cpu >= 0).then_some(cpu as usize)
+}
+
 /// The local address of socket `fd`.
 pub(crate) fn local_addr(fd: RawFd) -> std::io::Result<SocketAddr> {
     // SAFETY: sockaddr_storage is plain data; getsockname fills at most `len` bytes.
@@ -688,6 +732,32 @@ struct Listener<P: ServerProtocol> {
     shared: Arc<Shared<P>>,
     /// Next loop for [`AcceptMode::Distribute`].
     next_loop: usize,
+}
+
+impl<P: ServerProtocol> Listener<P> {
+    fn round_robin(&mut self) -> usize {
+        let t = self.next_loop % self.shared.loops;
+        self.next_loop = self.next_loop.wrapping_add(1);
+        t
+    }
+
+    /// The loop on the CPU the connection's packets arrive on, unless that loop already holds
+    /// more than twice the least-loaded loop's connections plus 8 (then the least loaded);
+    /// round robin when the CPU runs no loop.
+    fn by_incoming_cpu(&mut self, fd: RawFd) -> usize {
+        let sh = &self.shared;
+        let Some(t) = incoming_cpu(fd).and_then(|c| sh.loop_of_cpu.get(c).copied().flatten())
+        else {
+            return self.round_robin();
+        };
+        let load = |i: usize| sh.loop_conns[i].load(Ordering::Relaxed);
+        let least = (0..sh.loops).min_by_key(|&i| load(i)).unwrap_or(t);
+        if load(t) > 2 * load(least) + 8 {
+            least
+        } else {
+            t
+        }
+    }
 }
 
 impl<P: ServerProtocol> IoHandler for Listener<P> {
@@ -715,24 +785,26 @@ impl<P: ServerProtocol> IoHandler for Listener<P> {
                 }
                 let target = match self.shared.opts.accept {
                     AcceptMode::ReusePort => ctx.worker(),
-                    AcceptMode::Distribute => {
-                        let t = self.next_loop % self.shared.loops;
-                        self.next_loop = self.next_loop.wrapping_add(1);
-                        t
-                    }
+                    AcceptMode::Distribute => self.round_robin(),
+                    AcceptMode::IncomingCpu => self.by_incoming_cpu(fd),
                 };
+                let conns = &self.shared.loop_conns;
+                conns[target].fetch_add(1, Ordering::Relaxed);
                 if target == ctx.worker() {
-                    start_conn(&self.shared, ctx, fd);
+                    start_conn(&self.shared, ctx, fd, target);
                     return;
                 }
                 let sh = self.shared.clone();
                 let sent = self
                     .shared
                     .handle
-                    .run_on_io(target, move |ctx| start_conn(&sh, ctx, fd));
+                    .run_on_io(target, move |ctx| start_conn(&sh, ctx, fd, target));
                 if let Err(e) = sent {
                     tracing::warn!(error = %e, loop_ = target, "could not hand a connection to its loop; serving it here");
-                    start_conn(&self.shared, ctx, fd);
+                    let here = ctx.worker();
+                    conns[target].fetch_sub(1, Ordering::Relaxed);
+                    conns[here].fetch_add(1, Ordering::Relaxed);
+                    start_conn(&self.shared, ctx, fd, here);
                 }
             }
             Event::AcceptError(e) => {
@@ -744,8 +816,14 @@ impl<P: ServerProtocol> IoHandler for Listener<P> {
     }
 }
 
-/// Starts serving accepted connection `fd` on the current event loop.
-fn start_conn<P: ServerProtocol>(shared: &Arc<Shared<P>>, ctx: &mut IoCtx<'_>, fd: RawFd) {
+/// Starts serving accepted connection `fd` on the current event loop (loop index `loop_idx`,
+/// already counted in `loop_conns`).
+fn start_conn<P: ServerProtocol>(
+    shared: &Arc<Shared<P>>,
+    ctx: &mut IoCtx<'_>,
+    fd: RawFd,
+    loop_idx: usize,
+) {
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let tls = match &shared.opts.tls {
         Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
@@ -757,6 +835,7 @@ fn start_conn<P: ServerProtocol>(shared: &Arc<Shared<P>>, ctx: &mut IoCtx<'_>, f
             Err(e) => {
                 tracing::warn!(error = %e, "TLS session could not start; closing");
                 shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+                shared.loop_conns[loop_idx].fetch_sub(1, Ordering::Relaxed);
                 ctx.close(fd);
                 return;
             }
@@ -766,6 +845,7 @@ fn start_conn<P: ServerProtocol>(shared: &Arc<Shared<P>>, ctx: &mut IoCtx<'_>, f
     let id = ctx.register(Box::new(Conn::<P> {
         tls,
         fd,
+        loop_idx,
         info: ConnInfo {
             id: conn,
             peer: peer_addr(fd),
@@ -798,6 +878,8 @@ struct Conn<P: ServerProtocol> {
     /// The TLS session when the server speaks TLS.
     tls: Option<Box<rustls::ServerConnection>>,
     fd: RawFd,
+    /// The event loop serving it (its count in `Shared::loop_conns`).
+    loop_idx: usize,
     /// Its number, peer and TLS facts.
     info: ConnInfo,
     shared: Arc<Shared<P>>,
@@ -844,6 +926,7 @@ impl<P: ServerProtocol> Drop for Conn<P> {
         // loop itself is going away): it no longer counts against `max_connections`.
         if !self.closed {
             self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+            self.shared.loop_conns[self.loop_idx].fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -870,6 +953,7 @@ impl<P: ServerProtocol> Conn<P> {
         self.acks.clear();
         self.replies.clear();
         self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+        self.shared.loop_conns[self.loop_idx].fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Refuses further input: nothing more is read or decoded, `bytes` (if any) is written
