@@ -229,9 +229,9 @@ pub enum AcceptMode {
     /// the CPU its packets arrive on (`SO_INCOMING_CPU`: the receive queue's CPU for a NIC,
     /// the client thread's for loopback), so a connection is served where its data already
     /// is, and a client's connections share a loop. Round robin where the CPU is unknown or
-    /// runs no loop (workers not pinned); and a loop already holding more than twice the
-    /// least-loaded loop's connections plus 8 gets no more (one busy receive queue or client
-    /// thread cannot pile every connection on one core).
+    /// runs no loop (workers not pinned); and a loop already holding 8 connections more than
+    /// the least-loaded loop gets no more (one busy receive queue or client thread cannot
+    /// pile every connection on one core).
     #[default]
     IncomingCpu,
     /// A listening socket per loop with `SO_REUSEPORT`: the kernel picks the loop by a hash of
@@ -742,8 +742,8 @@ impl<P: ServerProtocol> Listener<P> {
     }
 
     /// The loop on the CPU the connection's packets arrive on, unless that loop already holds
-    /// more than twice the least-loaded loop's connections plus 8 (then the least loaded);
-    /// round robin when the CPU runs no loop.
+    /// 8 connections more than the least-loaded loop (then the least loaded); round robin when
+    /// the CPU runs no loop.
     fn by_incoming_cpu(&mut self, fd: RawFd) -> usize {
         let sh = &self.shared;
         let Some(t) = incoming_cpu(fd).and_then(|c| sh.loop_of_cpu.get(c).copied().flatten())
@@ -752,11 +752,7 @@ impl<P: ServerProtocol> Listener<P> {
         };
         let load = |i: usize| sh.loop_conns[i].load(Ordering::Relaxed);
         let least = (0..sh.loops).min_by_key(|&i| load(i)).unwrap_or(t);
-        if load(t) > 2 * load(least) + 8 {
-            least
-        } else {
-            t
-        }
+        if load(t) >= load(least) + 8 { least } else { t }
     }
 }
 
