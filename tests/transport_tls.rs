@@ -21,6 +21,9 @@ fn self_signed(name: &str) -> (String, String) {
 #[test]
 fn handshake_alpn_echo_and_client_auth() {
     for (b, co) in [(IoBackend::Uring, false), (IoBackend::Mio, true)] {
+        if !common::usable(b) {
+            continue;
+        }
         let rt = runtime(b, co);
         let h = rt.handle();
         let (scert, skey) = self_signed("localhost");
@@ -443,6 +446,9 @@ fn https_server_on_the_event_loops_serves_curl_and_drops_bad_handshakes() {
         (IoBackend::Mio, false),
         (IoBackend::Uring, false),
     ] {
+        if !common::usable(b) {
+            continue;
+        }
         let rt = runtime(b, co);
         let (cert, key) = self_signed("localhost");
         let mut opts = HttpOptions::default();
@@ -558,6 +564,9 @@ fn https_client_and_framed_client_over_tls() {
         CodecProtocol, FramedClient, LengthPrefixed, Server, ServerOptions, Stream,
     };
     for (b, co) in [(IoBackend::Uring, true), (IoBackend::Mio, false)] {
+        if !common::usable(b) {
+            continue;
+        }
         let rt = runtime(b, co);
         let (cert, key) = self_signed("localhost");
         let scfg = server_config(cert.as_bytes(), key.as_bytes(), &[], None).unwrap();

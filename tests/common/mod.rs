@@ -30,7 +30,7 @@ impl From<IoBackend> for Backend {
 }
 
 /// Every (backend, co-located) pair the transport must work on (the plain-recv fallback once,
-/// on dedicated loops).
+/// on dedicated loops), less the io_uring ones where io_uring is unusable (see [`usable`]).
 pub fn modes() -> Vec<(Backend, bool)> {
     vec![
         (Backend::Uring, false),
@@ -39,6 +39,29 @@ pub fn modes() -> Vec<(Backend, bool)> {
         (Backend::Mio, true),
         (Backend::UringPlainRecv, false),
     ]
+    .into_iter()
+    .filter(|(b, _)| usable(*b))
+    .collect()
+}
+
+/// Whether tests can run on `backend` here: mio always; io_uring unless the probe finds it
+/// unusable (a container that forbids it, an old kernel), which is said once on stderr so
+/// that those cases are skipped and mio still runs. `PERCORE_TEST_REQUIRE_URING=1` (CI) makes
+/// an unusable io_uring a failure instead.
+pub fn usable(backend: impl Into<Backend>) -> bool {
+    if backend.into() == Backend::Mio {
+        return true;
+    }
+    let Some(missing) = percore::runtime::detect::probe_io_uring().missing_required() else {
+        return true;
+    };
+    assert!(
+        std::env::var_os("PERCORE_TEST_REQUIRE_URING").is_none(),
+        "io_uring is required here but lacks {missing}"
+    );
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| eprintln!("io_uring lacks {missing}: its test cases are skipped"));
+    false
 }
 
 /// The Testing profile with `backend`, co-located or dedicated event loops (one I/O worker).
