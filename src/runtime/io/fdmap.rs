@@ -54,8 +54,13 @@ impl<V> FdMap<V> {
 
     /// The descriptors with state, ascending.
     pub(crate) fn fds(&self) -> Vec<RawFd> {
+        self.fds_where(|_| true)
+    }
+
+    /// The descriptors whose state satisfies `keep`, ascending.
+    pub(crate) fn fds_where(&self, keep: impl Fn(&V) -> bool) -> Vec<RawFd> {
         (0..self.slots.len())
-            .filter(|&i| self.slots[i].is_some())
+            .filter(|&i| self.slots[i].as_ref().is_some_and(&keep))
             .filter_map(|i| RawFd::try_from(i).ok())
             .collect()
     }
@@ -73,6 +78,7 @@ mod tests {
         assert_eq!(*m.get_or_insert_with(5, || 99), 11, "existing entry kept");
         m.get_or_insert_with(2, || 7);
         assert_eq!(m.fds(), vec![2, 5]);
+        assert_eq!(m.fds_where(|v| *v > 10), vec![5]);
         *m.get_mut(&2).unwrap() = 8;
         assert_eq!(m.remove(&2), Some(8));
         assert_eq!(m.remove(&2), None);

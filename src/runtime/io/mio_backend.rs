@@ -194,11 +194,7 @@ impl MioBackend {
 
     /// The fds registered with `token`.
     pub(crate) fn fds_of(&self, token: Token) -> Vec<RawFd> {
-        self.fds
-            .fds()
-            .into_iter()
-            .filter(|fd| self.fds.get(fd).is_some_and(|e| e.token == token))
-            .collect()
+        self.fds.fds_where(|e| e.token == token)
     }
 
     pub(crate) fn reread(&mut self, c: Completion) {

@@ -387,11 +387,7 @@ impl UringBackend {
 
     /// The fds whose operations were last started for `token`.
     pub(crate) fn fds_of(&self, token: Token) -> Vec<RawFd> {
-        self.fds
-            .fds()
-            .into_iter()
-            .filter(|fd| self.fds.get(fd).is_some_and(|e| e.token == token))
-            .collect()
+        self.fds.fds_where(|e| e.token == token)
     }
 
     pub(crate) fn epoch(&self, fd: RawFd) -> Option<u64> {
