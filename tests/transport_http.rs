@@ -1422,3 +1422,87 @@ fn incoming_cpu_puts_a_clients_connections_on_its_cpus_loop_and_caps_the_pile() 
         rt.shutdown();
     }
 }
+
+#[test]
+fn a_connection_follows_its_client_to_another_cpu() {
+    use std::sync::atomic::Ordering;
+    for b in [Backend::Uring, Backend::Mio] {
+        if !common::usable(b) {
+            continue;
+        }
+        let rt = Runtime::builder()
+            .profile(percore::runtime::config::Profile::Testing)
+            .io_backend(match b {
+                Backend::Mio => percore::runtime::config::IoBackend::Mio,
+                _ => percore::runtime::config::IoBackend::Uring,
+            })
+            .io_colocated(true)
+            .pin(true)
+            .build()
+            .unwrap();
+        let h = rt.handle();
+        let cpus: Vec<Option<usize>> = (0..h.io_workers()).map(|i| h.io_cpu(i)).collect();
+        if cpus.len() < 2 || cpus.iter().any(Option::is_none) {
+            eprintln!("loops not pinned to CPUs here ({cpus:?}): skipping");
+            return;
+        }
+        let (c0, c1) = (cpus[0].unwrap(), cpus[1].unwrap());
+        let srv = serve(&rt, HttpOptions::default());
+        let addr = srv.local_addr();
+        let handlers = |i: usize| h.io_stats(i).unwrap().handlers.load(Ordering::Relaxed) as usize;
+        let t0 = Instant::now();
+        while handlers(0) == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(5), "no listener");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let base = [handlers(0), handlers(1)];
+        let moved = std::thread::spawn(move || {
+            assert!(pin_this_thread(c0));
+            let mut s = connect(addr);
+            let mut buf = Vec::new();
+            let mut ask = |s: &mut TcpStream, i: usize| {
+                // Pipelined pairs, so the connection is busy and quiet by turns.
+                s.write_all(
+                    format!(
+                        "GET /users/{i} HTTP/1.1\r\nHost: t\r\n\r\nGET /users/{i}b HTTP/1.1\r\nHost: t\r\n\r\n"
+                    )
+                    .as_bytes(),
+                )
+                .unwrap();
+                for want in [
+                    format!("user {i} at /users/{i}"),
+                    format!("user {i}b at /users/{i}b"),
+                ] {
+                    let (st, _, body) = read_response(s, &mut buf).expect("an answer");
+                    assert_eq!(
+                        (st, String::from_utf8_lossy(&body).to_string()),
+                        (200, want)
+                    );
+                }
+            };
+            for i in 0..20 {
+                ask(&mut s, i);
+            }
+            // The client moves to the other CPU and keeps talking: within a few ticks the
+            // connection follows it, and nothing is lost or reordered on the way.
+            assert!(pin_this_thread(c1));
+            let t0 = Instant::now();
+            let mut i = 20;
+            while t0.elapsed() < Duration::from_millis(2500) {
+                ask(&mut s, i);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            s
+        });
+        let s = moved.join().unwrap();
+        let after = [handlers(0) - base[0], handlers(1) - base[1]];
+        assert_eq!(
+            after,
+            [0, 1],
+            "{b:?}: the connection did not follow its client ({after:?})"
+        );
+        drop(s);
+        rt.shutdown();
+    }
+}

@@ -231,7 +231,9 @@ pub enum AcceptMode {
     /// is, and a client's connections share a loop. Round robin where the CPU is unknown or
     /// runs no loop (workers not pinned); and a loop already holding 8 connections more than
     /// the least-loaded loop gets no more (one busy receive queue or client thread cannot
-    /// pile every connection on one core).
+    /// pile every connection on one core). A plaintext connection whose packets later arrive
+    /// on another loop's CPU (its client thread moved) follows them at its next quiet moment
+    /// — nothing in flight, nothing unsent — at most once a second, within the same cap.
     #[default]
     IncomingCpu,
     /// A listening socket per loop with `SO_REUSEPORT`: the kernel picks the loop by a hash of
@@ -838,17 +840,35 @@ fn start_conn<P: ServerProtocol>(
         },
         None => None,
     };
+    let info = ConnInfo {
+        id: conn,
+        peer: peer_addr(fd),
+        tls: None,
+    };
+    register_conn(shared, ctx, fd, loop_idx, info, tls, Vec::new(), None);
+}
+
+/// Registers a connection's state machine on the current loop and starts receiving; `input`
+/// holds bytes received elsewhere (a connection moved here), processed at once.
+#[allow(clippy::too_many_arguments)]
+fn register_conn<P: ServerProtocol>(
+    shared: &Arc<Shared<P>>,
+    ctx: &mut IoCtx<'_>,
+    fd: RawFd,
+    loop_idx: usize,
+    info: ConnInfo,
+    tls: Option<Box<rustls::ServerConnection>>,
+    input: Vec<u8>,
+    moved_at: Option<Instant>,
+) {
+    let has_input = !input.is_empty();
     let id = ctx.register(Box::new(Conn::<P> {
         tls,
         fd,
         loop_idx,
-        info: ConnInfo {
-            id: conn,
-            peer: peer_addr(fd),
-            tls: None,
-        },
+        info,
         shared: shared.clone(),
-        input: Vec::new(),
+        input,
         partial_since: None,
         interim_sent: false,
         last_activity: ctx.now(),
@@ -865,9 +885,17 @@ fn start_conn<P: ServerProtocol>(
         close_after_write: false,
         read_closed: false,
         closed: false,
+        move_to: None,
+        moving: false,
+        moved: false,
+        moved_at,
+        active: false,
     }));
     ctx.set_ticks(id.token, true);
     ctx.recv(id.token, fd);
+    if has_input {
+        ctx.with_handler::<Conn<P>, _>(id, |c, ctx| c.process(ctx));
+    }
 }
 
 struct Conn<P: ServerProtocol> {
@@ -911,6 +939,17 @@ struct Conn<P: ServerProtocol> {
     /// TLS input has arrived that produced no plaintext yet (handshake, partial record) since
     /// this instant: a client trickling ciphertext meets the request timeout too.
     tls_pending_since: Option<Instant>,
+    /// [`AcceptMode::IncomingCpu`]: the loop of the CPU this connection's packets now arrive
+    /// on, when that is not this loop; it moves there at its next quiet moment.
+    move_to: Option<usize>,
+    /// Receiving is stopped for the move; waiting for the loop to let go of the socket.
+    moving: bool,
+    /// Handed to another loop: this state machine is finished without closing anything.
+    moved: bool,
+    /// When it last moved (a connection moves at most once a second).
+    moved_at: Option<Instant>,
+    /// Data arrived since the last tick (only those connections are checked for a move).
+    active: bool,
     close_after_write: bool,
     read_closed: bool,
     closed: bool,
@@ -920,7 +959,7 @@ impl<P: ServerProtocol> Drop for Conn<P> {
     fn drop(&mut self) {
         // Dropped without `close` (the loop removed it after a panic in protocol code, or the
         // loop itself is going away): it no longer counts against `max_connections`.
-        if !self.closed {
+        if !self.closed && !self.moved {
             self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
             self.shared.loop_conns[self.loop_idx].fetch_sub(1, Ordering::Relaxed);
         }
@@ -1290,6 +1329,95 @@ impl<P: ServerProtocol> Conn<P> {
         }
     }
 
+    /// [`AcceptMode::IncomingCpu`], on a tick after traffic: notes the loop of the CPU this
+    /// connection's packets now arrive on when it is another loop with room (at most once a
+    /// second per connection); the move starts at the next quiet moment.
+    fn consider_move(&mut self, ctx: &mut IoCtx<'_>, now: Instant) {
+        let active = std::mem::take(&mut self.active);
+        let sh = &self.shared;
+        if sh.opts.accept != AcceptMode::IncomingCpu
+            || !active
+            || self.tls.is_some()
+            || self
+                .moved_at
+                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        let Some(to) = incoming_cpu(self.fd).and_then(|c| sh.loop_of_cpu.get(c).copied().flatten())
+        else {
+            return;
+        };
+        let load = |i: usize| sh.loop_conns[i].load(Ordering::Relaxed);
+        if to != self.loop_idx && load(to) < load(self.loop_idx) + 7 {
+            self.move_to = Some(to);
+            self.start_move(ctx);
+        } else {
+            self.move_to = None;
+        }
+    }
+
+    /// Starts the move noted in `move_to` if nothing is under way on the connection: stops
+    /// receiving and waits (polling each millisecond) for the loop to let go of the socket.
+    fn start_move(&mut self, ctx: &mut IoCtx<'_>) {
+        let quiet = !self.closed
+            && !self.draining
+            && !self.close_after_write
+            && !self.read_closed
+            && self.blocked.is_none()
+            && self.in_flight == 0
+            && self.next_seq == self.write_seq
+            && self.input.is_empty()
+            && self.replies.is_empty()
+            && self.acks.is_empty()
+            && ctx.send_queued(self.fd) == 0;
+        if !quiet || self.move_to.is_none() {
+            return;
+        }
+        self.moving = true;
+        ctx.stop_recv(self.fd);
+        let t = self.token(ctx);
+        ctx.retry_soon(t);
+    }
+
+    /// Hands the socket and what was received meanwhile to the loop in `move_to` once this
+    /// loop has let go of it; resumes here if that loop cannot take it.
+    fn finish_move(&mut self, ctx: &mut IoCtx<'_>) {
+        let t = self.token(ctx);
+        let Some(to) = self.move_to else {
+            self.moving = false;
+            return;
+        };
+        if !ctx.release(self.fd) {
+            ctx.retry_soon(t);
+            return;
+        }
+        let sh = self.shared.clone();
+        let (fd, info, input) = (self.fd, self.info.clone(), std::mem::take(&mut self.input));
+        let now = ctx.now();
+        let moved = self.shared.handle.run_on_io(to, move |ctx| {
+            register_conn(&sh, ctx, fd, to, info, None, input, Some(now));
+        });
+        self.moving = false;
+        self.move_to = None;
+        match moved {
+            Ok(()) => {
+                let conns = &self.shared.loop_conns;
+                conns[self.loop_idx].fetch_sub(1, Ordering::Relaxed);
+                conns[to].fetch_add(1, Ordering::Relaxed);
+                self.moved = true;
+                ctx.remove(t);
+            }
+            Err(e) => {
+                // Only a loop index the runtime does not have (never, for a loop of this
+                // server); the bytes received meanwhile went with the refused closure, so the
+                // connection cannot go on in order: close it, loudly.
+                tracing::error!(error = %e, loop_ = to, conn = self.info.id, "connection could not move to its CPU's loop; closed");
+                self.close(ctx);
+            }
+        }
+    }
+
     /// Returns the credits of streamed pieces once the socket's backlog is under `max_unsent`.
     fn release_acks(&mut self, ctx: &IoCtx<'_>) {
         if !self.acks.is_empty() && ctx.send_queued(self.fd) <= self.shared.opts.max_unsent {
@@ -1328,7 +1456,13 @@ impl<P: ServerProtocol> IoHandler for Conn<P> {
         match event {
             Event::Data(d) => {
                 self.last_activity = ctx.now();
+                self.active = true;
                 if self.close_after_write || self.draining {
+                    return;
+                }
+                if self.moving {
+                    // Received before the receive stopped: goes along with the connection.
+                    self.input.extend_from_slice(d);
                     return;
                 }
                 if let Some(tls) = &self.tls {
@@ -1356,6 +1490,11 @@ impl<P: ServerProtocol> IoHandler for Conn<P> {
             }
             Event::Eof => {
                 self.read_closed = true;
+                if self.moving {
+                    // The peer is done sending: no point moving; finish here.
+                    self.moving = false;
+                    self.move_to = None;
+                }
                 if self.blocked.is_none() {
                     self.process(ctx);
                 }
@@ -1364,6 +1503,15 @@ impl<P: ServerProtocol> IoHandler for Conn<P> {
             Event::RecvError(_) | Event::SendError(_) => self.close(ctx),
             Event::Sent(_) => {
                 self.release_acks(ctx);
+                if self.moving {
+                    return;
+                }
+                if self.move_to.is_some() {
+                    self.start_move(ctx);
+                    if self.moving {
+                        return;
+                    }
+                }
                 if self.close_after_write || self.read_closed {
                     self.maybe_finish(ctx);
                 } else if !ctx.is_receiving(self.fd) && self.blocked.is_none() {
@@ -1371,11 +1519,16 @@ impl<P: ServerProtocol> IoHandler for Conn<P> {
                 }
             }
             Event::Retry => {
-                if self.blocked.is_some() {
+                if self.moving {
+                    self.finish_move(ctx);
+                } else if self.blocked.is_some() {
                     self.process(ctx);
                 }
             }
             Event::Tick(now) => {
+                if !self.moving {
+                    self.consider_move(ctx, now);
+                }
                 let o = &self.shared.opts;
                 let started = [self.partial_since, self.tls_pending_since]
                     .into_iter()

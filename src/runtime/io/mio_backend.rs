@@ -308,6 +308,23 @@ impl MioBackend {
         }
     }
 
+    /// Forgets `fd` without closing it (deregistered from this loop's poll), when nothing is
+    /// queued or pending on it (false otherwise).
+    pub(crate) fn release(&mut self, fd: RawFd) -> bool {
+        match self.fds.get(&fd) {
+            Some(e) if !e.sends.is_empty() || e.connecting || e.accept || e.poll_read => false,
+            Some(_) => {
+                if let Some(e) = self.fds.remove(&fd)
+                    && e.registered
+                {
+                    let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                }
+                true
+            }
+            None => true,
+        }
+    }
+
     pub(crate) fn close(&mut self, fd: RawFd) {
         if let Some(e) = self.fds.remove(&fd)
             && e.registered

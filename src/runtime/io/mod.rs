@@ -383,6 +383,18 @@ impl IoCtx<'_> {
             BackendImpl::Mio(b) => b.close(fd),
         }
     }
+
+    /// Forgets `fd` without closing it, so that another event loop can take it over (a
+    /// connection moving to the loop of its CPU). Only possible once nothing is armed or queued
+    /// on it: call [`stop_recv`](Self::stop_recv) first, and retry while this returns false
+    /// (a cancelled receive completes a turn or two later). Completions still on their way for
+    /// `fd` are dropped.
+    pub fn release(&mut self, fd: RawFd) -> bool {
+        match self.backend {
+            BackendImpl::Uring(b) => b.release(fd),
+            BackendImpl::Mio(b) => b.release(fd),
+        }
+    }
 }
 
 pub(crate) fn put_back(

@@ -475,6 +475,28 @@ impl UringBackend {
         self.fds.get(&fd).is_some_and(|e| e.recv_wanted)
     }
 
+    /// Forgets `fd` without closing it, when no operation is armed or queued on it (false
+    /// otherwise: try again once they have completed).
+    pub(crate) fn release(&mut self, fd: RawFd) -> bool {
+        let idle = |e: &UFd| {
+            e.recv_op.is_none()
+                && e.send_op.is_none()
+                && e.accept_op.is_none()
+                && e.connect_op.is_none()
+                && e.poll_op.is_none()
+                && e.sends.is_empty()
+        };
+        match self.fds.get(&fd) {
+            Some(e) if !idle(e) => false,
+            Some(_) => {
+                self.rearm.retain(|r| *r != fd);
+                self.fds.remove(&fd);
+                true
+            }
+            None => true,
+        }
+    }
+
     /// The worker is done with a plain-recv buffer: re-arm with it if still wanted.
     pub(crate) fn plain_recv_done(&mut self, fd: RawFd, epoch: u64, buf: Vec<u8>) {
         if self
