@@ -813,6 +813,19 @@ mod tests {
     }
 
     #[test]
+    fn json_bodies_parse_and_bad_ones_are_errors() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Point {
+            x: i32,
+            y: i32,
+        }
+        let r = Request::new(Method::Post, "/p").with_body(r#"{"x": 1, "y": -2}"#);
+        assert_eq!(r.json::<Point>().unwrap(), Point { x: 1, y: -2 });
+        let bad = Request::new(Method::Post, "/p").with_body("{\"x\": 1");
+        assert!(bad.json::<Point>().is_err());
+    }
+
+    #[test]
     fn http10_closes_unless_asked() {
         let (r, _) = parse(b"GET / HTTP/1.0\r\n\r\n", &Limits::default())
             .unwrap()
