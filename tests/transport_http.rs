@@ -1413,7 +1413,9 @@ fn incoming_cpu_puts_a_clients_connections_on_its_cpus_loop_and_caps_the_pile() 
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(
-            conns(0) <= conns(1) + 8 && conns(1) > 4,
+            // +1: a connection moving between loops (to its CPU's loop, within the same cap)
+            // may be counted on neither for an instant.
+            conns(0) <= conns(1) + 9 && conns(1) > 4,
             "{b:?}: loop 0 {} / loop 1 {}",
             conns(0),
             conns(1)
