@@ -1332,39 +1332,55 @@ fn pin_this_thread(cpu: usize) -> bool {
     }
 }
 
+/// Two co-located loops pinned to their CPUs on `b`, with the HTTP test server, once its
+/// listener is registered; `None` (said on stderr) where loops cannot be pinned to 2 CPUs.
+fn pinned_server(b: Backend) -> Option<(Runtime, HttpServer, Vec<usize>)> {
+    let rt = Runtime::builder()
+        .profile(percore::runtime::config::Profile::Testing)
+        .io_backend(match b {
+            Backend::Mio => percore::runtime::config::IoBackend::Mio,
+            _ => percore::runtime::config::IoBackend::Uring,
+        })
+        .io_colocated(true)
+        .pin(true)
+        .build()
+        .unwrap();
+    let h = rt.handle();
+    let cpus: Vec<Option<usize>> = (0..h.io_workers()).map(|i| h.io_cpu(i)).collect();
+    if cpus.len() < 2 || cpus.iter().any(Option::is_none) {
+        eprintln!("loops not pinned to CPUs here ({cpus:?}): skipping");
+        return None;
+    }
+    let srv = serve(&rt, HttpOptions::default()); // IncomingCpu is the default
+    // The listener is a handler of loop 0 (registered a moment after bind returns).
+    let t0 = Instant::now();
+    while loop_handlers(&rt, 0) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "no listener");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Some((rt, srv, cpus.into_iter().flatten().collect()))
+}
+
+/// Handlers (listener and connections) on event loop `i`.
+fn loop_handlers(rt: &Runtime, i: usize) -> usize {
+    rt.handle()
+        .io_stats(i)
+        .unwrap()
+        .handlers
+        .load(std::sync::atomic::Ordering::Relaxed) as usize
+}
+
 #[test]
 fn incoming_cpu_puts_a_clients_connections_on_its_cpus_loop_and_caps_the_pile() {
-    use std::sync::atomic::Ordering;
     for b in [Backend::Uring, Backend::Mio] {
         if !common::usable(b) {
             continue;
         }
-        // Two co-located loops pinned to their CPUs.
-        let rt = Runtime::builder()
-            .profile(percore::runtime::config::Profile::Testing)
-            .io_backend(match b {
-                Backend::Mio => percore::runtime::config::IoBackend::Mio,
-                _ => percore::runtime::config::IoBackend::Uring,
-            })
-            .io_colocated(true)
-            .pin(true)
-            .build()
-            .unwrap();
-        let h = rt.handle();
-        let cpus: Vec<Option<usize>> = (0..h.io_workers()).map(|i| h.io_cpu(i)).collect();
-        if cpus.len() < 2 || cpus.iter().any(Option::is_none) {
-            eprintln!("loops not pinned to CPUs here ({cpus:?}): skipping");
+        let Some((rt, srv, cpus)) = pinned_server(b) else {
             return;
-        }
-        let srv = serve(&rt, HttpOptions::default()); // IncomingCpu is the default
+        };
         let addr = srv.local_addr();
-        let handlers = |i: usize| h.io_stats(i).unwrap().handlers.load(Ordering::Relaxed) as usize;
-        // The listener is a handler of loop 0 (registered a moment after bind returns).
-        let t0 = Instant::now();
-        while handlers(0) == 0 {
-            assert!(t0.elapsed() < Duration::from_secs(5), "no listener");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let handlers = |i: usize| loop_handlers(&rt, i);
         let base: Vec<usize> = (0..cpus.len()).map(handlers).collect();
         let open_from = |cpu: usize, n: usize| {
             std::thread::spawn(move || {
@@ -1398,14 +1414,14 @@ fn incoming_cpu_puts_a_clients_connections_on_its_cpus_loop_and_caps_the_pile() 
         // Four connections from each loop's CPU land on that loop.
         let mut held = Vec::new();
         let mut want = base.clone();
-        for (i, cpu) in cpus.iter().enumerate() {
-            held.extend(open_from(cpu.unwrap(), 4));
+        for (i, &cpu) in cpus.iter().enumerate() {
+            held.extend(open_from(cpu, 4));
             want[i] += 4;
             wait_for(&want);
         }
         // Thirty more from loop 0's CPU: loop 0 takes them only while it holds fewer than 8
         // more than the other loop; the rest go to the least-loaded loop.
-        held.extend(open_from(cpus[0].unwrap(), 30));
+        held.extend(open_from(cpus[0], 30));
         let conns = |i: usize| handlers(i) - base[i];
         let t0 = Instant::now();
         while conns(0) + conns(1) != 4 + 4 + 30 {
@@ -1427,36 +1443,16 @@ fn incoming_cpu_puts_a_clients_connections_on_its_cpus_loop_and_caps_the_pile() 
 
 #[test]
 fn a_connection_follows_its_client_to_another_cpu() {
-    use std::sync::atomic::Ordering;
     for b in [Backend::Uring, Backend::Mio] {
         if !common::usable(b) {
             continue;
         }
-        let rt = Runtime::builder()
-            .profile(percore::runtime::config::Profile::Testing)
-            .io_backend(match b {
-                Backend::Mio => percore::runtime::config::IoBackend::Mio,
-                _ => percore::runtime::config::IoBackend::Uring,
-            })
-            .io_colocated(true)
-            .pin(true)
-            .build()
-            .unwrap();
-        let h = rt.handle();
-        let cpus: Vec<Option<usize>> = (0..h.io_workers()).map(|i| h.io_cpu(i)).collect();
-        if cpus.len() < 2 || cpus.iter().any(Option::is_none) {
-            eprintln!("loops not pinned to CPUs here ({cpus:?}): skipping");
+        let Some((rt, srv, cpus)) = pinned_server(b) else {
             return;
-        }
-        let (c0, c1) = (cpus[0].unwrap(), cpus[1].unwrap());
-        let srv = serve(&rt, HttpOptions::default());
+        };
+        let (c0, c1) = (cpus[0], cpus[1]);
         let addr = srv.local_addr();
-        let handlers = |i: usize| h.io_stats(i).unwrap().handlers.load(Ordering::Relaxed) as usize;
-        let t0 = Instant::now();
-        while handlers(0) == 0 {
-            assert!(t0.elapsed() < Duration::from_secs(5), "no listener");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let handlers = |i: usize| loop_handlers(&rt, i);
         let base = [handlers(0), handlers(1)];
         let moved = std::thread::spawn(move || {
             assert!(pin_this_thread(c0));
