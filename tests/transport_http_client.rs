@@ -407,3 +407,60 @@ fn request_header_injection_is_a_typed_error_and_sends_nothing() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 0, "nothing was sent");
 }
+
+/// Echoes the body it received, with how it was framed.
+struct EchoFraming;
+impl percore::runtime::Actor for EchoFraming {
+    type Msg = percore::transport::http::HttpCall;
+    async fn handle(&mut self, call: Self::Msg, _ctx: &mut percore::runtime::Context<Self>) {
+        let framing = match (
+            call.req.header("transfer-encoding"),
+            call.req.header("content-length"),
+        ) {
+            (Some(te), None) => format!("te={te}"),
+            (None, Some(cl)) => format!("cl={cl}"),
+            other => format!("{other:?}"),
+        };
+        let body = [framing.as_bytes(), b";", &call.req.body].concat();
+        call.respond(Response::new(200).body(body));
+    }
+}
+
+#[test]
+fn uploads_stream_a_chunked_body_to_the_server() {
+    for (b, co) in common::modes() {
+        let rt: Runtime = runtime(b, co);
+        let h = rt.handle();
+        let echo = rt.spawn_actor_on(0, || EchoFraming).unwrap();
+        let srv = percore::transport::http::HttpServer::bind(
+            &h,
+            "127.0.0.1:0".parse().unwrap(),
+            percore::transport::http::Router::new().post("/up", echo),
+        )
+        .unwrap();
+        let url = format!("http://{}/up", srv.local_addr());
+        let (first, second) = rt.block_on(async move {
+            let client = Client::new(&h);
+            let mut up = client
+                .upload(Method::Post, &url, &[("Content-Type", "text/plain")])
+                .await
+                .unwrap();
+            for piece in [&b"streamed "[..], b"", b"in ", &[b'x'; 100_000][..]] {
+                up.send(piece).await.unwrap();
+            }
+            let first = up.finish().await;
+            // The connection is kept: a plain request reuses it.
+            let second = client.post(&url, "text/plain", b"whole".to_vec()).await;
+            (first, second)
+        });
+        let want = format!("te=chunked;streamed in {}", "x".repeat(100_000));
+        assert_eq!(body(&first), Ok((200, want)), "{b:?}/{co}");
+        assert_eq!(body(&second), Ok((200, "cl=5;whole".into())), "{b:?}/{co}");
+        assert_eq!(
+            srv.stats().accepted.load(Ordering::Relaxed),
+            1,
+            "{b:?}/{co}: one connection for both"
+        );
+        rt.shutdown();
+    }
+}

@@ -151,6 +151,35 @@ impl Client {
             .await
     }
 
+    /// Starts `method url` with a body of unknown length, sent piece by piece as it is produced
+    /// (`Transfer-Encoding: chunked`) through the returned [`Upload`]; its
+    /// [`finish`](Upload::finish) reads the response. It always opens a new connection (a
+    /// streamed body cannot be sent again should a pooled one turn out closed). Each write and
+    /// the response are bounded by the client's timeout.
+    pub async fn upload(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Upload<'_>, ClientError> {
+        let t = parse_url(url)?;
+        self.check_tls(t.tls, url)?;
+        let head = encode_request(&t, &method, headers, &[], true)?;
+        let limit = self.timeout;
+        let mut stream = timeout(limit, self.connect(&t))
+            .await
+            .map_err(|_| ClientError::Timeout(limit))??;
+        timeout(limit, stream.write_all(head))
+            .await
+            .map_err(|_| ClientError::Timeout(limit))??;
+        Ok(Upload {
+            client: self,
+            stream,
+            key: (t.authority.clone(), t.tls),
+            head: method == Method::Head,
+        })
+    }
+
     /// Sends one plain-HTTP request to `addr` and reads the response.
     pub async fn request(
         &self,
@@ -261,7 +290,7 @@ impl Client {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<Response, ClientError> {
-        let req = encode_request(t, &method, headers, &body)?;
+        let req = encode_request(t, &method, headers, &body, false)?;
         let limit = self.timeout;
         let head = method == Method::Head;
         let idempotent = matches!(
@@ -339,11 +368,69 @@ impl Client {
 
 /// The bytes of a request, or [`ClientError::InvalidRequest`] when a header name is not a
 /// token, a value holds CR, LF or NUL, or the method or path would break the request line.
+/// The request head and `body`; `chunked`: the body follows in chunks (`body` must be empty).
+/// A request whose body is being sent piece by piece; see [`Client::upload`].
+pub struct Upload<'c> {
+    client: &'c Client,
+    stream: Stream,
+    key: (String, bool),
+    head: bool,
+}
+
+impl std::fmt::Debug for Upload<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload").field("to", &self.key).finish()
+    }
+}
+
+impl Upload<'_> {
+    /// Sends `data` as the next chunk of the body (nothing for an empty slice: an empty chunk
+    /// would end the body).
+    pub async fn send(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut chunk = Vec::with_capacity(data.len() + 20);
+        chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        chunk.extend_from_slice(data);
+        chunk.extend_from_slice(b"\r\n");
+        let limit = self.client.timeout;
+        timeout(limit, self.stream.write_all(chunk))
+            .await
+            .map_err(|_| ClientError::Timeout(limit))??;
+        Ok(())
+    }
+
+    /// Ends the body and reads the response (the connection is kept for reuse when the
+    /// response allows).
+    pub async fn finish(mut self) -> Result<Response, ClientError> {
+        let limit = self.client.timeout;
+        let mut answered = false;
+        let (resp, keep) = timeout(
+            limit,
+            exchange(
+                &mut self.stream,
+                b"0\r\n\r\n".to_vec(),
+                self.head,
+                self.client.max_body,
+                &mut answered,
+            ),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout(limit))??;
+        if keep {
+            self.client.put_idle(self.key, self.stream);
+        }
+        Ok(resp)
+    }
+}
+
 fn encode_request(
     t: &Target,
     method: &Method,
     headers: &[(&str, &str)],
     body: &[u8],
+    chunked: bool,
 ) -> Result<Vec<u8>, ClientError> {
     if !super::is_token(method.as_str()) {
         return Err(ClientError::InvalidRequest(format!("method {method:?}")));
@@ -366,7 +453,9 @@ fn encode_request(
         }
         req.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
     }
-    if !body.is_empty() || matches!(method, Method::Post | Method::Put | Method::Patch) {
+    if chunked {
+        req.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    } else if !body.is_empty() || matches!(method, Method::Post | Method::Put | Method::Patch) {
         req.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     }
     req.extend_from_slice(b"\r\n");

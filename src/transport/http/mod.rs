@@ -19,7 +19,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, Upload};
 use request::Parsed;
 pub use request::{Limits, Method, ParseError, Request};
 pub use stream::BodyStream;
