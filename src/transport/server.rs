@@ -1,5 +1,6 @@
 //! Protocol-agnostic TCP serving on the I/O workers: listeners ([`AcceptMode`]: by default one
-//! listener handing connections to the loops round robin, or one `SO_REUSEPORT` socket per
+//! listener handing each connection to the loop of the CPU its packets arrive on, and moving
+//! quiet connections after their client; or round robin; or one `SO_REUSEPORT` socket per
 //! loop so the kernel spreads them), connection state machines that decode
 //! requests on the I/O worker and hand them to app actors over the mesh, ordered replies
 //! (pipelining), backpressure, connection limits and timeouts. Owns sockets and per-connection
@@ -209,7 +210,7 @@ pub struct ServerOptions {
     /// [`tls::server_config`](crate::transport::tls::server_config).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// How connections are spread over the event loops (default: accept on one loop and hand
-    /// out round robin; see [`AcceptMode`] for the measurement behind it).
+    /// each to the loop of its CPU; see [`AcceptMode`] for the measurement behind it).
     pub accept: AcceptMode,
 }
 
@@ -732,7 +733,7 @@ pub(crate) fn set_nodelay(fd: RawFd) {
 struct Listener<P: ServerProtocol> {
     fd: RawFd,
     shared: Arc<Shared<P>>,
-    /// Next loop for [`AcceptMode::Distribute`].
+    /// Next loop for [`AcceptMode::Distribute`] (and `IncomingCpu` where the CPU runs no loop).
     next_loop: usize,
 }
 
