@@ -902,8 +902,7 @@ fn a_full_mailbox_stops_reading_so_the_client_blocks() {
 #[test]
 fn tls_clients_that_trickle_ciphertext_meet_the_request_timeout() {
     use percore::transport::tls::{client_config, server_config};
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+    let (cert, key) = common::self_signed("localhost");
     for (b, co) in modes() {
         let rt = runtime(b, co);
         let mut opts = HttpOptions::default();
@@ -1224,12 +1223,8 @@ impl Actor for Whoami {
 #[test]
 fn handlers_see_the_peer_and_the_verified_client_certificate() {
     use percore::transport::tls::{client_config, server_config};
-    let self_signed = |name: &str| {
-        let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
-        (ck.cert.pem(), ck.signing_key.serialize_pem())
-    };
-    let (scert, skey) = self_signed("localhost");
-    let (ccert, ckey) = self_signed("client");
+    let (scert, skey) = common::self_signed("localhost");
+    let (ccert, ckey) = common::self_signed("client");
     let dir = std::env::temp_dir().join(format!("percore-mtls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cpath, kpath) = (dir.join("client.pem"), dir.join("client.key"));

@@ -28,18 +28,6 @@ fn frame(payload: &[u8]) -> Vec<u8> {
     v
 }
 
-fn read_exact_retry(s: &mut TcpStream, buf: &mut [u8]) {
-    let mut off = 0;
-    while off < buf.len() {
-        match s.read(&mut buf[off..]) {
-            Ok(0) => panic!("closed after {off} of {} bytes", buf.len()),
-            Ok(n) => off += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("{e}"),
-        }
-    }
-}
-
 #[test]
 fn a_frame_cut_short_by_the_peer_is_counted_as_truncated() {
     for (b, co) in modes() {
@@ -66,7 +54,8 @@ fn a_frame_cut_short_by_the_peer_is_counted_as_truncated() {
         cut.write_all(&bytes).unwrap();
         cut.shutdown(std::net::Shutdown::Write).unwrap();
         let mut echoed = vec![0u8; 9];
-        read_exact_retry(&mut cut, &mut echoed);
+        cut.read_exact(&mut echoed)
+            .expect("the echo (read_exact retries EINTR)");
         assert_eq!(echoed, frame(b"whole"), "{b:?}/{co}");
         let mut tmp = [0u8; 8];
         loop {
@@ -95,13 +84,16 @@ fn a_frame_cut_short_by_the_peer_is_counted_as_truncated() {
         clean.write_all(&frame(b"bye")).unwrap();
         clean.shutdown(std::net::Shutdown::Write).unwrap();
         let mut echoed = vec![0u8; 7];
-        read_exact_retry(&mut clean, &mut echoed);
+        clean
+            .read_exact(&mut echoed)
+            .expect("the echo (read_exact retries EINTR)");
         assert_eq!(echoed, frame(b"bye"));
 
         // The other connection never noticed.
         good.write_all(&frame(b"still here")).unwrap();
         let mut echoed = vec![0u8; 14];
-        read_exact_retry(&mut good, &mut echoed);
+        good.read_exact(&mut echoed)
+            .expect("the echo (read_exact retries EINTR)");
         assert_eq!(echoed, frame(b"still here"), "{b:?}/{co}");
         assert_eq!(
             srv.stats().truncated.load(Ordering::Relaxed),

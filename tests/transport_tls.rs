@@ -13,10 +13,7 @@ use percore::runtime::spawn_local;
 use percore::transport::tcp::{TcpListener, TcpStream};
 use percore::transport::tls::{TlsError, TlsStream, client_config, server_config};
 
-fn self_signed(name: &str) -> (String, String) {
-    let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
-    (ck.cert.pem(), ck.signing_key.serialize_pem())
-}
+use common::self_signed;
 
 #[test]
 fn handshake_alpn_echo_and_client_auth() {

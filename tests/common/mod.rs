@@ -64,6 +64,12 @@ pub fn usable(backend: impl Into<Backend>) -> bool {
     false
 }
 
+/// A self-signed certificate for `name` and its key, both PEM (test TLS set-ups).
+pub fn self_signed(name: &str) -> (String, String) {
+    let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("rcgen");
+    (ck.cert.pem(), ck.signing_key.serialize_pem())
+}
+
 /// The Testing profile with `backend`, co-located or dedicated event loops (one I/O worker).
 pub fn runtime(backend: impl Into<Backend>, colocated: bool) -> Runtime {
     runtime_with(backend, colocated, 1)
