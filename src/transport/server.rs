@@ -1242,9 +1242,25 @@ impl<P: ServerProtocol> Conn<P> {
             return; // gone or already answered; a streamed piece's credit closes its window
         }
         let idx = (seq - self.write_seq) as usize;
+        let Part {
+            bytes,
+            ack,
+            last,
+            close,
+        } = part;
+        // `None`: the responder was dropped unanswered.
+        let bytes = bytes.or_else(|| self.shared.proto.dropped_response());
         if idx == 0 && self.replies.front().is_none_or(Option::is_none) {
             // The reply on the wire now: no need to hold anything.
-            self.take_part(ctx, part);
+            if let Some(b) = bytes {
+                self.write_out(ctx, b, false);
+            }
+            self.acks.extend(ack);
+            if last {
+                self.replies.pop_front();
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.end_reply(ctx, close);
+            }
         } else {
             while self.replies.len() <= idx {
                 self.replies.push_back(None);
@@ -1253,16 +1269,6 @@ impl<P: ServerProtocol> Conn<P> {
             if held.last {
                 return; // already answered (see hand_off)
             }
-            let Part {
-                bytes,
-                ack,
-                last,
-                close,
-            } = part;
-            let bytes = match bytes {
-                Some(b) => Some(b),
-                None => self.shared.proto.dropped_response(),
-            };
             if let Some(b) = bytes {
                 self.held += b.len();
                 held.parts.push((b, ack));
@@ -1297,23 +1303,6 @@ impl<P: ServerProtocol> Conn<P> {
             self.maybe_finish(ctx);
         } else {
             self.process(ctx);
-        }
-    }
-
-    /// Writes a piece of the reply at the front of the connection.
-    fn take_part(&mut self, ctx: &mut IoCtx<'_>, part: Part) {
-        let bytes = match part.bytes {
-            Some(b) => Some(b),
-            None => self.shared.proto.dropped_response(),
-        };
-        if let Some(b) = bytes {
-            self.write_out(ctx, b, false);
-        }
-        self.acks.extend(part.ack);
-        if part.last {
-            self.replies.pop_front();
-            self.in_flight = self.in_flight.saturating_sub(1);
-            self.end_reply(ctx, part.close);
         }
     }
 

@@ -390,10 +390,8 @@ impl Upload<'_> {
         if data.is_empty() {
             return Ok(());
         }
-        let mut chunk = Vec::with_capacity(data.len() + 20);
-        chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        chunk.extend_from_slice(data);
-        chunk.extend_from_slice(b"\r\n");
+        let mut chunk = Vec::new();
+        super::push_chunk(&mut chunk, data);
         let limit = self.client.timeout;
         timeout(limit, self.stream.write_all(chunk))
             .await

@@ -169,6 +169,17 @@ pub(crate) fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// Appends `data` as one chunk of a chunked body (hex size, CRLF, the bytes, CRLF); an empty
+/// `data` would be the last chunk, so callers skip it.
+pub(crate) fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    use std::io::Write;
+    out.reserve(data.len() + 20);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Most bytes of what [`Response::encode`] writes besides the extra headers and the body: the
 /// status line with the longest reason phrase, `Server`, `Date`, a 20-digit `Content-Length`,
 /// `Connection: keep-alive` and the blank line (so one reservation covers the whole response).

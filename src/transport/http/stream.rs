@@ -30,7 +30,7 @@
 
 use std::sync::Arc;
 
-use super::{HttpReply, Response, date, push_num, reason};
+use super::{HttpReply, Response, date, push_chunk, push_num, reason};
 use crate::transport::server::{ConnectionGone, Responder, SendWindow};
 
 /// Bytes of one streamed body that may wait for the connection before
@@ -139,11 +139,7 @@ impl BodyStream {
     /// Appends `data`, framed, to `out`.
     fn frame(&self, data: &[u8], out: &mut Vec<u8>) {
         match self.framing {
-            Framing::Chunked => {
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                out.extend_from_slice(data);
-                out.extend_from_slice(b"\r\n");
-            }
+            Framing::Chunked => push_chunk(out, data),
             Framing::UntilClose => out.extend_from_slice(data),
             Framing::Discard => {}
         }
