@@ -37,15 +37,15 @@ pub mod ring;
 mod rt;
 pub mod sharded;
 pub mod signal;
-mod timer;
+pub mod task;
+pub mod time;
 
 pub use actor::{Actor, Addr, Context, Reply, TimerId};
 pub use error::{AskError, JoinError, RuntimeError, SendError, Stopped, TrySendError};
-pub use executor::{
-    Elapsed, Interval, JoinHandle, Sleep, consume_budget, current_worker, interval, sleep,
-    sleep_until, spawn_local, timeout, try_spawn_local, yield_now,
-};
+pub use executor::{consume_budget, current_worker, yield_now};
 pub use mesh::ExternalNode;
 pub use metrics::{MetricsSnapshot, WorkerMetrics};
 pub use rt::{Handle, Runtime, ShutdownReport, spawn_actor, spawn_actor_with_capacity};
 pub use sharded::ShardedAddr;
+pub use task::{JoinHandle, spawn_local, try_spawn_local};
+pub use time::{Elapsed, Interval, Sleep, interval, sleep, sleep_until, timeout};

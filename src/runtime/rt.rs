@@ -13,8 +13,8 @@
 //! ```
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
 use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
@@ -22,13 +22,15 @@ use super::actor::{self, Actor, ActorProbe, Addr, Mailbox};
 use super::config::Config;
 use super::envelope::Envelope;
 use super::error::RuntimeError;
-use super::executor::{self, Executor, JoinHandle, Notifier};
+use super::executor::{self, Executor, Notifier};
 use super::io::worker::{self as io_worker, IoWorkerHandle};
 use super::io::{BackendKind, IoCtx, IoWorkerStats};
 use super::mesh::{self, ExternalNode, Inbound, MeshShared, NodeEnds, Outbound};
 use super::metrics::{MetricsSnapshot, prometheus_text};
 use super::partition::Partitioner;
 use super::sharded::ShardedAddr;
+use super::task::{self, JoinHandle};
+use super::time;
 
 struct RtInner {
     mesh: Arc<MeshShared>,
@@ -370,18 +372,7 @@ impl Runtime {
 
         // Actors in reverse start order, in runs of consecutive actors on the same worker: each
         // run is stopped by its worker in order, and the next run starts when it is done.
-        let mut indexed: Vec<(u64, Weak<dyn ActorProbe>)> = mesh
-            .actor_index
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(_, (seq, w))| (*seq, w.clone()))
-            .collect();
-        indexed.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
-        let actors: Vec<Arc<dyn ActorProbe>> = indexed
-            .into_iter()
-            .filter_map(|(_, w)| w.upgrade())
-            .collect();
+        let actors = mesh.actors.newest_first();
         let mut i = 0;
         let mut timed_out = false;
         while i < actors.len() {
@@ -402,7 +393,7 @@ impl Runtime {
                 }),
             );
             let left = end.saturating_duration_since(Instant::now());
-            let ok = executor::run_until(executor::timeout(left, async {
+            let ok = executor::run_until(time::timeout(left, async {
                 for a in &run {
                     actor::wait_terminated(&**a).await;
                 }
@@ -516,12 +507,12 @@ impl Handle {
         Fut::Output: Send + 'static,
     {
         self.check(worker)?;
-        let (handle, slot) = executor::join_pair();
+        let (handle, slot) = task::join_pair();
         mesh::send(
             &self.inner.mesh,
             worker,
             Envelope::new(move || {
-                let body = executor::task_with(f(), slot);
+                let body = task::task_with(f(), slot);
                 executor::with_current(|e| e.spawn_raw(Box::pin(body)));
             }),
         );
