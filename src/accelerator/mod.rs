@@ -53,4 +53,6 @@ pub mod worker;
 
 pub use pipeline::{Crossover, Pipeline, Place, Ran, Stage};
 pub use ticket::Ticket;
-pub use worker::{Accel, Accelerator, Output, PipelineOutput, WorkerStats};
+#[allow(deprecated)]
+pub use worker::WorkerStats;
+pub use worker::{Accel, AccelWorkerStats, Accelerator, Output, PipelineOutput};

@@ -61,9 +61,13 @@ pub trait Accelerator {
     }
 }
 
+/// The former name of [`AccelWorkerStats`].
+#[deprecated(since = "0.1.0", note = "renamed AccelWorkerStats")]
+pub type WorkerStats = AccelWorkerStats;
+
 /// Counters of one accelerator worker.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct WorkerStats {
+pub struct AccelWorkerStats {
     /// Worker index.
     pub worker: usize,
     /// The backend in use now (`gpu` or `cpu`).
@@ -175,7 +179,7 @@ pub(crate) struct WorkerState {
     crossover: Option<Crossover>,
     #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
     warned: Vec<&'static str>,
-    stats: WorkerStats,
+    stats: AccelWorkerStats,
     shared: Arc<Shared>,
     selection: Selection,
 }
@@ -413,7 +417,7 @@ impl Accel {
 
     /// Every worker's counters. Blocks until each worker has answered (queued behind the job it
     /// is running), so call it from a thread that may block, not from host-stage code.
-    pub fn stats(&self) -> Vec<WorkerStats> {
+    pub fn stats(&self) -> Vec<AccelWorkerStats> {
         self.workers
             .iter()
             .filter_map(|w| self.control(w, |st| st.snapshot()).ok())
@@ -656,9 +660,9 @@ impl WorkerState {
             device_key,
             crossover,
             warned,
-            stats: WorkerStats {
+            stats: AccelWorkerStats {
                 worker: index,
-                ..WorkerStats::default()
+                ..AccelWorkerStats::default()
             },
             shared,
             selection: sel,
@@ -701,7 +705,7 @@ impl WorkerState {
         }
     }
 
-    fn snapshot(&self) -> WorkerStats {
+    fn snapshot(&self) -> AccelWorkerStats {
         let mut s = self.stats.clone();
         s.inline_tasks = self.shared.inline_tasks.load(Ordering::Relaxed);
         s.backend = if self.has_gpu() { "gpu" } else { "cpu" }.into();

@@ -5,9 +5,11 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Live counters of one mesh node (app worker or external node).
+/// Live counters of one mesh node: an app worker, or an external node (a dedicated I/O worker
+/// or an accelerator worker) attached to the rings. Event-loop counters are [`EventLoopStats`](crate::runtime::io::EventLoopStats),
+/// accelerator counters [`AccelWorkerStats`](crate::accelerator::AccelWorkerStats).
 #[derive(Debug)]
-pub struct WorkerMetrics {
+pub struct NodeMetrics {
     /// Node index.
     pub node: usize,
     /// Envelopes (messages, spawns, wake-ups from other threads) received over rings/injector.
@@ -27,30 +29,30 @@ pub struct WorkerMetrics {
     pub parks: AtomicU64,
 }
 
-/// A point-in-time copy of [`WorkerMetrics`].
+/// A point-in-time copy of [`NodeMetrics`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct MetricsSnapshot {
     /// Node index.
     pub node: usize,
-    /// See [`WorkerMetrics::messages_in`].
+    /// See [`NodeMetrics::messages_in`].
     pub messages_in: u64,
-    /// See [`WorkerMetrics::messages_out`].
+    /// See [`NodeMetrics::messages_out`].
     pub messages_out: u64,
-    /// See [`WorkerMetrics::ring_depth`].
+    /// See [`NodeMetrics::ring_depth`].
     pub ring_depth: u64,
-    /// See [`WorkerMetrics::tasks_polled`].
+    /// See [`NodeMetrics::tasks_polled`].
     pub tasks_polled: u64,
-    /// See [`WorkerMetrics::tasks_alive`].
+    /// See [`NodeMetrics::tasks_alive`].
     pub tasks_alive: u64,
-    /// See [`WorkerMetrics::busy_ns`].
+    /// See [`NodeMetrics::busy_ns`].
     pub busy_ns: u64,
-    /// See [`WorkerMetrics::parks`].
+    /// See [`NodeMetrics::parks`].
     pub parks: u64,
 }
 
-impl WorkerMetrics {
+impl NodeMetrics {
     pub(crate) fn new(node: usize) -> Self {
-        WorkerMetrics {
+        NodeMetrics {
             node,
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
@@ -146,13 +148,20 @@ pub fn prometheus_text(snaps: &[MetricsSnapshot]) -> String {
     out
 }
 
+/// The former name of [`NodeMetrics`].
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed NodeMetrics (it counts any mesh node, not only app workers)"
+)]
+pub type WorkerMetrics = NodeMetrics;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn prometheus_format_has_help_type_and_labels() {
-        let m = WorkerMetrics::new(3);
+        let m = NodeMetrics::new(3);
         m.messages_in.store(42, Ordering::Relaxed);
         m.busy_ns.store(1_500_000_000, Ordering::Relaxed);
         let text = prometheus_text(&[m.snapshot()]);

@@ -20,7 +20,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token as MioToken, Waker};
 
 use super::Token;
-use super::worker::Completion;
+use super::completion::Completion;
 
 const WAKE: MioToken = MioToken(usize::MAX);
 /// Buffers written by one `sendmsg`.

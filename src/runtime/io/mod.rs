@@ -42,9 +42,12 @@
 //! rt.shutdown();
 //! ```
 
+mod completion;
+pub(crate) mod event_loop;
 mod fdmap;
 mod mio_backend;
-mod uring_backend;
+pub(crate) mod select;
+mod uring;
 pub(crate) mod worker;
 
 use std::any::Any;
@@ -53,7 +56,9 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
-pub use worker::IoWorkerStats;
+pub use event_loop::EventLoopStats;
+#[allow(deprecated)]
+pub use event_loop::IoWorkerStats;
 
 /// The event loop an I/O worker runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -135,7 +140,7 @@ pub trait IoHandler: Any {
 // One per event-loop thread, never moved after start: boxing the larger variant buys nothing.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum BackendImpl {
-    Uring(uring_backend::UringBackend),
+    Uring(uring::UringBackend),
     Mio(mio_backend::MioBackend),
 }
 

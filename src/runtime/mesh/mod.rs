@@ -21,7 +21,7 @@ use crossbeam::queue::SegQueue;
 
 use super::actor::ActorRegistry;
 use super::executor::Notifier;
-use super::metrics::WorkerMetrics;
+use super::metrics::NodeMetrics;
 use super::ring::{Consumer, Producer, ring};
 
 mod external;
@@ -47,7 +47,7 @@ pub(crate) struct NodeShared {
     pub(crate) notifier: OnceLock<Arc<Notifier>>,
     /// Executor identity of an app worker (owner id of its actors' mailboxes).
     pub(crate) exec_id: OnceLock<u64>,
-    pub(crate) metrics: Arc<WorkerMetrics>,
+    pub(crate) metrics: Arc<NodeMetrics>,
 }
 
 impl NodeShared {
@@ -113,7 +113,7 @@ impl MeshShared {
                     injector: SegQueue::new(),
                     notifier: OnceLock::new(),
                     exec_id: OnceLock::new(),
-                    metrics: Arc::new(WorkerMetrics::new(i)),
+                    metrics: Arc::new(NodeMetrics::new(i)),
                 })
                 .collect(),
             app_workers: app,
