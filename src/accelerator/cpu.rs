@@ -4,6 +4,7 @@
 //! worker threads or the runtime.
 
 use super::error::AccelError;
+use super::sgemm::sgemm_rows;
 use super::task::{Activation, AdamParams, BinaryOp, ComputeTask, Kernel, Reduce, Tensor, UnaryOp};
 
 /// Largest buffer the CPU backend accepts (bytes): what `Vec` can address.
@@ -290,37 +291,10 @@ pub(crate) fn matmul(
     if m == 0 || n == 0 {
         return;
     }
-    // Strides of op(A) (m x k) and op(B) (k x n) over the stored row-major data.
-    let (rsa, csa) = if trans_a { (1, m) } else { (k, 1) };
-    let (rsb, csb) = if trans_b { (1, k) } else { (n, 1) };
     par_chunks(c, n, threads, |start, chunk| {
         let i0 = start / n;
         let rows = chunk.len() / n;
-        if k > 0 {
-            // SAFETY: matrixmultiply reads op(A) rows i0..i0+rows (offsets i*rsa + p*csa with
-            // p < k: inside `a`, whose length is m*k, validated by Kernel::output_shapes), all
-            // of op(B) (k x n inside `b`, length k*n) and writes exactly `chunk`, a rows x n
-            // row-major block this thread owns exclusively (par_chunks hands out disjoint
-            // chunks). beta = 0 so the chunk's prior contents are not read as input.
-            unsafe {
-                matrixmultiply::sgemm(
-                    rows,
-                    k,
-                    n,
-                    1.0,
-                    a.as_ptr().add(i0 * rsa),
-                    rsa as isize,
-                    csa as isize,
-                    b.as_ptr(),
-                    rsb as isize,
-                    csb as isize,
-                    0.0,
-                    chunk.as_mut_ptr(),
-                    n as isize,
-                    1,
-                );
-            }
-        }
+        sgemm_rows(a, b, chunk, (m, n, k), (trans_a, trans_b), i0, rows);
         if bias.is_some() || act != Activation::None {
             for row in chunk.chunks_mut(n) {
                 for (j, x) in row.iter_mut().enumerate() {

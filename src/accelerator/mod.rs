@@ -31,12 +31,15 @@
 //! assert_eq!(out.ran, Ran::Cpu);
 //! ```
 
+#![deny(unsafe_code)]
+
 pub mod cpu;
 pub mod device;
 pub mod error;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod policy;
+mod sgemm;
 pub mod task;
 pub mod wgsl;
 

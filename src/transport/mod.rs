@@ -27,6 +27,8 @@
 //! rt.shutdown();
 //! ```
 
+#![deny(unsafe_code)]
+
 pub mod client;
 pub mod codec;
 pub mod http;

@@ -44,14 +44,15 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
+use std::net::Shutdown;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use crate::runtime::io::{Event, HandlerId, IoCtx, IoHandler, set_int_option};
+use crate::runtime::io::{Event, HandlerId, IoCtx, IoHandler, sys};
 use crate::runtime::{Handle, timeout};
 
 use super::TransportError;
@@ -131,8 +132,8 @@ impl StreamHandler {
             // Abort the handshake in the kernel (shutdown on a SYN_SENT socket disconnects
             // it): on io_uring an in-flight connect holds its own reference to the socket, so
             // closing the fd alone would leave it retrying SYNs for minutes.
-            // SAFETY: plain syscall on this handler's fd, which is still open here.
-            unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+            // The handler's fd is still open here.
+            let _ = sys::shutdown(self.fd, Shutdown::Both);
         }
         ctx.close(self.fd);
         if let Some(t) = ctx.token() {
@@ -264,26 +265,6 @@ fn closed_error() -> io::Error {
         io::ErrorKind::NotConnected,
         "the TCP connection is closed (dropped or the runtime shut down); open a new one",
     )
-}
-
-/// Reads an integer socket option.
-fn get_int_option(fd: RawFd, level: libc::c_int, opt: libc::c_int) -> io::Result<libc::c_int> {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `v` and `len` are valid for writes; `len` says how large `v` is.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            level,
-            opt,
-            &mut v as *mut _ as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(v)
 }
 
 impl TcpStream {
@@ -471,8 +452,8 @@ impl TcpStream {
     /// Half-close: no more writes from this side (the peer reads EOF); reading goes on.
     pub fn shutdown_write(&self) -> io::Result<()> {
         self.on_loop(|fd| {
-            // SAFETY: plain syscall on the stream's fd, which its handler keeps open.
-            unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+            // The stream's fd, which its handler keeps open.
+            let _ = sys::shutdown(fd, Shutdown::Write);
         })
     }
 
@@ -490,23 +471,23 @@ impl TcpStream {
     /// Sets `TCP_NODELAY` (on by default). Fails with the OS error when `setsockopt` does, and
     /// with `NotConnected` once the connection is closed.
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        self.with_fd(|fd| set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, on.into()))
+        self.with_fd(|fd| sys::set_nodelay(fd, on))
     }
 
     /// Whether `TCP_NODELAY` is set, read back from the socket.
     pub fn nodelay(&self) -> io::Result<bool> {
-        self.with_fd(|fd| Ok(get_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY)? != 0))
+        self.with_fd(sys::nodelay)
     }
 
     /// Turns TCP keep-alive probes (`SO_KEEPALIVE`) on or off. Fails with the OS error when
     /// `setsockopt` does, and with `NotConnected` once the connection is closed.
     pub fn set_keepalive(&self, on: bool) -> io::Result<()> {
-        self.with_fd(|fd| set_int_option(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, on.into()))
+        self.with_fd(|fd| sys::set_keepalive(fd, on))
     }
 
     /// Whether keep-alive probes (`SO_KEEPALIVE`) are on, read back from the socket.
     pub fn keepalive(&self) -> io::Result<bool> {
-        self.with_fd(|fd| Ok(get_int_option(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE)? != 0))
+        self.with_fd(sys::keepalive)
     }
 
     fn on_loop(&self, f: impl FnOnce(RawFd) + Send + 'static) -> io::Result<()> {
@@ -536,7 +517,7 @@ fn register_connect(
         Ok(fd) => {
             ctx.with_handler::<StreamHandler, _>(id, |h, _| h.fd = fd);
             lock(&shared).fd = fd;
-            super::server::set_nodelay(fd);
+            let _ = crate::runtime::io::sys::set_nodelay(fd, true);
             Ok(id)
         }
         Err(e) => {
@@ -611,28 +592,6 @@ fn lock_listen(s: &Mutex<ListenState>) -> std::sync::MutexGuard<'_, ListenState>
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// `accept4(2)`: a new non-blocking, close-on-exec connection and its peer's address.
-fn accept_one(fd: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
-    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: ss/len are valid for writes and len says how large ss is.
-    let r = unsafe {
-        libc::accept4(
-            fd,
-            &mut ss as *mut _ as *mut libc::sockaddr,
-            &mut len,
-            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: accept4 just returned this fd; nothing else owns it.
-    let owned = unsafe { OwnedFd::from_raw_fd(r) };
-    Ok((owned, crate::runtime::io::socket_addr(&ss)))
-}
-
 struct ListenHandler {
     fd: RawFd,
     state: Arc<Mutex<ListenState>>,
@@ -656,10 +615,10 @@ impl ListenHandler {
                 st.paused = true;
                 return;
             }
-            match accept_one(self.fd) {
+            match sys::accept(self.fd) {
                 Ok((fd, peer)) => {
                     self.failing = false;
-                    super::server::set_nodelay(fd.as_raw_fd());
+                    let _ = crate::runtime::io::sys::set_nodelay(fd.as_raw_fd(), true);
                     st.ready.push_back((fd, peer));
                     wake(&mut st.waker);
                 }
@@ -721,10 +680,8 @@ impl TcpListener {
         opts: ListenOptions,
     ) -> Result<TcpListener, TransportError> {
         let lp = pick_loop(handle)?;
-        let (fd, local) = super::server::listen_socket(addr, opts.backlog)
+        let (owned, local) = sys::listen_on(addr, opts.backlog, false)
             .map_err(|source| TransportError::Bind { addr, source })?;
-        // SAFETY: listen_socket just created this fd and hands it over.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         let state = Arc::new(Mutex::new(ListenState {
             ready: VecDeque::new(),
             waker: None,

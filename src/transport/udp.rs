@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Poll, Waker};
 
 use crate::runtime::Handle;
-use crate::runtime::io::{Event, HandlerId, IoCtx, IoHandler};
+use crate::runtime::io::{Event, HandlerId, IoCtx, IoHandler, sys};
 
 use super::TransportError;
 
@@ -82,34 +82,20 @@ impl IoHandler for UdpHandler {
                         st.paused = true;
                         break;
                     }
-                    // SAFETY: sockaddr_storage is plain data; recvfrom writes at most `len`.
-                    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-                    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                    // SAFETY: buf and ss are valid for writes of the lengths given.
-                    let n = unsafe {
-                        libc::recvfrom(
-                            self.fd,
-                            self.buf.as_mut_ptr() as *mut libc::c_void,
-                            self.buf.len(),
-                            libc::MSG_DONTWAIT,
-                            &mut ss as *mut _ as *mut libc::sockaddr,
-                            &mut len,
-                        )
-                    };
-                    if n < 0 {
-                        let e = io::Error::last_os_error();
-                        match e.kind() {
+                    let (n, from) = match sys::recv_from(self.fd, &mut self.buf) {
+                        Ok(r) => r,
+                        Err(e) => match e.kind() {
                             io::ErrorKind::WouldBlock => break,
                             io::ErrorKind::Interrupted => continue,
                             _ => {
                                 st.error = Some(e.to_string());
                                 break;
                             }
-                        }
-                    }
-                    if let Some(from) = crate::runtime::io::socket_addr(&ss) {
-                        st.bytes += n as usize;
-                        st.queue.push_back((self.buf[..n as usize].to_vec(), from));
+                        },
+                    };
+                    if let Some(from) = from {
+                        st.bytes += n;
+                        st.queue.push_back((self.buf[..n].to_vec(), from));
                     }
                 }
                 if let Some(w) = st.waker.take() {
@@ -150,15 +136,12 @@ impl UdpSocket {
     pub fn bind(handle: &Handle, addr: SocketAddr) -> Result<UdpSocket, TransportError> {
         let lp = super::tcp::pick_loop(handle)?;
         let bind_err = |source| TransportError::Bind { addr, source };
-        let fd = crate::runtime::io::new_socket(&addr, libc::SOCK_DGRAM).map_err(bind_err)?;
-        let (ss, len) = crate::runtime::io::sockaddr(&addr);
-        // SAFETY: ss is a valid sockaddr of length len.
-        if unsafe { libc::bind(fd, &ss as *const _ as *const libc::sockaddr, len) } < 0 {
-            let e = io::Error::last_os_error();
-            crate::runtime::io::close_fd(fd);
+        let fd = sys::new_socket(&addr, libc::SOCK_DGRAM).map_err(bind_err)?;
+        if let Err(e) = sys::bind(fd, &addr) {
+            sys::close_fd(fd);
             return Err(bind_err(e));
         }
-        let local = super::server::local_addr(fd).map_err(bind_err)?;
+        let local = sys::local_addr(fd).map_err(bind_err)?;
         let state: Arc<Mutex<State>> = Arc::default();
         let st = state.clone();
         let cell: FdCell = Arc::new(RwLock::new(Some(fd)));
@@ -183,7 +166,7 @@ impl UdpSocket {
             Err(e) => {
                 // The closure never ran (or never will): nobody else knows the fd.
                 if let Some(fd) = take_fd(&cell) {
-                    crate::runtime::io::close_fd(fd);
+                    sys::close_fd(fd);
                 }
                 return Err(e);
             }
@@ -220,7 +203,6 @@ impl UdpSocket {
     /// Sends one datagram to `to` (`WouldBlock` if the socket's send buffer is full;
     /// `NotConnected` once the socket was closed by a runtime shutdown).
     pub fn send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
-        let (ss, len) = crate::runtime::io::sockaddr(&to);
         let guard = self.fd.read().unwrap_or_else(|p| p.into_inner());
         let Some(fd) = *guard else {
             return Err(io::Error::new(
@@ -228,24 +210,11 @@ impl UdpSocket {
                 "the UDP socket is closed (the runtime shut down); bind a new one",
             ));
         };
-        // SAFETY: data and ss are valid for reads of the lengths given; `fd` is open: the read
-        // guard is held across the call, and the event loop takes the write lock (marking the
-        // socket closed) before it closes the fd.
-        let n = unsafe {
-            libc::sendto(
-                fd,
-                data.as_ptr() as *const libc::c_void,
-                data.len(),
-                libc::MSG_DONTWAIT,
-                &ss as *const _ as *const libc::sockaddr,
-                len,
-            )
-        };
+        // `fd` is open for the call: the read guard is held across it, and the event loop
+        // takes the write lock (marking the socket closed) before it closes the fd.
+        let r = sys::send_to(fd, data, to);
         drop(guard);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        r
     }
 
     /// Waits for the next datagram.

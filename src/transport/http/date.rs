@@ -1,7 +1,6 @@
 //! The `Date` header value (IMF-fixdate), formatted once per second per thread.
 
 use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 thread_local! {
     static CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
@@ -25,19 +24,7 @@ pub fn append_now(out: &mut Vec<u8>) {
 /// showed as ~1.3 % of the HTTP server's CPU with the precise clock). The coarse clock lags by
 /// at most one timer tick (a few milliseconds), which a one-second `Date` header cannot show.
 fn now_secs() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call; the kernel (or
-    // vDSO) only writes that struct.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
-    if rc == 0 && ts.tv_sec >= 0 {
-        return ts.tv_sec as u64;
-    }
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::runtime::io::sys::coarse_unix_secs()
 }
 
 /// Formats `secs` since the Unix epoch as an IMF-fixdate (29 bytes).

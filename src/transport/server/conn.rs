@@ -1,0 +1,616 @@
+//! The connection state machine, generic over a [`ServerProtocol`]: input is decoded on the
+//! event loop and dispatched; replies come back in any order and leave in request order
+//! (pipelining); backpressure stops reading; refusals, timeouts and closes are states. Owns one
+//! connection's socket, buffers and TLS session; placement and moves are `listener.rs`' and
+//! `migrate.rs`'.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::reply::{Held, Part, PartAck, Responder};
+use super::{ConnInfo, Decoded, Dispatched, ServerProtocol, Shared, TlsInfo};
+use crate::runtime::io::{Event, HandlerId, IoCtx, IoHandler, Token};
+
+/// Registers a connection's state machine on the current loop and starts receiving; `input`
+/// holds bytes received elsewhere (a connection moved here), processed at once.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn register_conn<P: ServerProtocol>(
+    shared: &Arc<Shared<P>>,
+    ctx: &mut IoCtx<'_>,
+    fd: RawFd,
+    loop_idx: usize,
+    info: ConnInfo,
+    tls: Option<Box<rustls::ServerConnection>>,
+    input: Vec<u8>,
+    moved_at: Option<Instant>,
+) {
+    let has_input = !input.is_empty();
+    let id = ctx.register(Box::new(Conn::<P> {
+        tls,
+        fd,
+        loop_idx,
+        info,
+        shared: shared.clone(),
+        input,
+        partial_since: None,
+        interim_sent: false,
+        last_activity: ctx.now(),
+        next_seq: 0,
+        write_seq: 0,
+        replies: VecDeque::new(),
+        acks: Vec::new(),
+        held: 0,
+        in_flight: 0,
+        blocked: None,
+        processing: false,
+        draining: false,
+        tls_pending_since: None,
+        close_after_write: false,
+        read_closed: false,
+        closed: false,
+        move_to: None,
+        moving: false,
+        moved: false,
+        moved_at,
+        active: false,
+    }));
+    ctx.set_ticks(id.token, true);
+    ctx.recv(id.token, fd);
+    if has_input {
+        ctx.with_handler::<Conn<P>, _>(id, |c, ctx| c.process(ctx));
+    }
+}
+
+pub(super) struct Conn<P: ServerProtocol> {
+    /// The TLS session when the server speaks TLS.
+    pub(super) tls: Option<Box<rustls::ServerConnection>>,
+    pub(super) fd: RawFd,
+    /// The event loop serving it (its count in `Shared::loop_conns`).
+    pub(super) loop_idx: usize,
+    /// Its number, peer and TLS facts.
+    pub(super) info: ConnInfo,
+    pub(super) shared: Arc<Shared<P>>,
+    /// Received bytes not yet decoded.
+    pub(super) input: Vec<u8>,
+    /// When the request now being received began (for the request timeout).
+    pub(super) partial_since: Option<Instant>,
+    /// `Decoded::Interim` bytes were sent for the request at the front of `input`.
+    pub(super) interim_sent: bool,
+    pub(super) last_activity: Instant,
+    /// Sequence number of the next decoded request.
+    pub(super) next_seq: u64,
+    /// Sequence number of the next reply to write.
+    pub(super) write_seq: u64,
+    /// Replies (or pieces of them) that arrived before an earlier reply was complete, indexed
+    /// by `seq - write_seq`.
+    pub(super) replies: VecDeque<Option<Held>>,
+    /// Credits of streamed pieces written to the socket, returned once the unsent bytes are
+    /// under `max_unsent`.
+    pub(super) acks: Vec<PartAck>,
+    /// Bytes of the replies held in `replies` (counted against `max_unsent`).
+    pub(super) held: usize,
+    /// Requests handed to a target whose reply has not come back yet.
+    pub(super) in_flight: usize,
+    /// A request waiting for mailbox room.
+    pub(super) blocked: Option<(P::Request, Responder)>,
+    /// Inside [`Conn::process`]: replies given on the I/O worker while it runs must not start
+    /// it again (the loop goes on by itself; recursion could exhaust the stack).
+    pub(super) processing: bool,
+    /// Input was refused: nothing more is read or decoded; the refusal is queued in order and
+    /// the connection closes once it is written.
+    pub(super) draining: bool,
+    /// TLS input has arrived that produced no plaintext yet (handshake, partial record) since
+    /// this instant: a client trickling ciphertext meets the request timeout too.
+    pub(super) tls_pending_since: Option<Instant>,
+    /// [`AcceptMode::IncomingCpu`]: the loop of the CPU this connection's packets now arrive
+    /// on, when that is not this loop; it moves there at its next quiet moment.
+    pub(super) move_to: Option<usize>,
+    /// Receiving is stopped for the move; waiting for the loop to let go of the socket.
+    pub(super) moving: bool,
+    /// Handed to another loop: this state machine is finished without closing anything.
+    pub(super) moved: bool,
+    /// When it last moved (a connection moves at most once a second).
+    pub(super) moved_at: Option<Instant>,
+    /// Data arrived since the last tick (only those connections are checked for a move).
+    pub(super) active: bool,
+    pub(super) close_after_write: bool,
+    pub(super) read_closed: bool,
+    pub(super) closed: bool,
+}
+
+impl<P: ServerProtocol> Drop for Conn<P> {
+    fn drop(&mut self) {
+        // Dropped without `close` (the loop removed it after a panic in protocol code, or the
+        // loop itself is going away): it no longer counts against `max_connections`.
+        if !self.closed && !self.moved {
+            self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+            self.shared.loop_conns[self.loop_idx].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn deliver<P: ServerProtocol>(ctx: &mut IoCtx<'_>, id: HandlerId, seq: u64, part: Part) {
+    ctx.with_handler::<Conn<P>, _>(id, |c, ctx| c.on_reply(ctx, seq, part));
+}
+
+impl<P: ServerProtocol> Conn<P> {
+    pub(super) fn token(&self, ctx: &IoCtx<'_>) -> Token {
+        ctx.token()
+            .expect("a connection is only called as a handler")
+    }
+
+    pub(super) fn close(&mut self, ctx: &mut IoCtx<'_>) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        ctx.close(self.fd);
+        let t = self.token(ctx);
+        ctx.remove(t);
+        // Streamed pieces not taken: their senders learn the connection is gone.
+        self.acks.clear();
+        self.replies.clear();
+        self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+        self.shared.loop_conns[self.loop_idx].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Refuses further input: nothing more is read or decoded, `bytes` (if any) is written
+    /// after every reply still owed (in request order), then the connection closes.
+    pub(super) fn refuse(&mut self, ctx: &mut IoCtx<'_>, bytes: Option<Vec<u8>>) {
+        if self.draining || self.close_after_write {
+            return;
+        }
+        self.draining = true;
+        self.input.clear();
+        self.partial_since = None;
+        self.tls_pending_since = None;
+        ctx.stop_recv(self.fd);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        // Counted like a request answered on the I/O worker; `on_reply` settles it.
+        self.in_flight += 1;
+        self.on_reply(ctx, seq, Part::answer(bytes.unwrap_or_default(), true));
+    }
+
+    pub(super) fn maybe_finish(&mut self, ctx: &mut IoCtx<'_>) {
+        let nothing_owed = self.in_flight == 0 && self.blocked.is_none();
+        if (self.close_after_write || (self.read_closed && nothing_owed))
+            && ctx.send_queued(self.fd) == 0
+        {
+            self.close(ctx);
+        }
+    }
+
+    pub(super) fn responder(&mut self, ctx: &IoCtx<'_>) -> Responder {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Responder {
+            handle: self.shared.handle.clone(),
+            id: ctx.id().expect("a connection is only called as a handler"),
+            seq,
+            done: false,
+            started: false,
+            deliver: deliver::<P>,
+        }
+    }
+
+    /// Decodes and dispatches as many requests as the limits allow. Re-entry (a reply given on
+    /// the I/O worker while it runs) returns at once: the running call goes on by itself.
+    pub(super) fn process(&mut self, ctx: &mut IoCtx<'_>) {
+        if self.processing {
+            return;
+        }
+        self.processing = true;
+        self.process_input(ctx);
+        self.processing = false;
+    }
+
+    pub(super) fn process_input(&mut self, ctx: &mut IoCtx<'_>) {
+        if let Some((req, resp)) = self.blocked.take()
+            && !self.hand_off(ctx, req, resp)
+        {
+            return;
+        }
+        while !self.closed && !self.close_after_write && !self.draining && self.blocked.is_none() {
+            // Owed: decoded, not yet answered on the wire (in flight or held behind another).
+            let owed = (self.next_seq - self.write_seq) as usize;
+            if owed >= self.shared.opts.max_in_flight
+                || ctx.send_queued(self.fd) + self.held > self.shared.opts.max_unsent
+            {
+                ctx.stop_recv(self.fd);
+                return;
+            }
+            if self.input.is_empty() {
+                self.partial_since = None;
+                break;
+            }
+            let decoded = self.shared.proto.decode(&self.input);
+            if matches!(decoded, Decoded::Incomplete | Decoded::Interim(_))
+                && self.input.len() > self.shared.proto.max_input()
+            {
+                self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    conn = self.info.id,
+                    bytes = self.input.len(),
+                    "an unfinished request is over the protocol's max_input; closing the connection after the replies owed"
+                );
+                let r = self.shared.proto.too_large_response();
+                self.refuse(ctx, r);
+                return;
+            }
+            match decoded {
+                Decoded::Incomplete => {
+                    self.partial_since.get_or_insert(ctx.now());
+                    self.check_truncated();
+                    break;
+                }
+                Decoded::Interim(bytes) => {
+                    self.partial_since.get_or_insert(ctx.now());
+                    if !self.interim_sent && self.in_flight == 0 {
+                        self.interim_sent = true;
+                        self.write_out(ctx, bytes, false);
+                    }
+                    self.check_truncated();
+                    break;
+                }
+                Decoded::Reject { response, reason } => {
+                    self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(conn = self.info.id, %reason, "invalid input; closing the connection after the replies owed");
+                    self.refuse(ctx, response);
+                    return;
+                }
+                Decoded::Request(req, used) => {
+                    self.input.drain(..used.min(self.input.len()));
+                    self.partial_since = None;
+                    self.interim_sent = false;
+                    self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+                    let resp = self.responder(ctx);
+                    self.in_flight += 1;
+                    if !self.hand_off(ctx, req, resp) {
+                        return;
+                    }
+                }
+            }
+        }
+        if !self.closed
+            && !self.close_after_write
+            && !self.draining
+            && !self.read_closed
+            && self.blocked.is_none()
+        {
+            let t = self.token(ctx);
+            if !ctx.is_receiving(self.fd) {
+                ctx.recv(t, self.fd);
+            }
+        }
+        if self.read_closed {
+            self.maybe_finish(ctx);
+        }
+    }
+
+    /// The peer has closed its side and the undecoded input can never complete: reported once
+    /// (the protocol says whether that is an error), then dropped.
+    pub(super) fn check_truncated(&mut self) {
+        if !self.read_closed || self.input.is_empty() {
+            return;
+        }
+        if let Some(reason) = self.shared.proto.truncated(&self.input) {
+            self.shared.stats.truncated.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(conn = self.info.id, %reason, "truncated request");
+        }
+        self.input.clear();
+        self.partial_since = None;
+    }
+
+    /// Gives a request to the protocol's target. False when it must wait (mailbox full).
+    pub(super) fn hand_off(
+        &mut self,
+        ctx: &mut IoCtx<'_>,
+        req: P::Request,
+        resp: Responder,
+    ) -> bool {
+        let seq = resp.seq;
+        match self.shared.proto.dispatch_on(req, resp, &self.info) {
+            Dispatched::Sent => true,
+            Dispatched::Full(req, resp) => {
+                self.blocked = Some((req, resp));
+                ctx.stop_recv(self.fd);
+                let t = self.token(ctx);
+                ctx.retry_soon(t);
+                false
+            }
+            Dispatched::Answer(bytes, close) => {
+                // Answered here: takes the place of a reply, in order. The responder that
+                // `dispatch` dropped has already posted a "dropped" reply for this seq, so the
+                // answer is recorded first and that reply is ignored.
+                self.on_reply(ctx, seq, Part::answer(bytes, close));
+                !self.close_after_write
+            }
+        }
+    }
+
+    /// Queues `bytes` for the peer (encrypted first under TLS; `last` adds close_notify).
+    pub(super) fn write_out(&mut self, ctx: &mut IoCtx<'_>, bytes: Vec<u8>, last: bool) {
+        let t = self.token(ctx);
+        let Some(tls) = self.tls.as_mut() else {
+            if !bytes.is_empty() {
+                ctx.send(t, self.fd, bytes);
+            }
+            return;
+        };
+        if !bytes.is_empty() && tls.writer().write_all(&bytes).is_err() {
+            // Unlimited buffer: only fails when the session is already broken.
+            self.close(ctx);
+            return;
+        }
+        if last {
+            tls.send_close_notify();
+        }
+        self.flush_tls(ctx);
+    }
+
+    /// Sends whatever TLS records are waiting.
+    pub(super) fn flush_tls(&mut self, ctx: &mut IoCtx<'_>) {
+        let t = self.token(ctx);
+        let Some(tls) = self.tls.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        while tls.wants_write() {
+            if tls.write_tls(&mut out).is_err() {
+                break;
+            }
+        }
+        if !out.is_empty() {
+            ctx.send(t, self.fd, out);
+        }
+    }
+
+    /// Feeds received ciphertext to the TLS session and moves the plaintext to `input`. False
+    /// when the session failed (the connection is then closing).
+    pub(super) fn tls_in(&mut self, ctx: &mut IoCtx<'_>, mut d: &[u8]) -> bool {
+        let Some(tls) = self.tls.as_mut() else {
+            return true;
+        };
+        while !d.is_empty() {
+            // rustls refuses more ciphertext only when its buffers are full of what it could
+            // not process: the session is broken either way.
+            let processed = tls
+                .read_tls(&mut d)
+                .map_err(|e| e.to_string())
+                .and_then(|_| tls.process_new_packets().map_err(|e| e.to_string()));
+            if let Err(e) = processed {
+                tracing::debug!(conn = self.info.id, error = %e, "TLS error; closing this connection");
+                self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                // The alert describing the error is sent before closing.
+                self.flush_tls(ctx);
+                self.close_after_write = true;
+                ctx.stop_recv(self.fd);
+                self.maybe_finish(ctx);
+                return false;
+            }
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match tls.reader().read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => self.input.extend_from_slice(&buf[..n]),
+                    Err(_) => break,
+                }
+            }
+        }
+        self.flush_tls(ctx);
+        true
+    }
+
+    /// Takes a reply or a piece of one: written at once when every earlier reply is complete,
+    /// else held (counted in `held`) until they are.
+    pub(super) fn on_reply(&mut self, ctx: &mut IoCtx<'_>, seq: u64, part: Part) {
+        if self.closed || seq < self.write_seq {
+            return; // gone or already answered; a streamed piece's credit closes its window
+        }
+        let idx = (seq - self.write_seq) as usize;
+        let Part {
+            bytes,
+            ack,
+            last,
+            close,
+        } = part;
+        // `None`: the responder was dropped unanswered.
+        let bytes = bytes.or_else(|| self.shared.proto.dropped_response());
+        if idx == 0 && self.replies.front().is_none_or(Option::is_none) {
+            // The reply on the wire now: no need to hold anything.
+            if let Some(b) = bytes {
+                self.write_out(ctx, b, false);
+            }
+            self.acks.extend(ack);
+            if last {
+                self.replies.pop_front();
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.end_reply(ctx, close);
+            }
+        } else {
+            while self.replies.len() <= idx {
+                self.replies.push_back(None);
+            }
+            let held = self.replies[idx].get_or_insert_with(Held::default);
+            if held.last {
+                return; // already answered (see hand_off)
+            }
+            if let Some(b) = bytes {
+                self.held += b.len();
+                held.parts.push((b, ack));
+            }
+            if last {
+                held.last = true;
+                held.close = close;
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
+        }
+        // Replies completed behind the one just finished go out in order.
+        while !self.close_after_write && self.replies.front().is_some_and(Option::is_some) {
+            let Some(Some(front)) = self.replies.pop_front() else {
+                break;
+            };
+            let (last, close) = (front.last, front.close);
+            for (b, ack) in front.parts {
+                self.held -= b.len();
+                self.write_out(ctx, b, false);
+                self.acks.extend(ack);
+            }
+            if !last {
+                // A streamed reply still going: it stays at the front, now written so far.
+                self.replies.push_front(None);
+                break;
+            }
+            self.end_reply(ctx, close);
+        }
+        self.release_acks(ctx);
+        self.last_activity = ctx.now();
+        if self.close_after_write {
+            self.maybe_finish(ctx);
+        } else {
+            self.process(ctx);
+        }
+    }
+
+    /// The reply at the front is complete: the next one may go; `close` ends the connection.
+    pub(super) fn end_reply(&mut self, ctx: &mut IoCtx<'_>, close: bool) {
+        self.write_seq += 1;
+        if close {
+            // Under TLS, close_notify follows the reply.
+            self.write_out(ctx, Vec::new(), true);
+            self.close_after_write = true;
+            ctx.stop_recv(self.fd);
+            self.replies.clear();
+            self.held = 0;
+        }
+    }
+
+    /// Returns the credits of streamed pieces once the socket's backlog is under `max_unsent`.
+    pub(super) fn release_acks(&mut self, ctx: &IoCtx<'_>) {
+        if !self.acks.is_empty() && ctx.send_queued(self.fd) <= self.shared.opts.max_unsent {
+            for a in self.acks.drain(..) {
+                a.ack();
+            }
+        }
+    }
+}
+
+impl<P: ServerProtocol> IoHandler for Conn<P> {
+    fn on_event(&mut self, ctx: &mut IoCtx<'_>, event: Event<'_>) {
+        if self.closed {
+            return;
+        }
+        match event {
+            Event::Data(d) => {
+                self.last_activity = ctx.now();
+                self.active = true;
+                if self.close_after_write || self.draining {
+                    return;
+                }
+                if self.moving {
+                    // Received before the receive stopped: goes along with the connection.
+                    self.input.extend_from_slice(d);
+                    return;
+                }
+                if let Some(tls) = &self.tls {
+                    let handshaking = tls.is_handshaking();
+                    let before = self.input.len();
+                    if !self.tls_in(ctx, d) {
+                        return;
+                    }
+                    let done_handshake =
+                        handshaking && self.tls.as_ref().is_some_and(|t| !t.is_handshaking());
+                    if done_handshake && let Some(t) = &self.tls {
+                        self.info.tls = Some(Arc::new(TlsInfo::of(t)));
+                    }
+                    if self.input.len() > before || done_handshake {
+                        self.tls_pending_since = None;
+                    } else {
+                        self.tls_pending_since.get_or_insert(ctx.now());
+                    }
+                } else {
+                    self.input.extend_from_slice(d);
+                }
+                if self.blocked.is_none() {
+                    self.process(ctx);
+                }
+            }
+            Event::Eof => {
+                self.read_closed = true;
+                if self.moving {
+                    // The peer is done sending: no point moving; finish here.
+                    self.moving = false;
+                    self.move_to = None;
+                }
+                if self.blocked.is_none() {
+                    self.process(ctx);
+                }
+                self.maybe_finish(ctx);
+            }
+            Event::RecvError(_) | Event::SendError(_) => self.close(ctx),
+            Event::Sent(_) => {
+                self.release_acks(ctx);
+                if self.moving {
+                    return;
+                }
+                if self.move_to.is_some() {
+                    self.start_move(ctx);
+                    if self.moving {
+                        return;
+                    }
+                }
+                if self.close_after_write || self.read_closed {
+                    self.maybe_finish(ctx);
+                } else if !ctx.is_receiving(self.fd) && self.blocked.is_none() {
+                    self.process(ctx);
+                }
+            }
+            Event::Retry => {
+                if self.moving {
+                    self.finish_move(ctx);
+                } else if self.blocked.is_some() {
+                    self.process(ctx);
+                }
+            }
+            Event::Tick(now) => {
+                if !self.moving {
+                    self.consider_move(ctx, now);
+                }
+                let o = &self.shared.opts;
+                let started = [self.partial_since, self.tls_pending_since]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                if let Some(t0) = started
+                    && now.duration_since(t0) > o.request_timeout
+                    && self.in_flight == 0
+                    && !self.draining
+                {
+                    self.shared.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                    // No plaintext answer while the TLS handshake is unfinished.
+                    let r = if self.tls.as_ref().is_some_and(|t| t.is_handshaking()) {
+                        None
+                    } else {
+                        self.shared.proto.timeout_response()
+                    };
+                    self.refuse(ctx, r);
+                } else if self.input.is_empty()
+                    && self.in_flight == 0
+                    && self.blocked.is_none()
+                    && now.duration_since(self.last_activity) > o.idle_timeout
+                {
+                    self.shared.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                    self.close(ctx);
+                }
+            }
+            Event::Shutdown => self.close(ctx),
+            Event::Accepted(fd) => ctx.close(fd),
+            Event::AcceptError(_) | Event::Connected(_) | Event::Readable => {}
+        }
+    }
+}

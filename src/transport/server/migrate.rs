@@ -1,0 +1,104 @@
+//! A connection following its client ([`AcceptMode::IncomingCpu`]): on a tick after traffic, a
+//! plaintext connection whose packets now arrive on another loop's CPU notes that loop (at most
+//! once a second, within the balance cap); at its next quiet moment it stops receiving, waits
+//! for its loop to let go of the fd (`IoCtx::release`), and hands fd and unread bytes to the
+//! new loop, which registers it afresh. Owns the move only.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::conn::Conn;
+use super::conn::register_conn;
+use super::listener::loop_of_incoming_cpu;
+use super::{AcceptMode, ServerProtocol};
+use crate::runtime::io::IoCtx;
+
+impl<P: ServerProtocol> Conn<P> {
+    /// [`AcceptMode::IncomingCpu`], on a tick after traffic: notes the loop of the CPU this
+    /// connection's packets now arrive on when it is another loop with room (at most once a
+    /// second per connection); the move starts at the next quiet moment.
+    pub(super) fn consider_move(&mut self, ctx: &mut IoCtx<'_>, now: Instant) {
+        let active = std::mem::take(&mut self.active);
+        let sh = &self.shared;
+        if sh.opts.accept != AcceptMode::IncomingCpu
+            || !active
+            || self.tls.is_some()
+            || self
+                .moved_at
+                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        let Some(to) = loop_of_incoming_cpu(sh, self.fd) else {
+            return;
+        };
+        let load = |i: usize| sh.loop_conns[i].load(Ordering::Relaxed);
+        if to != self.loop_idx && load(to) < load(self.loop_idx) + 7 {
+            self.move_to = Some(to);
+            self.start_move(ctx);
+        } else {
+            self.move_to = None;
+        }
+    }
+
+    /// Starts the move noted in `move_to` if nothing is under way on the connection: stops
+    /// receiving and waits (polling each millisecond) for the loop to let go of the socket.
+    pub(super) fn start_move(&mut self, ctx: &mut IoCtx<'_>) {
+        let quiet = !self.closed
+            && !self.draining
+            && !self.close_after_write
+            && !self.read_closed
+            && self.blocked.is_none()
+            && self.in_flight == 0
+            && self.next_seq == self.write_seq
+            && self.input.is_empty()
+            && self.replies.is_empty()
+            && self.acks.is_empty()
+            && ctx.send_queued(self.fd) == 0;
+        if !quiet || self.move_to.is_none() {
+            return;
+        }
+        self.moving = true;
+        ctx.stop_recv(self.fd);
+        let t = self.token(ctx);
+        ctx.retry_soon(t);
+    }
+
+    /// Hands the socket and what was received meanwhile to the loop in `move_to` once this
+    /// loop has let go of it; resumes here if that loop cannot take it.
+    pub(super) fn finish_move(&mut self, ctx: &mut IoCtx<'_>) {
+        let t = self.token(ctx);
+        let Some(to) = self.move_to else {
+            self.moving = false;
+            return;
+        };
+        if !ctx.release(self.fd) {
+            ctx.retry_soon(t);
+            return;
+        }
+        let sh = self.shared.clone();
+        let (fd, info, input) = (self.fd, self.info.clone(), std::mem::take(&mut self.input));
+        let now = ctx.now();
+        let moved = self.shared.handle.run_on_io(to, move |ctx| {
+            register_conn(&sh, ctx, fd, to, info, None, input, Some(now));
+        });
+        self.moving = false;
+        self.move_to = None;
+        match moved {
+            Ok(()) => {
+                let conns = &self.shared.loop_conns;
+                conns[self.loop_idx].fetch_sub(1, Ordering::Relaxed);
+                conns[to].fetch_add(1, Ordering::Relaxed);
+                self.moved = true;
+                ctx.remove(t);
+            }
+            Err(e) => {
+                // Only a loop index the runtime does not have (never, for a loop of this
+                // server); the bytes received meanwhile went with the refused closure, so the
+                // connection cannot go on in order: close it, loudly.
+                tracing::error!(error = %e, loop_ = to, conn = self.info.id, "connection could not move to its CPU's loop; closed");
+                self.close(ctx);
+            }
+        }
+    }
+}
