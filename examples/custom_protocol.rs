@@ -107,8 +107,7 @@ impl ServerProtocol for LineProto {
             Ok(()) => Dispatched::Sent,
             Err(TrySendError::Full((cmd, resp))) => Dispatched::Full(cmd, resp),
             Err(TrySendError::Stopped((_, resp))) => {
-                resp.discard();
-                Dispatched::Answer(b"ERR stopped\n".to_vec(), true)
+                Dispatched::Answer(resp.answer(b"ERR stopped\n".to_vec(), true))
             }
         }
     }

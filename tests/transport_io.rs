@@ -33,8 +33,7 @@ impl ServerProtocol for Echo {
     }
 
     fn dispatch(&self, req: Vec<u8>, resp: Responder, _conn: u64) -> Dispatched<Vec<u8>> {
-        resp.discard();
-        Dispatched::Answer(req, false)
+        Dispatched::Answer(resp.answer(req, false))
     }
 }
 

@@ -40,8 +40,9 @@ pub mod udp;
 pub use client::{FramedClient, FramedError, Stream};
 pub use codec::{Codec, CodecError, LengthPrefixed, RawBytes};
 pub use server::{
-    AcceptMode, CodecProtocol, ConnInfo, ConnectionGone, Decoded, Dispatched, FrameCall, Responder,
-    SendWindow, Server, ServerOptions, ServerProtocol, ServerStats, Target, TlsInfo,
+    AcceptMode, Answer, CodecProtocol, ConnInfo, ConnectionGone, Decoded, Dispatched, FrameCall,
+    Responder, SendWindow, Server, ServerOptions, ServerProtocol, ServerShutdown, ServerStats,
+    Target, TlsInfo,
 };
 
 /// Errors of the transport layer.

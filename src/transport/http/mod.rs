@@ -518,14 +518,13 @@ impl ServerProtocol for HttpProtocol {
                 match target.try_send(call, conn.id) {
                     Ok(()) => Dispatched::Sent,
                     Err(TrySendError::Full(c)) => Dispatched::Full(HttpCallParts(c.req), c.resp),
-                    Err(TrySendError::Stopped(c)) => {
-                        c.resp.discard();
-                        Dispatched::Answer(error_bytes(503, "the handler has stopped"), true)
-                    }
+                    Err(TrySendError::Stopped(c)) => Dispatched::Answer(
+                        c.resp
+                            .answer(error_bytes(503, "the handler has stopped"), true),
+                    ),
                 }
             }
             Err(status) => {
-                resp.discard();
                 let close = !req.keep_alive;
                 let mut out = Vec::new();
                 let msg = if status == 404 {
@@ -539,7 +538,7 @@ impl ServerProtocol for HttpProtocol {
                     close,
                     req.version,
                 );
-                Dispatched::Answer(out, close)
+                Dispatched::Answer(resp.answer(out, close))
             }
         }
     }
@@ -624,9 +623,20 @@ impl HttpServer {
         self.server.stats()
     }
 
-    /// Stops accepting.
+    /// Stops accepting (open connections go on until idle). Dropping the server stops it
+    /// gracefully; see [`Server`] for the three ways to stop.
     pub fn stop(&self) {
         self.server.stop()
+    }
+
+    /// Graceful shutdown with a deadline: see [`Server::shutdown`].
+    pub async fn shutdown(self, deadline: std::time::Duration) -> super::ServerShutdown {
+        self.server.shutdown(deadline).await
+    }
+
+    /// Lets the server run until its runtime shuts down: see [`Server::detach`].
+    pub fn detach(self) {
+        self.server.detach()
     }
 }
 

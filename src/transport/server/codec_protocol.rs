@@ -89,10 +89,7 @@ where
         match self.target.try_send(call, conn) {
             Ok(()) => Dispatched::Sent,
             Err(TrySendError::Full(c)) => Dispatched::Full(c.frame, c.resp),
-            Err(TrySendError::Stopped(c)) => {
-                c.resp.discard();
-                Dispatched::Answer(Vec::new(), true)
-            }
+            Err(TrySendError::Stopped(c)) => Dispatched::Answer(c.resp.answer(Vec::new(), true)),
         }
     }
 }

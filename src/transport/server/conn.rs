@@ -47,16 +47,11 @@ pub(super) fn register_conn<P: ServerProtocol>(
         in_flight: 0,
         blocked: None,
         processing: false,
-        draining: false,
         tls_pending_since: None,
-        close_after_write: false,
-        read_closed: false,
-        closed: false,
-        move_to: None,
-        moving: false,
-        moved: false,
         moved_at,
         active: false,
+        peer_done: false,
+        phase: Phase::Serving(Move::Stay),
     }));
     ctx.set_ticks(id.token, true);
     ctx.recv(id.token, fd);
@@ -100,33 +95,58 @@ pub(super) struct Conn<P: ServerProtocol> {
     /// Inside [`Conn::process`]: replies given on the I/O worker while it runs must not start
     /// it again (the loop goes on by itself; recursion could exhaust the stack).
     pub(super) processing: bool,
-    /// Input was refused: nothing more is read or decoded; the refusal is queued in order and
-    /// the connection closes once it is written.
-    pub(super) draining: bool,
     /// TLS input has arrived that produced no plaintext yet (handshake, partial record) since
     /// this instant: a client trickling ciphertext meets the request timeout too.
     pub(super) tls_pending_since: Option<Instant>,
-    /// [`AcceptMode::IncomingCpu`]: the loop of the CPU this connection's packets now arrive
-    /// on, when that is not this loop; it moves there at its next quiet moment.
-    pub(super) move_to: Option<usize>,
-    /// Receiving is stopped for the move; waiting for the loop to let go of the socket.
-    pub(super) moving: bool,
-    /// Handed to another loop: this state machine is finished without closing anything.
-    pub(super) moved: bool,
     /// When it last moved (a connection moves at most once a second).
     pub(super) moved_at: Option<Instant>,
     /// Data arrived since the last tick (only those connections are checked for a move).
     pub(super) active: bool,
-    pub(super) close_after_write: bool,
-    pub(super) read_closed: bool,
-    pub(super) closed: bool,
+    /// The peer closed its side (EOF): nothing more will arrive; what was decoded is
+    /// answered, then the connection closes.
+    pub(super) peer_done: bool,
+    /// Where the connection is in its life.
+    pub(super) phase: Phase,
+}
+
+/// Where a connection is in its life. Only `Serving` reads and decodes input; the others only
+/// finish what is owed; `Moved` and `Closed` are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Reading (unless stopped for backpressure), decoding, answering; and whether it is
+    /// about to move to another loop.
+    Serving(Move),
+    /// Input was refused (invalid, too large, timed out): nothing more is read or decoded;
+    /// the refusal is queued after the replies owed, and the connection closes once it is
+    /// written.
+    Refusing,
+    /// The reply on the wire asked to close (or the TLS session failed): what is queued is
+    /// written, then the connection closes.
+    Closing,
+    /// Handed to another loop: finished here without closing anything.
+    Moved,
+    /// Closed: the socket is gone.
+    Closed,
+}
+
+/// A serving connection's move to the loop of its packets' CPU ([`AcceptMode::IncomingCpu`](super::AcceptMode::IncomingCpu), see
+/// `migrate.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Move {
+    /// Stays on this loop.
+    Stay,
+    /// Moves to this loop at its next quiet moment.
+    Noted(usize),
+    /// Receiving is stopped for the move to this loop; waiting for this loop to let go of the
+    /// socket.
+    Releasing(usize),
 }
 
 impl<P: ServerProtocol> Drop for Conn<P> {
     fn drop(&mut self) {
         // Dropped without `close` (the loop removed it after a panic in protocol code, or the
         // loop itself is going away): it no longer counts against `max_connections`.
-        if !self.closed && !self.moved {
+        if !matches!(self.phase, Phase::Closed | Phase::Moved) {
             self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
             self.shared.loop_conns[self.loop_idx].fetch_sub(1, Ordering::Relaxed);
         }
@@ -138,16 +158,31 @@ fn deliver<P: ServerProtocol>(ctx: &mut IoCtx<'_>, id: HandlerId, seq: u64, part
 }
 
 impl<P: ServerProtocol> Conn<P> {
+    /// Reading and decoding (possibly about to move).
+    pub(super) fn is_serving(&self) -> bool {
+        matches!(self.phase, Phase::Serving(_))
+    }
+
+    /// Waiting for the loop to let go of the socket for a move.
+    pub(super) fn is_moving(&self) -> bool {
+        matches!(self.phase, Phase::Serving(Move::Releasing(_)))
+    }
+
+    /// Nothing but writing what is queued remains (or nothing at all).
+    fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing | Phase::Closed | Phase::Moved)
+    }
+
     pub(super) fn token(&self, ctx: &IoCtx<'_>) -> Token {
         ctx.token()
             .expect("a connection is only called as a handler")
     }
 
     pub(super) fn close(&mut self, ctx: &mut IoCtx<'_>) {
-        if self.closed {
+        if self.phase == Phase::Closed {
             return;
         }
-        self.closed = true;
+        self.phase = Phase::Closed;
         ctx.close(self.fd);
         let t = self.token(ctx);
         ctx.remove(t);
@@ -161,10 +196,10 @@ impl<P: ServerProtocol> Conn<P> {
     /// Refuses further input: nothing more is read or decoded, `bytes` (if any) is written
     /// after every reply still owed (in request order), then the connection closes.
     pub(super) fn refuse(&mut self, ctx: &mut IoCtx<'_>, bytes: Option<Vec<u8>>) {
-        if self.draining || self.close_after_write {
+        if !self.is_serving() {
             return;
         }
-        self.draining = true;
+        self.phase = Phase::Refusing;
         self.input.clear();
         self.partial_since = None;
         self.tls_pending_since = None;
@@ -178,8 +213,7 @@ impl<P: ServerProtocol> Conn<P> {
 
     pub(super) fn maybe_finish(&mut self, ctx: &mut IoCtx<'_>) {
         let nothing_owed = self.in_flight == 0 && self.blocked.is_none();
-        if (self.close_after_write || (self.read_closed && nothing_owed))
-            && ctx.send_queued(self.fd) == 0
+        if (self.is_closing() || (self.peer_done && nothing_owed)) && ctx.send_queued(self.fd) == 0
         {
             self.close(ctx);
         }
@@ -215,7 +249,7 @@ impl<P: ServerProtocol> Conn<P> {
         {
             return;
         }
-        while !self.closed && !self.close_after_write && !self.draining && self.blocked.is_none() {
+        while self.is_serving() && self.blocked.is_none() {
             // Owed: decoded, not yet answered on the wire (in flight or held behind another).
             let owed = (self.next_seq - self.write_seq) as usize;
             if owed >= self.shared.opts.max_in_flight
@@ -276,18 +310,13 @@ impl<P: ServerProtocol> Conn<P> {
                 }
             }
         }
-        if !self.closed
-            && !self.close_after_write
-            && !self.draining
-            && !self.read_closed
-            && self.blocked.is_none()
-        {
+        if self.is_serving() && !self.peer_done && self.blocked.is_none() {
             let t = self.token(ctx);
             if !ctx.is_receiving(self.fd) {
                 ctx.recv(t, self.fd);
             }
         }
-        if self.read_closed {
+        if self.peer_done {
             self.maybe_finish(ctx);
         }
     }
@@ -295,7 +324,7 @@ impl<P: ServerProtocol> Conn<P> {
     /// The peer has closed its side and the undecoded input can never complete: reported once
     /// (the protocol says whether that is an error), then dropped.
     pub(super) fn check_truncated(&mut self) {
-        if !self.read_closed || self.input.is_empty() {
+        if !self.peer_done || self.input.is_empty() {
             return;
         }
         if let Some(reason) = self.shared.proto.truncated(&self.input) {
@@ -313,7 +342,6 @@ impl<P: ServerProtocol> Conn<P> {
         req: P::Request,
         resp: Responder,
     ) -> bool {
-        let seq = resp.seq;
         match self.shared.proto.dispatch_on(req, resp, &self.info) {
             Dispatched::Sent => true,
             Dispatched::Full(req, resp) => {
@@ -323,12 +351,10 @@ impl<P: ServerProtocol> Conn<P> {
                 ctx.retry_soon(t);
                 false
             }
-            Dispatched::Answer(bytes, close) => {
-                // Answered here: takes the place of a reply, in order. The responder that
-                // `dispatch` dropped has already posted a "dropped" reply for this seq, so the
-                // answer is recorded first and that reply is ignored.
-                self.on_reply(ctx, seq, Part::answer(bytes, close));
-                !self.close_after_write
+            Dispatched::Answer(a) => {
+                // Answered here: takes the place of a reply, in order.
+                self.on_reply(ctx, a.seq, Part::answer(a.bytes, a.close));
+                !self.is_closing()
             }
         }
     }
@@ -388,7 +414,7 @@ impl<P: ServerProtocol> Conn<P> {
                 self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 // The alert describing the error is sent before closing.
                 self.flush_tls(ctx);
-                self.close_after_write = true;
+                self.phase = Phase::Closing;
                 ctx.stop_recv(self.fd);
                 self.maybe_finish(ctx);
                 return false;
@@ -409,7 +435,7 @@ impl<P: ServerProtocol> Conn<P> {
     /// Takes a reply or a piece of one: written at once when every earlier reply is complete,
     /// else held (counted in `held`) until they are.
     pub(super) fn on_reply(&mut self, ctx: &mut IoCtx<'_>, seq: u64, part: Part) {
-        if self.closed || seq < self.write_seq {
+        if self.phase == Phase::Closed || seq < self.write_seq {
             return; // gone or already answered; a streamed piece's credit closes its window
         }
         let idx = (seq - self.write_seq) as usize;
@@ -451,7 +477,7 @@ impl<P: ServerProtocol> Conn<P> {
             }
         }
         // Replies completed behind the one just finished go out in order.
-        while !self.close_after_write && self.replies.front().is_some_and(Option::is_some) {
+        while !self.is_closing() && self.replies.front().is_some_and(Option::is_some) {
             let Some(Some(front)) = self.replies.pop_front() else {
                 break;
             };
@@ -470,7 +496,7 @@ impl<P: ServerProtocol> Conn<P> {
         }
         self.release_acks(ctx);
         self.last_activity = ctx.now();
-        if self.close_after_write {
+        if self.is_closing() {
             self.maybe_finish(ctx);
         } else {
             self.process(ctx);
@@ -483,7 +509,7 @@ impl<P: ServerProtocol> Conn<P> {
         if close {
             // Under TLS, close_notify follows the reply.
             self.write_out(ctx, Vec::new(), true);
-            self.close_after_write = true;
+            self.phase = Phase::Closing;
             ctx.stop_recv(self.fd);
             self.replies.clear();
             self.held = 0;
@@ -502,17 +528,17 @@ impl<P: ServerProtocol> Conn<P> {
 
 impl<P: ServerProtocol> IoHandler for Conn<P> {
     fn on_event(&mut self, ctx: &mut IoCtx<'_>, event: Event<'_>) {
-        if self.closed {
+        if self.phase == Phase::Closed {
             return;
         }
         match event {
             Event::Data(d) => {
                 self.last_activity = ctx.now();
                 self.active = true;
-                if self.close_after_write || self.draining {
+                if !self.is_serving() {
                     return;
                 }
-                if self.moving {
+                if self.is_moving() {
                     // Received before the receive stopped: goes along with the connection.
                     self.input.extend_from_slice(d);
                     return;
@@ -541,11 +567,10 @@ impl<P: ServerProtocol> IoHandler for Conn<P> {
                 }
             }
             Event::Eof => {
-                self.read_closed = true;
-                if self.moving {
+                self.peer_done = true;
+                if self.is_serving() {
                     // The peer is done sending: no point moving; finish here.
-                    self.moving = false;
-                    self.move_to = None;
+                    self.phase = Phase::Serving(Move::Stay);
                 }
                 if self.blocked.is_none() {
                     self.process(ctx);
@@ -555,30 +580,42 @@ impl<P: ServerProtocol> IoHandler for Conn<P> {
             Event::RecvError(_) | Event::SendError(_) => self.close(ctx),
             Event::Sent(_) => {
                 self.release_acks(ctx);
-                if self.moving {
+                if self.is_moving() {
                     return;
                 }
-                if self.move_to.is_some() {
+                if matches!(self.phase, Phase::Serving(Move::Noted(_))) {
                     self.start_move(ctx);
-                    if self.moving {
+                    if self.is_moving() {
                         return;
                     }
                 }
-                if self.close_after_write || self.read_closed {
+                if self.is_closing() || self.peer_done {
                     self.maybe_finish(ctx);
                 } else if !ctx.is_receiving(self.fd) && self.blocked.is_none() {
                     self.process(ctx);
                 }
             }
             Event::Retry => {
-                if self.moving {
+                if self.is_moving() {
                     self.finish_move(ctx);
                 } else if self.blocked.is_some() {
                     self.process(ctx);
                 }
             }
             Event::Tick(now) => {
-                if !self.moving {
+                if self.shared.force.load(Ordering::Relaxed) {
+                    self.close(ctx);
+                    return;
+                }
+                if self.shared.draining.load(Ordering::Relaxed) && self.is_serving() {
+                    // Graceful shutdown: no new request; the replies owed go out, then close.
+                    if self.is_moving() {
+                        self.phase = Phase::Serving(Move::Stay);
+                    }
+                    self.refuse(ctx, None);
+                    return;
+                }
+                if !self.is_moving() {
                     self.consider_move(ctx, now);
                 }
                 let o = &self.shared.opts;
@@ -589,7 +626,7 @@ impl<P: ServerProtocol> IoHandler for Conn<P> {
                 if let Some(t0) = started
                     && now.duration_since(t0) > o.request_timeout
                     && self.in_flight == 0
-                    && !self.draining
+                    && self.phase != Phase::Refusing
                 {
                     self.shared.stats.timed_out.fetch_add(1, Ordering::Relaxed);
                     // No plaintext answer while the TLS handshake is unfinished.

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::conn::Conn;
-use super::conn::register_conn;
+use super::conn::{Move, Phase, register_conn};
 use super::listener::loop_of_incoming_cpu;
 use super::{AcceptMode, ServerProtocol};
 use crate::runtime::io::IoCtx;
@@ -21,6 +21,7 @@ impl<P: ServerProtocol> Conn<P> {
         let active = std::mem::take(&mut self.active);
         let sh = &self.shared;
         if sh.opts.accept != AcceptMode::IncomingCpu
+            || !self.is_serving()
             || !active
             || self.tls.is_some()
             || self
@@ -34,20 +35,20 @@ impl<P: ServerProtocol> Conn<P> {
         };
         let load = |i: usize| sh.loop_conns[i].load(Ordering::Relaxed);
         if to != self.loop_idx && load(to) < load(self.loop_idx) + 7 {
-            self.move_to = Some(to);
+            self.phase = Phase::Serving(Move::Noted(to));
             self.start_move(ctx);
         } else {
-            self.move_to = None;
+            self.phase = Phase::Serving(Move::Stay);
         }
     }
 
-    /// Starts the move noted in `move_to` if nothing is under way on the connection: stops
+    /// Starts the move noted in the phase ([`Move::Noted`]) if nothing is under way on the connection: stops
     /// receiving and waits (polling each millisecond) for the loop to let go of the socket.
     pub(super) fn start_move(&mut self, ctx: &mut IoCtx<'_>) {
-        let quiet = !self.closed
-            && !self.draining
-            && !self.close_after_write
-            && !self.read_closed
+        let Phase::Serving(Move::Noted(to)) = self.phase else {
+            return;
+        };
+        let quiet = !self.peer_done
             && self.blocked.is_none()
             && self.in_flight == 0
             && self.next_seq == self.write_seq
@@ -55,21 +56,20 @@ impl<P: ServerProtocol> Conn<P> {
             && self.replies.is_empty()
             && self.acks.is_empty()
             && ctx.send_queued(self.fd) == 0;
-        if !quiet || self.move_to.is_none() {
+        if !quiet {
             return;
         }
-        self.moving = true;
+        self.phase = Phase::Serving(Move::Releasing(to));
         ctx.stop_recv(self.fd);
         let t = self.token(ctx);
         ctx.retry_soon(t);
     }
 
-    /// Hands the socket and what was received meanwhile to the loop in `move_to` once this
+    /// Hands the socket and what was received meanwhile to the loop of [`Move::Releasing`] once this
     /// loop has let go of it; resumes here if that loop cannot take it.
     pub(super) fn finish_move(&mut self, ctx: &mut IoCtx<'_>) {
         let t = self.token(ctx);
-        let Some(to) = self.move_to else {
-            self.moving = false;
+        let Phase::Serving(Move::Releasing(to)) = self.phase else {
             return;
         };
         if !ctx.release(self.fd) {
@@ -82,14 +82,13 @@ impl<P: ServerProtocol> Conn<P> {
         let moved = self.shared.handle.run_on_io(to, move |ctx| {
             register_conn(&sh, ctx, fd, to, info, None, input, Some(now));
         });
-        self.moving = false;
-        self.move_to = None;
+        self.phase = Phase::Serving(Move::Stay);
         match moved {
             Ok(()) => {
                 let conns = &self.shared.loop_conns;
                 conns[self.loop_idx].fetch_sub(1, Ordering::Relaxed);
                 conns[to].fetch_add(1, Ordering::Relaxed);
-                self.moved = true;
+                self.phase = Phase::Moved;
                 ctx.remove(t);
             }
             Err(e) => {

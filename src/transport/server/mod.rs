@@ -47,7 +47,7 @@ pub mod target;
 pub use codec_protocol::{CodecProtocol, FrameCall};
 pub use options::{AcceptMode, ServerOptions, ServerStats};
 pub use protocol::{ConnInfo, Decoded, Dispatched, ServerProtocol, TlsInfo};
-pub use reply::{ConnectionGone, Responder, SendWindow};
+pub use reply::{Answer, ConnectionGone, Responder, SendWindow};
 pub use target::Target;
 
 use listener::Listener;
@@ -60,6 +60,11 @@ pub(super) struct Shared<P: ServerProtocol> {
     pub(super) stats: Arc<ServerStats>,
     pub(super) handle: Handle,
     pub(super) stopped: AtomicBool,
+    /// Graceful shutdown: every connection stops reading, finishes the replies it owes, and
+    /// closes (checked on each connection's tick).
+    pub(super) draining: AtomicBool,
+    /// Shutdown's deadline passed: every connection closes at its next tick.
+    pub(super) force: AtomicBool,
     pub(super) next_conn: AtomicU64,
     /// Event loops serving this server's connections.
     pub(super) loops: usize,
@@ -69,10 +74,24 @@ pub(super) struct Shared<P: ServerProtocol> {
     pub(super) loop_conns: Vec<AtomicUsize>,
 }
 
-/// A running server: its listeners on every I/O worker. Dropping it does not stop it; call
-/// [`Server::stop`] (runtime shutdown also closes everything).
+/// A running server: its listeners on every event loop and its connections.
+///
+/// Stopping, three ways:
+/// - [`Server::shutdown`]`(deadline).await`: stops accepting, lets every connection finish the
+///   replies it owes (no new request is read; an idle keep-alive connection closes at its next
+///   tick, within 250 ms), waits until all are closed, and closes whatever is left at the
+///   deadline. Returns what happened ([`ServerShutdown`]).
+/// - Dropping it: the same graceful stop, without waiting (runtime shutdown still closes
+///   everything).
+/// - [`Server::stop`]: stops accepting only; open connections go on until idle.
+///
+/// To keep a server running for the life of its runtime without holding it, use
+/// [`Server::detach`].
 pub struct Server {
     addr: SocketAddr,
+    /// Sets `draining` (false) or `force` (true) on the shared state.
+    finish: Arc<dyn Fn(bool) + Send + Sync>,
+    detached: bool,
     stats: Arc<ServerStats>,
     stop: Arc<dyn Fn() + Send + Sync>,
 }
@@ -120,6 +139,8 @@ impl Server {
             stats: stats.clone(),
             handle: handle.clone(),
             stopped: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            force: AtomicBool::new(false),
             next_conn: AtomicU64::new(0),
             loops,
             loop_of_cpu: {
@@ -166,10 +187,17 @@ impl Server {
                 });
             }
         });
+        let sh3 = shared.clone();
+        let finish = Arc::new(move |force: bool| {
+            let flag = if force { &sh3.force } else { &sh3.draining };
+            flag.store(true, Ordering::SeqCst);
+        });
         Ok(Server {
             addr: bound,
             stats,
             stop,
+            finish,
+            detached: false,
         })
     }
 
@@ -187,4 +215,65 @@ impl Server {
     pub fn stop(&self) {
         (self.stop)()
     }
+
+    /// Lets the server run until its runtime shuts down, without a handle to it.
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+
+    /// Graceful shutdown (hyper-style): stops accepting; every connection stops reading new
+    /// requests, writes the replies it owes in order, and closes; waits until no connection
+    /// is left. Connections still open at `deadline` are closed at their next tick (within
+    /// 250 ms), owed replies or not. Await it on a worker or with `Runtime::block_on`.
+    pub async fn shutdown(mut self, deadline: std::time::Duration) -> ServerShutdown {
+        self.detached = true; // this call does what Drop would
+        let t0 = std::time::Instant::now();
+        self.stop();
+        (self.finish)(false);
+        let open = || self.stats.open.load(Ordering::SeqCst);
+        let at_start = open();
+        while open() > 0 && t0.elapsed() < deadline {
+            crate::runtime::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let forced = open();
+        if forced > 0 {
+            (self.finish)(true);
+            // Each connection closes at its next tick (every 250 ms).
+            let limit = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while open() > 0 && std::time::Instant::now() < limit {
+                crate::runtime::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        ServerShutdown {
+            open_at_start: at_start,
+            closed_gracefully: at_start.saturating_sub(forced),
+            forced,
+            still_open: open(),
+            elapsed: t0.elapsed(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.stop();
+            (self.finish)(false);
+        }
+    }
+}
+
+/// What [`Server::shutdown`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerShutdown {
+    /// Connections open when the shutdown began (after accepting stopped).
+    pub open_at_start: usize,
+    /// Of those, the connections that finished their replies and closed before the deadline.
+    pub closed_gracefully: usize,
+    /// Connections still open at the deadline, then closed.
+    pub forced: usize,
+    /// Connections still open when the call returned (0 unless a loop is stuck).
+    pub still_open: usize,
+    /// How long it took.
+    pub elapsed: std::time::Duration,
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::reply::Responder;
+use super::reply::{Answer, Responder};
 
 /// What decoding produced.
 pub enum Decoded<R> {
@@ -32,8 +32,9 @@ pub enum Dispatched<R> {
     Sent,
     /// The target's mailbox is full: the connection stops reading and retries soon.
     Full(R, Responder),
-    /// Answered on the I/O worker (e.g. 404); `close` closes after writing.
-    Answer(Vec<u8>, bool),
+    /// Answered on the event loop (e.g. 404): made with [`Responder::answer`], which takes the
+    /// request's responder, so no other reply can follow for it.
+    Answer(Answer),
 }
 
 /// A server-side protocol: how bytes become requests on the I/O worker, and where requests go.

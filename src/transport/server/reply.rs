@@ -24,6 +24,15 @@ pub struct Responder {
     pub(super) deliver: fn(&mut IoCtx<'_>, HandlerId, u64, Part),
 }
 
+/// A whole reply given on the event loop, made by [`Responder::answer`] (so it always belongs
+/// to exactly one request).
+#[derive(Debug)]
+pub struct Answer {
+    pub(super) seq: u64,
+    pub(super) bytes: Vec<u8>,
+    pub(super) close: bool,
+}
+
 /// One piece of a reply on its way to the connection.
 pub(super) struct Part {
     /// `None`: the responder was dropped unanswered (the protocol's dropped response).
@@ -69,8 +78,26 @@ impl Responder {
         });
     }
 
-    /// Gives up this responder without replying, for a protocol that answers the request on
-    /// the I/O worker with [`Dispatched::Answer`].
+    /// Answers the request on the event loop, for a protocol's
+    /// [`dispatch`](super::ServerProtocol::dispatch) to return as
+    /// [`Dispatched::Answer`](super::Dispatched::Answer): `bytes` go out in request order and
+    /// `close` closes the connection after them. Takes the responder, so no second reply (nor
+    /// the "dropped" reply of a responder dropped unanswered) can follow.
+    pub fn answer(mut self, bytes: Vec<u8>, close: bool) -> Answer {
+        self.done = true;
+        Answer {
+            seq: self.seq,
+            bytes,
+            close,
+        }
+    }
+
+    /// Gives up this responder without replying: the connection then waits for a reply that
+    /// never comes (until its idle timeout).
+    #[deprecated(
+        since = "0.1.0",
+        note = "answer on the event loop with `Responder::answer` (returned as `Dispatched::Answer`), or drop the responder to send the protocol's dropped response"
+    )]
     pub fn discard(mut self) {
         self.done = true;
     }
