@@ -13,7 +13,10 @@
 //! - `gpu` (feature `gpu`): one wgpu device with its pipeline cache, buffer pool and batching.
 //! - [`ticket`]: [`Ticket`], the awaitable / pollable handle on submitted work.
 //! - [`pipeline`]: hybrid [`Pipeline`]s, [`Place`]ment and the per-device [`Crossover`].
-//! - [`worker`]: [`Accel`] (the [`Accelerator`] actors use) and its worker threads.
+//! - [`accel`]: [`Accel`] (the [`Accelerator`] actors use), the front of the layer.
+//! - `queue`: a worker's priority queue and batching rule.
+//! - `worker`: one accelerator worker thread and its device; `calibrate` (the crossover)
+//!   and `pipeline_run` (pipeline execution) are its parts.
 //!
 //! ```
 //! use percore::accelerator::{
@@ -50,12 +53,16 @@ pub use task::{
     Activation, AdamParams, BinaryOp, ComputeTask, DType, Kernel, Priority, Reduce, Shape, Tensor,
     TensorData, UnaryOp,
 };
+pub mod accel;
+mod calibrate;
 pub mod pipeline;
+mod pipeline_run;
+mod queue;
 pub mod ticket;
-pub mod worker;
+mod worker;
 
+#[allow(deprecated)]
+pub use accel::WorkerStats;
+pub use accel::{Accel, AccelWorkerStats, Accelerator, Output, PipelineOutput};
 pub use pipeline::{Crossover, Pipeline, Place, Ran, Stage};
 pub use ticket::Ticket;
-#[allow(deprecated)]
-pub use worker::WorkerStats;
-pub use worker::{Accel, AccelWorkerStats, Accelerator, Output, PipelineOutput};
