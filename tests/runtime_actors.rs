@@ -1041,3 +1041,46 @@ fn answers_reach_askers_in_another_runtime() {
         .unwrap();
     assert_eq!(asking.block_on(h).unwrap(), (0..50).sum::<u64>());
 }
+
+/// Sleeps 300 ms on its first message, so its one-slot mailbox stays full meanwhile.
+struct FirstSlow(bool);
+impl Actor for FirstSlow {
+    type Msg = u32;
+    async fn handle(&mut self, _m: u32, _ctx: &mut Context<Self>) {
+        if !self.0 {
+            self.0 = true;
+            percore::runtime::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+/// A sender waiting for room sleeps until room appears: it is polled a handful of times, not
+/// in a loop (before the fix its own failed re-check woke it again at once: ~10^5 polls).
+#[test]
+fn a_sender_waiting_for_room_sleeps_instead_of_polling() {
+    let rt = Runtime::testing(2).unwrap();
+    let a = rt
+        .handle()
+        .spawn_actor_on_with_capacity(1, 1, || FirstSlow(false))
+        .unwrap();
+    let polled = |rt: &Runtime| rt.metrics()[0].tasks_polled;
+    let h = rt
+        .spawn_on(0, move || async move {
+            // The first is being handled (300 ms), the second fills the mailbox, the third
+            // waits for room.
+            for i in 0..3 {
+                a.tell(i).await.unwrap();
+            }
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // the third send is waiting now
+    let before = polled(&rt);
+    std::thread::sleep(Duration::from_millis(100));
+    let during = polled(&rt) - before;
+    rt.block_on(h).unwrap();
+    assert!(
+        during < 50,
+        "worker 0 polled {during} times in 100 ms while its only task waited for room"
+    );
+    rt.shutdown();
+}

@@ -332,7 +332,9 @@ impl Accel {
     }
 
     /// Destroys every worker's GPU device as a driver reset would lose it; later tasks take the
-    /// CPU fallback path. Returns how many devices were destroyed.
+    /// CPU fallback path. Returns how many devices were destroyed. A test hook: only with the
+    /// `testing` feature.
+    #[cfg(any(test, feature = "testing"))]
     pub fn destroy_devices(&self) -> usize {
         self.workers
             .iter()
@@ -344,7 +346,9 @@ impl Accel {
     /// Makes each worker's next `n` GPU batches fail as out-of-memory, as a full device would:
     /// they rerun on the CPU backend (one warning per worker) while the device stays in use for
     /// later work. For testing fallback paths where device memory cannot be exhausted on
-    /// purpose. Returns how many workers have a device.
+    /// purpose. Returns how many workers have a device. A test hook: only with the `testing`
+    /// feature.
+    #[cfg(any(test, feature = "testing"))]
     pub fn fail_next_batches_as_oom(&self, n: u32) -> usize {
         self.workers
             .iter()

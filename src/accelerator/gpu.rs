@@ -73,7 +73,7 @@ pub struct GpuDevice {
     lost: Arc<AtomicBool>,
     uncaptured: Arc<Mutex<Vec<String>>>,
     stats: GpuStats,
-    /// Batches still to fail as out-of-memory ([`GpuDevice::fail_next_as_oom`]).
+    /// Batches still to fail as out-of-memory (`GpuDevice::fail_next_as_oom`, a test hook).
     injected_oom: u32,
 }
 
@@ -153,6 +153,7 @@ impl GpuDevice {
     /// Makes the next `n` batches fail as out-of-memory, as a full device would (before
     /// anything is uploaded), to exercise the CPU fallback where memory cannot be exhausted on
     /// purpose (software adapters ignore memory budgets).
+    #[cfg(any(test, feature = "testing"))]
     pub fn fail_next_as_oom(&mut self, n: u32) {
         self.injected_oom = n;
     }

@@ -217,6 +217,7 @@ impl WorkerState {
         s
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn inject_oom(&mut self, n: u32) -> bool {
         #[cfg(feature = "gpu")]
         if let Some(g) = self.gpu.as_mut() {
@@ -227,6 +228,7 @@ impl WorkerState {
         false
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn destroy_device(&mut self) -> bool {
         #[cfg(feature = "gpu")]
         if let Some(g) = self.gpu.as_mut() {

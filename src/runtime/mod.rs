@@ -39,6 +39,7 @@ mod rt;
 pub mod sharded;
 mod shutdown;
 pub mod signal;
+pub(crate) mod sync;
 pub mod task;
 pub mod time;
 mod worker;

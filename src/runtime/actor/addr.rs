@@ -135,7 +135,7 @@ impl<A: Actor> Addr<A> {
         let check = |mb: &Mailbox<A::Msg>| {
             if mb.state.load(Ordering::Acquire) != OPEN {
                 Some(Err(Stopped))
-            } else if mb.len.load(Ordering::SeqCst) < mb.capacity {
+            } else if mb.slots().reserved() < mb.capacity {
                 Some(Ok(()))
             } else {
                 None

@@ -3,22 +3,23 @@
 //! delivery on the owner worker, the room waiters and termination; the cross-core batch format
 //! and send credits are `batch.rs`'s, the task that drains the queue is `run.rs`'s.
 //!
-//! Reservation protocol (modelled with loom in `tests/loom_mailbox.rs`): a sender reserves a
-//! slot with one `fetch_add` on `len` (undone when that passes `capacity`), then delivers; the
-//! owner releases slots after handling; a sender finding the mailbox full registers its waker
-//! in `room` and re-checks, and every release that sees `room_waiters > 0` wakes them, so a
-//! sender never sleeps while room exists.
+//! Reservation protocol: see `slots.rs` (and its loom models): a sender reserves a slot with
+//! one `fetch_add` on `len`, then delivers; the owner releases slots after handling; a sender
+//! finding the mailbox full registers its waker and re-checks, so it never sleeps while room
+//! exists.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Poll, Waker};
 
 use super::owner_cell::OwnerCell;
+use super::slots::{Full, Slots};
 use crate::runtime::envelope::Envelope;
 use crate::runtime::executor::current_exec_id;
 use crate::runtime::mesh::{self, MeshShared};
+use crate::runtime::sync::{AtomicU32, AtomicUsize, Mutex};
 
 pub(super) const OPEN: u8 = 0;
 pub(super) const DRAINING: u8 = 1;
@@ -130,81 +131,52 @@ impl<M: Send + 'static> Mailbox<M> {
         self.mesh.actors.unregister(self.seq, self.index_key);
     }
 
-    pub(super) fn room_lock(&self) -> std::sync::MutexGuard<'_, Vec<Waker>> {
-        // Critical sections only push/take wakers: a poisoned lock is still consistent.
-        self.room.lock().unwrap_or_else(|p| p.into_inner())
+    /// The reservation fields, as the protocol in `slots.rs` sees them.
+    #[inline]
+    pub(super) fn slots(&self) -> Slots<'_> {
+        Slots {
+            len: &self.len,
+            capacity: self.capacity,
+            waiters: &self.room_waiters,
+            room: &self.room,
+        }
     }
 
+    #[inline]
     pub(super) fn try_reserve(&self) -> Result<(), Reserve> {
         if self.state.load(Ordering::Acquire) != OPEN {
             return Err(Reserve::Stopped);
         }
-        let prev = self.len.fetch_add(1, Ordering::SeqCst);
-        if prev >= self.capacity {
-            self.len.fetch_sub(1, Ordering::SeqCst);
-            // Our transient over-count may have hidden room from a waiter: re-wake them.
-            if self.room_waiters.load(Ordering::SeqCst) > 0 {
-                self.wake_room();
-            }
-            return Err(Reserve::Full);
-        }
-        Ok(())
+        self.slots().reserve().map_err(|Full| Reserve::Full)
     }
+
+    /// Reserves up to [`CREDIT_CHUNK`] slots at once for a sender that is streaming messages
+    /// to this mailbox from another core: it then spends them without touching the shared
+    /// counter (a locked add per message drained the sender's store buffer every time and was
     /// a third of its time). Unused credits go back at the end of the sender's scheduler turn.
     pub(super) fn grant_credits(&self) -> u32 {
         let chunk = CREDIT_CHUNK.min(self.capacity / 8);
         if chunk < 2 || self.state.load(Ordering::Acquire) != OPEN {
             return 0;
         }
-        let prev = self.len.fetch_add(chunk, Ordering::SeqCst);
-        if prev + chunk > self.capacity {
-            self.release(chunk);
-            return 0;
+        match self.slots().reserve_chunk(chunk) {
+            Ok(()) => chunk as u32,
+            Err(Full) => 0,
         }
-        chunk as u32
     }
 
+    #[inline]
     pub(super) fn release(&self, n: usize) {
-        self.len.fetch_sub(n, Ordering::SeqCst);
-        if self.room_waiters.load(Ordering::SeqCst) > 0 {
-            self.wake_room();
-        }
+        self.slots().release(n);
     }
 
-    /// Wakes every sender waiting for room. The waiter list keeps its capacity (taking it
-    /// would make the next `register_room` allocate); wakers run outside the lock, 8 at a time.
+    /// Wakes every sender waiting for room.
     pub(super) fn wake_room(&self) {
-        loop {
-            let mut batch: [Option<Waker>; 8] = Default::default();
-            let mut n = 0;
-            {
-                let mut g = self.room_lock();
-                while n < batch.len() {
-                    let Some(w) = g.pop() else { break };
-                    batch[n] = Some(w);
-                    n += 1;
-                }
-                if g.is_empty() {
-                    self.room_waiters.store(0, Ordering::SeqCst);
-                }
-            }
-            for w in batch.iter_mut().take(n) {
-                if let Some(w) = w.take() {
-                    w.wake();
-                }
-            }
-            if n < batch.len() {
-                return;
-            }
-        }
+        self.slots().wake_all();
     }
 
     pub(super) fn register_room(&self, w: &Waker) {
-        let mut g = self.room_lock();
-        if !g.iter().any(|x| x.will_wake(w)) {
-            g.push(w.clone());
-        }
-        self.room_waiters.fetch_add(1, Ordering::SeqCst);
+        self.slots().register(w);
     }
 
     /// Puts a reserved message into the queue. Runs on the owner thread.
@@ -320,11 +292,11 @@ pub(super) enum Reserve {
 /// caller's `Arc` cannot leave an envelope with a dangling [`MailboxPtr`].
 pub(super) async fn drain_in_flight<M: Send + 'static>(mb: &Mailbox<M>) {
     std::future::poll_fn(|cx| {
-        if mb.len.load(Ordering::SeqCst) == 0 {
+        if mb.slots().reserved() == 0 {
             return Poll::Ready(());
         }
         mb.register_room(cx.waker());
-        if mb.len.load(Ordering::SeqCst) == 0 {
+        if mb.slots().reserved() == 0 {
             Poll::Ready(())
         } else {
             Poll::Pending

@@ -51,6 +51,7 @@ mod mailbox;
 mod owner_cell;
 mod registry;
 mod run;
+mod slots;
 
 pub use addr::{Addr, Reply};
 pub(crate) use mailbox::{ActorProbe, Mailbox, wait_terminated};

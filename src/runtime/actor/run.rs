@@ -67,7 +67,7 @@ async fn run_actor<A: Actor>(mut actor: A, mb: Arc<Mailbox<A::Msg>>) {
                                     unreleased = 0;
                                 }
                                 if state == DRAINING {
-                                    if mb.len.load(Ordering::SeqCst) == 0 {
+                                    if mb.slots().reserved() == 0 {
                                         return Poll::Ready(None);
                                     }
                                     // The count can reach zero with no delivery to wake us:
@@ -76,7 +76,7 @@ async fn run_actor<A: Actor>(mut actor: A, mb: Arc<Mailbox<A::Msg>>) {
                                     // arrived. Waiting as a room waiter too, any release
                                     // wakes us to look again.
                                     mb.register_room(cx.waker());
-                                    if mb.len.load(Ordering::SeqCst) == 0 {
+                                    if mb.slots().reserved() == 0 {
                                         return Poll::Ready(None);
                                     }
                                 }
