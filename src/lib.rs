@@ -8,6 +8,7 @@
 //! Dependencies point down: `runtime` ← `transport`, `storage`, `accelerator` ← `ml`.
 
 #![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod accelerator;
 pub mod ml;

@@ -39,3 +39,30 @@ impl<T> OwnerCell<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::executor::run_until;
+
+    /// Only the owning executor's thread gets in; another thread, or a re-entrant call, gets
+    /// `None` (small enough for Miri).
+    #[test]
+    fn only_the_owner_thread_touches_the_value() {
+        let cell = std::sync::Arc::new(OwnerCell::new(vec![1u32]));
+        let c2 = cell.clone();
+        run_until(async move {
+            let me = current_exec_id();
+            assert_ne!(me, 0, "block_on runs an executor");
+            assert_eq!(c2.with(me, |v| v.push(2)), Some(()));
+            // Re-entrant access is refused, not aliased.
+            assert_eq!(c2.with(me, |_| c2.with(me, |_| ())), Some(None));
+            let other = c2.clone();
+            let seen = std::thread::spawn(move || other.with(me, |v| v.len()))
+                .join()
+                .expect("the other thread finishes");
+            assert_eq!(seen, None, "another thread is refused");
+            assert_eq!(c2.with(me, |v| v.clone()), Some(vec![1, 2]));
+        });
+    }
+}
