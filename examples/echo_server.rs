@@ -1,6 +1,7 @@
 //! A TCP echo server: bytes are read on the event loops and handed to an echo actor on the same
 //! core (sharded, one per app worker), which sends them back. `--addr HOST:PORT`,
-//! `--framed` to echo length-prefixed frames instead of raw bytes. Stops on SIGINT/SIGTERM.
+//! `--framed` to echo length-prefixed frames instead of raw bytes, `--accept
+//! incoming-cpu|distribute|reuseport` to choose how connections spread over the loops. Stops on SIGINT/SIGTERM.
 //!
 //! ```text
 //! cargo run --release --example echo_server -- --addr 127.0.0.1:9090
@@ -10,7 +11,7 @@ use percore::runtime::partition::RoundRobin;
 use percore::runtime::signal::TerminationSignals;
 use percore::runtime::{Actor, Context, Runtime, ShardedAddr};
 use percore::transport::{
-    CodecProtocol, FrameCall, LengthPrefixed, RawBytes, Server, ServerOptions,
+    AcceptMode, CodecProtocol, FrameCall, LengthPrefixed, RawBytes, Server, ServerOptions,
 };
 
 struct Echo;
@@ -41,6 +42,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_or("127.0.0.1:9090", |s| s.as_str())
         .parse()?;
     let framed = args.iter().any(|a| a == "--framed");
+    let mut opts = ServerOptions::default();
+    if let Some(mode) = args
+        .iter()
+        .position(|a| a == "--accept")
+        .and_then(|i| args.get(i + 1))
+    {
+        opts.accept = match mode.as_str() {
+            "reuseport" => AcceptMode::ReusePort,
+            "distribute" => AcceptMode::Distribute,
+            "incoming-cpu" => AcceptMode::IncomingCpu,
+            other => {
+                return Err(format!(
+                    "--accept {other}: use incoming-cpu (the default), distribute or reuseport"
+                )
+                .into());
+            }
+        };
+    }
     let signals = TerminationSignals::block()?;
     let rt = Runtime::auto()?;
     let h = rt.handle();
@@ -51,16 +70,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &h,
             addr,
             CodecProtocol::new(LengthPrefixed::default(), echo),
-            ServerOptions::default(),
+            opts,
         )?
     } else {
         let echo: ShardedAddr<Echo, ()> = rt.spawn_sharded(|_| Echo, RoundRobin::default())?;
-        Server::bind(
-            &h,
-            addr,
-            CodecProtocol::new(RawBytes, echo),
-            ServerOptions::default(),
-        )?
+        Server::bind(&h, addr, CodecProtocol::new(RawBytes, echo), opts)?
     };
     println!("listening on {}", server.local_addr());
     let sig = signals.wait();

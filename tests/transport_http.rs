@@ -1365,8 +1365,63 @@ fn loop_handlers(rt: &Runtime, i: usize) -> usize {
         .load(std::sync::atomic::Ordering::Relaxed) as usize
 }
 
+/// Opens `n` connections from a thread pinned to `cpu`, each answered once; with `busy`, keeps
+/// asking on all of them (so they are active and may move) until `busy` is cleared.
+fn open_from(
+    addr: SocketAddr,
+    cpu: usize,
+    n: usize,
+    busy: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+) -> std::thread::JoinHandle<Vec<TcpStream>> {
+    std::thread::spawn(move || {
+        assert!(pin_this_thread(cpu), "cannot run on CPU {cpu}");
+        let mut held: Vec<TcpStream> = Vec::new();
+        let ask = |s: &mut TcpStream| {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            assert_eq!(read_response(s, &mut Vec::new()).unwrap().0, 200);
+        };
+        for _ in 0..n {
+            let mut s = connect(addr);
+            ask(&mut s);
+            held.push(s);
+        }
+        while busy
+            .as_ref()
+            .is_some_and(|b| b.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            for s in held.iter_mut() {
+                ask(s);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        held
+    })
+}
+
+/// Waits until `cond(loop 0 connections, loop 1 connections)` holds (5 s at most).
+fn wait_until(rt: &Runtime, base: [usize; 2], what: &str, cond: impl Fn(usize, usize) -> bool) {
+    let t0 = Instant::now();
+    loop {
+        let (a, b) = (
+            loop_handlers(rt, 0) - base[0],
+            loop_handlers(rt, 1) - base[1],
+        );
+        if cond(a, b) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{what}: loop 0 {a} / loop 1 {b}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// One client thread's connections go to the loop on the CPU it does not run on (a loop on its
+/// CPU would wait behind it for time slices); two client threads, one per CPU, each get the
+/// loop of their own CPU; and a loop takes no more than 8 over the other.
 #[test]
-fn incoming_cpu_puts_a_clients_connections_on_its_cpus_loop_and_caps_the_pile() {
+fn incoming_cpu_serves_a_client_on_a_free_cpu_and_two_clients_on_their_own() {
     for b in [Backend::Uring, Backend::Mio] {
         if !common::usable(b) {
             continue;
@@ -1375,69 +1430,42 @@ fn incoming_cpu_puts_a_clients_connections_on_its_cpus_loop_and_caps_the_pile() 
             return;
         };
         let addr = srv.local_addr();
-        let handlers = |i: usize| loop_handlers(&rt, i);
-        let base: Vec<usize> = (0..cpus.len()).map(handlers).collect();
-        let open_from = |cpu: usize, n: usize| {
-            std::thread::spawn(move || {
-                assert!(pin_this_thread(cpu), "cannot run on CPU {cpu}");
-                (0..n)
-                    .map(|_| {
-                        let mut s = connect(addr);
-                        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-                        assert_eq!(read_response(&mut s, &mut Vec::new()).unwrap().0, 200);
-                        s
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .join()
-            .unwrap()
-        };
-        let wait_for = |want: &[usize]| {
-            let t0 = Instant::now();
-            loop {
-                let got: Vec<usize> = (0..want.len()).map(handlers).collect();
-                if got == want {
-                    break;
-                }
-                assert!(
-                    t0.elapsed() < Duration::from_secs(5),
-                    "{b:?}: handlers {got:?}, want {want:?}"
-                );
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        };
-        // Four connections from each loop's CPU land on that loop.
-        let mut held = Vec::new();
-        let mut want = base.clone();
-        for (i, &cpu) in cpus.iter().enumerate() {
-            held.extend(open_from(cpu, 4));
-            want[i] += 4;
-            wait_for(&want);
-        }
-        // Thirty more from loop 0's CPU: loop 0 takes them only while it holds fewer than 8
-        // more than the other loop; the rest go to the least-loaded loop.
-        held.extend(open_from(cpus[0], 30));
-        let conns = |i: usize| handlers(i) - base[i];
-        let t0 = Instant::now();
-        while conns(0) + conns(1) != 4 + 4 + 30 {
-            assert!(t0.elapsed() < Duration::from_secs(5));
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(
-            // +1: a connection moving between loops (to its CPU's loop, within the same cap)
-            // may be counted on neither for an instant.
-            conns(0) <= conns(1) + 9 && conns(1) > 4,
-            "{b:?}: loop 0 {} / loop 1 {}",
-            conns(0),
-            conns(1)
-        );
+        let base = [loop_handlers(&rt, 0), loop_handlers(&rt, 1)];
+        // One client thread on loop 0's CPU: all of its connections on loop 1.
+        let held = open_from(addr, cpus[0], 12, None).join().unwrap();
+        wait_until(&rt, base, &format!("{b:?}: one client"), |a, b| {
+            (a, b) == (0, 12)
+        });
         drop(held);
+        wait_until(&rt, base, "closed", |a, b| a + b == 0);
+
+        // Two busy client threads, one per CPU: each one's connections on its CPU's loop
+        // (those placed before the second client showed up move within a few ticks).
+        let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let c0 = open_from(addr, cpus[0], 10, Some(busy.clone()));
+        let c1 = open_from(addr, cpus[1], 10, Some(busy.clone()));
+        // +-1: a connection in the middle of a move is counted on neither loop for an instant.
+        wait_until(&rt, base, &format!("{b:?}: two clients"), |a, b| {
+            (9..=10).contains(&a) && (9..=10).contains(&b)
+        });
+        busy.store(false, std::sync::atomic::Ordering::Relaxed);
+        let (h0, h1) = (c0.join().unwrap(), c1.join().unwrap());
+        // Thirty more from loop 0's CPU, now a client's CPU: loop 0 takes them only while it
+        // holds fewer than 8 more than loop 1; the rest go to loop 1.
+        let more = open_from(addr, cpus[0], 30, None).join().unwrap();
+        wait_until(&rt, base, &format!("{b:?}: capped"), |a, b| {
+            a + b == 50 && a <= b + 9 && b > 10
+        });
+        drop((h0, h1, more));
         rt.shutdown();
     }
 }
 
+/// A lone client thread's connection is served on the other CPU's loop; when the thread moves
+/// to that CPU, the connection moves to the loop the thread left, with nothing lost or
+/// reordered on the way.
 #[test]
-fn a_connection_follows_its_client_to_another_cpu() {
+fn a_connection_moves_when_its_client_changes_cpu() {
     for b in [Backend::Uring, Backend::Mio] {
         if !common::usable(b) {
             continue;
@@ -1449,6 +1477,8 @@ fn a_connection_follows_its_client_to_another_cpu() {
         let addr = srv.local_addr();
         let handlers = |i: usize| loop_handlers(&rt, i);
         let base = [handlers(0), handlers(1)];
+        let (to_main, from_client) = std::sync::mpsc::channel();
+        let (to_client, from_main) = std::sync::mpsc::channel::<()>();
         let moved = std::thread::spawn(move || {
             assert!(pin_this_thread(c0));
             let mut s = connect(addr);
@@ -1476,8 +1506,10 @@ fn a_connection_follows_its_client_to_another_cpu() {
             for i in 0..20 {
                 ask(&mut s, i);
             }
+            to_main.send(()).unwrap();
+            from_main.recv().unwrap();
             // The client moves to the other CPU and keeps talking: within a few ticks the
-            // connection follows it, and nothing is lost or reordered on the way.
+            // connection moves, and nothing is lost or reordered on the way.
             assert!(pin_this_thread(c1));
             let t0 = Instant::now();
             let mut i = 20;
@@ -1488,12 +1520,16 @@ fn a_connection_follows_its_client_to_another_cpu() {
             }
             s
         });
+        from_client.recv().unwrap();
+        let before = [handlers(0) - base[0], handlers(1) - base[1]];
+        assert_eq!(before, [0, 1], "{b:?}: served on the client's free CPU");
+        to_client.send(()).unwrap();
         let s = moved.join().unwrap();
         let after = [handlers(0) - base[0], handlers(1) - base[1]];
         assert_eq!(
             after,
-            [0, 1],
-            "{b:?}: the connection did not follow its client ({after:?})"
+            [1, 0],
+            "{b:?}: the connection did not move when its client did ({after:?})"
         );
         drop(s);
         rt.shutdown();

@@ -23,6 +23,7 @@ pub(super) fn register_conn<P: ServerProtocol>(
     ctx: &mut IoCtx<'_>,
     fd: RawFd,
     loop_idx: usize,
+    cpu: Option<usize>,
     info: ConnInfo,
     tls: Option<Box<rustls::ServerConnection>>,
     input: Vec<u8>,
@@ -33,6 +34,7 @@ pub(super) fn register_conn<P: ServerProtocol>(
         tls,
         fd,
         loop_idx,
+        cpu,
         info,
         shared: shared.clone(),
         input,
@@ -64,8 +66,10 @@ pub(super) struct Conn<P: ServerProtocol> {
     /// The TLS session when the server speaks TLS.
     pub(super) tls: Option<Box<rustls::ServerConnection>>,
     pub(super) fd: RawFd,
-    /// The event loop serving it (its count in `Shared::loop_conns`).
+    /// The event loop serving it (counted there in `Shared::place`).
     pub(super) loop_idx: usize,
+    /// The incoming CPU it is counted under in `Shared::place` (IncomingCpu only).
+    pub(super) cpu: Option<usize>,
     /// Its number, peer and TLS facts.
     pub(super) info: ConnInfo,
     pub(super) shared: Arc<Shared<P>>,
@@ -148,7 +152,8 @@ impl<P: ServerProtocol> Drop for Conn<P> {
         // loop itself is going away): it no longer counts against `max_connections`.
         if !matches!(self.phase, Phase::Closed | Phase::Moved) {
             self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
-            self.shared.loop_conns[self.loop_idx].fetch_sub(1, Ordering::Relaxed);
+            self.shared.place.leave_loop(self.loop_idx);
+            self.shared.place.uncount(self.cpu);
         }
     }
 }
@@ -190,7 +195,8 @@ impl<P: ServerProtocol> Conn<P> {
         self.acks.clear();
         self.replies.clear();
         self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
-        self.shared.loop_conns[self.loop_idx].fetch_sub(1, Ordering::Relaxed);
+        self.shared.place.leave_loop(self.loop_idx);
+        self.shared.place.uncount(self.cpu);
     }
 
     /// Refuses further input: nothing more is read or decoded, `bytes` (if any) is written

@@ -1,6 +1,6 @@
 //! Listening sockets and the placement of new connections ([`AcceptMode`]): the accept
-//! handler, the choice of loop by incoming CPU (`SO_INCOMING_CPU`, with a balance cap), round
-//! robin or per-loop `SO_REUSEPORT` listeners, and starting a connection on its loop. Owns
+//! handler, the choice of loop (by incoming CPU through `placement.rs`, round robin, or
+//! per-loop `SO_REUSEPORT` listeners), and starting a connection on its loop. Owns
 //! listeners; a connection, once registered, is `conn.rs`'s.
 
 use std::net::SocketAddr;
@@ -24,11 +24,6 @@ pub(crate) fn listen_socket(
     Ok((fd.into_raw_fd(), local))
 }
 
-/// The loop pinned to the CPU that processed the last packets of `fd`, if any.
-pub(super) fn loop_of_incoming_cpu<P: ServerProtocol>(sh: &Shared<P>, fd: RawFd) -> Option<usize> {
-    sys::incoming_cpu(fd).and_then(|c| sh.loop_of_cpu.get(c).copied().flatten())
-}
-
 pub(super) struct Listener<P: ServerProtocol> {
     pub(super) fd: RawFd,
     pub(super) shared: Arc<Shared<P>>,
@@ -41,19 +36,6 @@ impl<P: ServerProtocol> Listener<P> {
         let t = self.next_loop % self.shared.loops;
         self.next_loop = self.next_loop.wrapping_add(1);
         t
-    }
-
-    /// The loop on the CPU the connection's packets arrive on, unless that loop already holds
-    /// 8 connections more than the least-loaded loop (then the least loaded); round robin when
-    /// the CPU runs no loop.
-    fn by_incoming_cpu(&mut self, fd: RawFd) -> usize {
-        let sh = &self.shared;
-        let Some(t) = loop_of_incoming_cpu(sh, fd) else {
-            return self.round_robin();
-        };
-        let load = |i: usize| sh.loop_conns[i].load(Ordering::Relaxed);
-        let least = (0..sh.loops).min_by_key(|&i| load(i)).unwrap_or(t);
-        if load(t) >= load(least) + 8 { least } else { t }
     }
 }
 
@@ -82,28 +64,36 @@ impl<P: ServerProtocol> IoHandler for Listener<P> {
                     // delays.
                     let _ = sys::set_nodelay(fd, true);
                 }
+                let shared = self.shared.clone();
+                let place = &shared.place;
+                // Counted under its incoming CPU for as long as it is open (IncomingCpu only).
+                let cpu = match self.shared.opts.accept {
+                    AcceptMode::IncomingCpu => place.count(sys::incoming_cpu(fd)),
+                    _ => None,
+                };
                 let target = match self.shared.opts.accept {
                     AcceptMode::ReusePort => ctx.worker(),
                     AcceptMode::Distribute => self.round_robin(),
-                    AcceptMode::IncomingCpu => self.by_incoming_cpu(fd),
+                    AcceptMode::IncomingCpu => place
+                        .choose(cpu, None)
+                        .unwrap_or_else(|| self.round_robin()),
                 };
-                let conns = &self.shared.loop_conns;
-                conns[target].fetch_add(1, Ordering::Relaxed);
+                place.enter_loop(target);
                 if target == ctx.worker() {
-                    start_conn(&self.shared, ctx, fd, target);
+                    start_conn(&self.shared, ctx, fd, target, cpu);
                     return;
                 }
                 let sh = self.shared.clone();
                 let sent = self
                     .shared
                     .handle
-                    .run_on_io(target, move |ctx| start_conn(&sh, ctx, fd, target));
+                    .run_on_io(target, move |ctx| start_conn(&sh, ctx, fd, target, cpu));
                 if let Err(e) = sent {
                     tracing::warn!(error = %e, loop_ = target, "could not hand a connection to its loop; serving it here");
                     let here = ctx.worker();
-                    conns[target].fetch_sub(1, Ordering::Relaxed);
-                    conns[here].fetch_add(1, Ordering::Relaxed);
-                    start_conn(&self.shared, ctx, fd, here);
+                    place.leave_loop(target);
+                    place.enter_loop(here);
+                    start_conn(&self.shared, ctx, fd, here, cpu);
                 }
             }
             Event::AcceptError(e) => {
@@ -116,12 +106,13 @@ impl<P: ServerProtocol> IoHandler for Listener<P> {
 }
 
 /// Starts serving accepted connection `fd` on the current event loop (loop index `loop_idx`,
-/// already counted in `loop_conns`).
+/// already counted there; `cpu`: the incoming CPU it is counted under, if any).
 fn start_conn<P: ServerProtocol>(
     shared: &Arc<Shared<P>>,
     ctx: &mut IoCtx<'_>,
     fd: RawFd,
     loop_idx: usize,
+    cpu: Option<usize>,
 ) {
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let tls = match &shared.opts.tls {
@@ -134,7 +125,8 @@ fn start_conn<P: ServerProtocol>(
             Err(e) => {
                 tracing::warn!(error = %e, "TLS session could not start; closing");
                 shared.stats.open.fetch_sub(1, Ordering::Relaxed);
-                shared.loop_conns[loop_idx].fetch_sub(1, Ordering::Relaxed);
+                shared.place.leave_loop(loop_idx);
+                shared.place.uncount(cpu);
                 ctx.close(fd);
                 return;
             }
@@ -146,5 +138,5 @@ fn start_conn<P: ServerProtocol>(
         peer: sys::peer_addr(fd),
         tls: None,
     };
-    register_conn(shared, ctx, fd, loop_idx, info, tls, Vec::new(), None);
+    register_conn(shared, ctx, fd, loop_idx, cpu, info, tls, Vec::new(), None);
 }

@@ -1,17 +1,15 @@
 //! A connection following its client ([`AcceptMode::IncomingCpu`]): on a tick after traffic, a
-//! plaintext connection whose packets now arrive on another loop's CPU notes that loop (at most
-//! once a second, within the balance cap); at its next quiet moment it stops receiving, waits
+//! plaintext connection asks the placement rule (`placement.rs`) again with the CPU its packets
+//! arrive on now, and notes the loop it names (at most once a second); at its next quiet moment it stops receiving, waits
 //! for its loop to let go of the fd (`IoCtx::release`), and hands fd and unread bytes to the
 //! new loop, which registers it afresh. Owns the move only.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::conn::Conn;
 use super::conn::{Move, Phase, register_conn};
-use super::listener::loop_of_incoming_cpu;
 use super::{AcceptMode, ServerProtocol};
-use crate::runtime::io::IoCtx;
+use crate::runtime::io::{IoCtx, sys};
 
 impl<P: ServerProtocol> Conn<P> {
     /// [`AcceptMode::IncomingCpu`], on a tick after traffic: notes the loop of the CPU this
@@ -30,11 +28,16 @@ impl<P: ServerProtocol> Conn<P> {
         {
             return;
         }
-        let Some(to) = loop_of_incoming_cpu(sh, self.fd) else {
+        // Recount it under the CPU its packets arrive on now (its client thread may have moved).
+        let now_cpu = sys::incoming_cpu(self.fd);
+        if now_cpu.is_some() && now_cpu != self.cpu {
+            sh.place.uncount(self.cpu);
+            self.cpu = sh.place.count(now_cpu);
+        }
+        let Some(to) = sh.place.choose(self.cpu, Some(self.loop_idx)) else {
             return;
         };
-        let load = |i: usize| sh.loop_conns[i].load(Ordering::Relaxed);
-        if to != self.loop_idx && load(to) < load(self.loop_idx) + 7 {
+        if to != self.loop_idx {
             self.phase = Phase::Serving(Move::Noted(to));
             self.start_move(ctx);
         } else {
@@ -79,15 +82,16 @@ impl<P: ServerProtocol> Conn<P> {
         let sh = self.shared.clone();
         let (fd, info, input) = (self.fd, self.info.clone(), std::mem::take(&mut self.input));
         let now = ctx.now();
+        let cpu = self.cpu;
         let moved = self.shared.handle.run_on_io(to, move |ctx| {
-            register_conn(&sh, ctx, fd, to, info, None, input, Some(now));
+            register_conn(&sh, ctx, fd, to, cpu, info, None, input, Some(now));
         });
         self.phase = Phase::Serving(Move::Stay);
         match moved {
             Ok(()) => {
-                let conns = &self.shared.loop_conns;
-                conns[self.loop_idx].fetch_sub(1, Ordering::Relaxed);
-                conns[to].fetch_add(1, Ordering::Relaxed);
+                // The CPU count travels with it (the new Conn holds `cpu`).
+                self.shared.place.leave_loop(self.loop_idx);
+                self.shared.place.enter_loop(to);
                 self.phase = Phase::Moved;
                 ctx.remove(t);
             }

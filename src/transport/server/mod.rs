@@ -23,12 +23,13 @@
 //! [`options`] ([`ServerOptions`], [`AcceptMode`], [`ServerStats`]), [`reply`] (the
 //! [`Responder`] and [`SendWindow`]: the way back to a connection), [`target`] (where requests
 //! go), `listener` (sockets and placement of new connections), `conn` (the connection state
-//! machine), `migrate` (a connection following its client to another loop's CPU) and
+//! machine), `placement` (which loop serves a connection), `migrate` (a connection following
+//! its client to another loop's CPU) and
 //! [`codec_protocol`] (any [`Codec`](super::Codec) as a protocol).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::runtime::Handle;
 use crate::runtime::io::HandlerId;
@@ -40,6 +41,7 @@ mod conn;
 mod listener;
 mod migrate;
 pub mod options;
+mod placement;
 pub mod protocol;
 pub mod reply;
 pub mod target;
@@ -52,6 +54,7 @@ pub use target::Target;
 
 use listener::Listener;
 pub(crate) use listener::listen_socket;
+use placement::Placement;
 
 pub(super) struct Shared<P: ServerProtocol> {
     pub(super) proto: P,
@@ -68,10 +71,8 @@ pub(super) struct Shared<P: ServerProtocol> {
     pub(super) next_conn: AtomicU64,
     /// Event loops serving this server's connections.
     pub(super) loops: usize,
-    /// The loop pinned to each CPU (indexed by CPU), for [`AcceptMode::IncomingCpu`].
-    pub(super) loop_of_cpu: Vec<Option<usize>>,
-    /// Connections open on each loop.
-    pub(super) loop_conns: Vec<AtomicUsize>,
+    /// Connections per loop and per incoming CPU, and the rule that places them.
+    pub(super) place: Placement,
 }
 
 /// A running server: its listeners on every event loop and its connections.
@@ -143,19 +144,7 @@ impl Server {
             force: AtomicBool::new(false),
             next_conn: AtomicU64::new(0),
             loops,
-            loop_of_cpu: {
-                let mut map = Vec::new();
-                for i in 0..loops {
-                    if let Some(cpu) = handle.io_cpu(i) {
-                        if map.len() <= cpu {
-                            map.resize(cpu + 1, None);
-                        }
-                        map[cpu].get_or_insert(i);
-                    }
-                }
-                map
-            },
-            loop_conns: (0..loops).map(|_| AtomicUsize::new(0)).collect(),
+            place: Placement::new(handle, loops),
         });
         let ids: Arc<std::sync::Mutex<Vec<HandlerId>>> = Arc::default();
         for (i, fd) in fds.into_iter().enumerate() {
