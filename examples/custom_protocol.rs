@@ -5,6 +5,8 @@
 //! `FramedClient` through a `Codec` (`LineCodec`). `--addr HOST:PORT` serves until
 //! SIGINT/SIGTERM; without it the example talks to itself (pipelined, then one call at a time)
 //! and exits.
+#[path = "common/args.rs"]
+mod args;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -114,12 +116,8 @@ impl ServerProtocol for LineProto {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let addr = args
-        .iter()
-        .position(|a| a == "--addr")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let args = args::Args::parse(&["--addr"], &[], "[--addr HOST:PORT]");
+    let addr: Option<std::net::SocketAddr> = args.get("--addr");
     let signals = TerminationSignals::block()?;
     let rt = Runtime::auto()?;
     let counters: ShardedAddr<Counters, str> = rt.spawn_sharded(
@@ -128,10 +126,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         HashPartitioner,
     )?;
-    let bind = addr
-        .clone()
-        .unwrap_or_else(|| "127.0.0.1:0".into())
-        .parse()?;
+    let bind = addr.unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let server = Server::bind(
         &rt.handle(),
         bind,

@@ -6,6 +6,8 @@
 //! ```text
 //! cargo run --release --example echo_server -- --addr 127.0.0.1:9090
 //! ```
+#[path = "common/args.rs"]
+mod args;
 
 use percore::runtime::partition::RoundRobin;
 use percore::runtime::signal::TerminationSignals;
@@ -34,30 +36,22 @@ impl Actor for FramedEcho {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let addr = args
-        .iter()
-        .position(|a| a == "--addr")
-        .and_then(|i| args.get(i + 1))
-        .map_or("127.0.0.1:9090", |s| s.as_str())
-        .parse()?;
-    let framed = args.iter().any(|a| a == "--framed");
+    let args = args::Args::parse(
+        &["--addr", "--accept"],
+        &["--framed"],
+        "[--addr HOST:PORT] [--framed] [--accept incoming-cpu|distribute|reuseport]",
+    );
+    let addr: std::net::SocketAddr = args.get_or("--addr", "127.0.0.1:9090".parse()?);
+    let framed = args.has("--framed");
     let mut opts = ServerOptions::default();
-    if let Some(mode) = args
-        .iter()
-        .position(|a| a == "--accept")
-        .and_then(|i| args.get(i + 1))
-    {
+    if let Some(mode) = args.get::<String>("--accept") {
         opts.accept = match mode.as_str() {
             "reuseport" => AcceptMode::ReusePort,
             "distribute" => AcceptMode::Distribute,
             "incoming-cpu" => AcceptMode::IncomingCpu,
-            other => {
-                return Err(format!(
-                    "--accept {other}: use incoming-cpu (the default), distribute or reuseport"
-                )
-                .into());
-            }
+            other => args.fail(format_args!(
+                "--accept {other:?}: use incoming-cpu (the default), distribute or reuseport"
+            )),
         };
     }
     let signals = TerminationSignals::block()?;

@@ -1,6 +1,8 @@
 //! HTTP client from a task: `--url http://HOST[:PORT]/path` fetches that URL (HOST a name or
 //! an IP address). Without it the example starts its own server on an ephemeral port, fetches
 //! two routes over one kept-alive connection and posts a body, printing each response.
+#[path = "common/args.rs"]
+mod args;
 
 use percore::runtime::{Actor, Context, Runtime};
 use percore::transport::http::{Client, HttpCall, HttpServer, Response, Router};
@@ -20,12 +22,8 @@ impl Actor for Api {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let url = args
-        .iter()
-        .position(|a| a == "--url")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let args = args::Args::parse(&["--url"], &[], "[--url URL]");
+    let url: Option<String> = args.get("--url");
     let rt = Runtime::auto()?;
     let h = rt.handle();
     let (urls, _server) = match url {

@@ -10,6 +10,8 @@
 //! uses one `SO_REUSEPORT` listener per loop, instead of the default (each connection on the
 //! loop of the CPU its packets arrive on); benches/http.sh compares them.
 //! Stops cleanly on SIGINT or SIGTERM.
+#[path = "common/args.rs"]
+mod args;
 
 use percore::runtime::partition::RoundRobin;
 use percore::runtime::signal::TerminationSignals;
@@ -39,13 +41,12 @@ impl Actor for Api {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let addr = args
-        .iter()
-        .position(|a| a == "--addr")
-        .and_then(|i| args.get(i + 1))
-        .map_or("127.0.0.1:8080", |s| s.as_str())
-        .parse()?;
+    let args = args::Args::parse(
+        &["--addr", "--accept"],
+        &[],
+        "[--addr HOST:PORT] [--accept incoming-cpu|distribute|reuseport]",
+    );
+    let addr: std::net::SocketAddr = args.get_or("--addr", "127.0.0.1:8080".parse()?);
     let signals = TerminationSignals::block()?;
     let rt = Runtime::auto()?;
     let api: ShardedAddr<Api, ()> =
@@ -56,21 +57,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .get("/users/:id", api.clone())
         .post("/echo", api);
     let mut opts = percore::transport::http::HttpOptions::default();
-    if let Some(mode) = args
-        .iter()
-        .position(|a| a == "--accept")
-        .and_then(|i| args.get(i + 1))
-    {
+    if let Some(mode) = args.get::<String>("--accept") {
         opts.server.accept = match mode.as_str() {
             "reuseport" => percore::transport::AcceptMode::ReusePort,
             "distribute" => percore::transport::AcceptMode::Distribute,
             "incoming-cpu" => percore::transport::AcceptMode::IncomingCpu,
-            other => {
-                return Err(format!(
-                    "--accept {other}: use incoming-cpu (the default), distribute or reuseport"
-                )
-                .into());
-            }
+            other => args.fail(format_args!(
+                "--accept {other:?}: use incoming-cpu (the default), distribute or reuseport"
+            )),
         };
     }
     let server = HttpServer::bind_with(&rt.handle(), addr, router, opts)?;

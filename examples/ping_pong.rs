@@ -1,7 +1,9 @@
 //! Ping-pong between an asking task and an actor pinned on different cores: measures the
 //! cross-core `ask` round trip through the SPSC rings, then the same with both on one core.
 //!
-//! Run: `cargo run --release --example ping_pong [ROUNDS]`
+//! Run: `cargo run --release --example ping_pong [-- --rounds N]`
+#[path = "common/args.rs"]
+mod args;
 
 use std::time::{Duration, Instant};
 
@@ -29,10 +31,8 @@ async fn play(pong: Addr<Ponger>, rounds: u64) -> Duration {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let rounds: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(100_000);
+    let args = args::Args::parse(&["--rounds"], &[], "[--rounds N]");
+    let rounds: u64 = args.get_or("--rounds", 100_000);
     let rt = Runtime::auto()?;
     let last = rt.workers() - 1;
     let pong = rt.spawn_actor_on(last, || Ponger)?;

@@ -2,6 +2,8 @@
 //! rcgen (or loaded with `--cert FILE --key FILE`), the server echoes every line, and the client
 //! checks ALPN and the echo. `--addr HOST:PORT --serve` keeps serving until SIGINT/SIGTERM
 //! (try `openssl s_client -connect HOST:PORT -quiet`).
+#[path = "common/args.rs"]
+mod args;
 
 use std::time::Duration;
 
@@ -21,13 +23,12 @@ async fn echo(mut s: TlsStream) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |n: &str| {
-        args.iter()
-            .position(|a| a == n)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let args = args::Args::parse(
+        &["--cert", "--key", "--addr"],
+        &["--serve"],
+        "[--cert PEM --key PEM] [--addr HOST:PORT] [--serve]",
+    );
+    let arg = |n: &str| args.get::<String>(n);
     let (cert, key) = match (arg("--cert"), arg("--key")) {
         (Some(c), Some(k)) => (std::fs::read_to_string(c)?, std::fs::read_to_string(k)?),
         _ => {
@@ -35,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (ck.cert.pem(), ck.signing_key.serialize_pem())
         }
     };
-    let serve = args.iter().any(|a| a == "--serve");
+    let serve = args.has("--serve");
     let signals = TerminationSignals::block()?;
     let rt = Runtime::auto()?;
     let h = rt.handle();

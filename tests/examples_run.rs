@@ -161,7 +161,11 @@ fn quickstart_runs_to_completion() {
 #[test]
 fn ping_pong_runs_to_completion() {
     // Fewer rounds than the default 100k: debug build, and other tests share the cores.
-    run_to_completion("ping_pong", &["2000"], "same-core: 2000 round trips");
+    run_to_completion(
+        "ping_pong",
+        &["--rounds", "2000"],
+        "same-core: 2000 round trips",
+    );
 }
 
 #[test]
@@ -347,4 +351,39 @@ fn custom_protocol_serves_and_exits_0_on_sigterm() {
             .collect();
         assert_eq!(answers, ["1\n", "2\n", "0\n"]);
     });
+}
+
+/// A flag an example does not know, a flag without its value, and a value that does not parse
+/// are refused in one line naming them, with exit code 2 (before anything starts).
+#[test]
+fn examples_refuse_bad_flags_with_exit_code_2() {
+    for (name, args, says) in [
+        (
+            "http_server",
+            &["--port", "9000"][..],
+            "unknown argument \"--port\"",
+        ),
+        ("http_server", &["--addr"][..], "--addr needs a value"),
+        (
+            "http_server",
+            &["--addr", "localhost:80x"][..],
+            "--addr \"localhost:80x\"",
+        ),
+        (
+            "echo_server",
+            &["--accept", "sideways"][..],
+            "--accept \"sideways\"",
+        ),
+        ("ping_pong", &["--rounds", "many"][..], "--rounds \"many\""),
+    ] {
+        let out = Command::new(example(name))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("spawn example `{name}`: {e}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {err}");
+        assert!(err.contains(says), "{name} {args:?}: {err:?}");
+        assert_eq!(err.lines().count(), 1, "{name} {args:?}: one line: {err:?}");
+    }
 }

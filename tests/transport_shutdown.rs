@@ -175,3 +175,50 @@ fn a_detached_server_keeps_serving() {
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     rt.shutdown();
 }
+
+/// A port another server listens on is an error naming the address, unless both ask to share
+/// it (`AcceptMode::ReusePort`); a client always reaches the first server.
+#[test]
+fn a_port_in_use_is_an_error_unless_sharing_is_asked_for() {
+    use percore::transport::http::HttpOptions;
+    use percore::transport::{AcceptMode, TransportError};
+    let rt = runtime(common::Backend::Mio, true);
+    let first = serve(&rt);
+    let addr = first.local_addr();
+    let api = rt.spawn_actor_on(0, || Api(Vec::new())).unwrap();
+    let second = HttpServer::bind(&rt.handle(), addr, Router::new().get("/", api.clone()));
+    match second {
+        Err(TransportError::Bind { addr: a, source }) => {
+            assert_eq!(a, addr);
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse, "{source}");
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("a second server bound {addr} while the first listens on it"),
+    }
+    let mut c = connect(addr);
+    get(&mut c, "/");
+    let mut buf = [0u8; 64];
+    let n = c.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    drop(c);
+    drop(first);
+
+    // Both asking to share: both bind.
+    let mut opts = HttpOptions::default();
+    opts.server.accept = AcceptMode::ReusePort;
+    let a = HttpServer::bind_with(
+        &rt.handle(),
+        "127.0.0.1:0".parse().unwrap(),
+        Router::new().get("/", api.clone()),
+        opts.clone(),
+    )
+    .unwrap();
+    let b = HttpServer::bind_with(
+        &rt.handle(),
+        a.local_addr(),
+        Router::new().get("/", api),
+        opts,
+    );
+    assert!(b.is_ok(), "ReusePort servers share a port: {:?}", b.err());
+    rt.shutdown();
+}

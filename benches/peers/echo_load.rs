@@ -1,20 +1,20 @@
 //! Load driver for benches/echo.sh: `--conns N` connections spread over `--threads T`
 //! threads, each connection with one `--size B`-byte message in flight (write, wait for the
 //! echo, repeat) for `--secs S` seconds. Prints messages/s and latency percentiles.
+#[path = "../../examples/common/args.rs"]
+mod args;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, d: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-            .unwrap_or_else(|| d.to_string())
-    };
+    let args = args::Args::parse(
+        &["--addr", "--conns", "--threads", "--size", "--secs"],
+        &[],
+        "[--addr V] [--conns V] [--threads V] [--size V] [--secs V]",
+    );
+    let arg = |name: &str, d: &str| args.get::<String>(name).unwrap_or_else(|| d.to_string());
     let addr = arg("--addr", "127.0.0.1:9090");
     let conns: usize = arg("--conns", "64").parse()?;
     let threads: usize = arg("--threads", "2").parse()?;

@@ -4,6 +4,8 @@
 //! current-thread runtimes on T OS threads, the connections dealt out among them (`--threads 1`:
 //! one application thread holding every connection). `--conns N`, `--secs S`, `--addr`.
 //! Prints messages/s and latency percentiles like `echo_load`.
+#[path = "../../examples/common/args.rs"]
+mod args;
 
 use std::time::{Duration, Instant};
 
@@ -11,14 +13,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, d: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-            .unwrap_or_else(|| d.to_string())
-    };
+    let args = args::Args::parse(
+        &["--addr", "--conns", "--threads", "--size", "--secs"],
+        &[],
+        "[--addr V] [--conns V] [--threads V] [--size V] [--secs V]",
+    );
+    let arg = |name: &str, d: &str| args.get::<String>(name).unwrap_or_else(|| d.to_string());
     let addr = arg("--addr", "127.0.0.1:9090");
     let conns: usize = arg("--conns", "64").parse()?;
     let threads: usize = arg("--threads", "1").parse::<usize>()?.max(1);

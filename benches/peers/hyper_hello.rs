@@ -1,6 +1,8 @@
 //! Peer for benches/http.sh: the hyper 1.x + tokio equivalent of examples/http_server's `/`
 //! route (plain text "Hello, World!", HTTP/1.1 keep-alive). `--addr HOST:PORT`,
 //! `--threads N` (tokio worker threads, default: available cores).
+#[path = "../../examples/common/args.rs"]
+mod args;
 
 use std::convert::Infallible;
 
@@ -21,17 +23,15 @@ async fn hello(_: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let addr = arg("--addr").unwrap_or_else(|| "127.0.0.1:8081".into());
+    let args = args::Args::parse(
+        &["--addr", "--threads"],
+        &[],
+        "[--addr HOST:PORT] [--threads N]",
+    );
+    let addr: String = args.get_or("--addr", "127.0.0.1:8081".to_string());
     let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(t) = arg("--threads") {
-        b.worker_threads(t.parse()?);
+    if let Some(t) = args.get::<usize>("--threads") {
+        b.worker_threads(t);
     }
     b.enable_all().build()?.block_on(async move {
         let listener = TcpListener::bind(&addr).await?;

@@ -1,20 +1,20 @@
 //! Idle keep-alive connections for benches/idle_conns.sh: opens `--conns N` connections to
 //! `--addr`, sends one HTTP request on each and reads its response (so the server has set
 //! each one up completely), prints `holding N`, then keeps them open for `--hold S` seconds.
+#[path = "../../examples/common/args.rs"]
+mod args;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, d: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-            .unwrap_or_else(|| d.to_string())
-    };
+    let args = args::Args::parse(
+        &["--addr", "--conns", "--hold"],
+        &[],
+        "[--addr V] [--conns V] [--hold V]",
+    );
+    let arg = |name: &str, d: &str| args.get::<String>(name).unwrap_or_else(|| d.to_string());
     let addr = arg("--addr", "127.0.0.1:8080");
     let conns: usize = arg("--conns", "10000").parse()?;
     let hold: f64 = arg("--hold", "3").parse()?;

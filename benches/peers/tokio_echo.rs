@@ -1,21 +1,21 @@
 //! Peer for benches/echo.sh: a tokio TCP echo server (one task per connection, 4 KiB reads).
 //! `--addr HOST:PORT`, `--threads N` (tokio worker threads, default: available cores).
+#[path = "../../examples/common/args.rs"]
+mod args;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let addr = arg("--addr").unwrap_or_else(|| "127.0.0.1:9091".into());
+    let args = args::Args::parse(
+        &["--addr", "--threads"],
+        &[],
+        "[--addr HOST:PORT] [--threads N]",
+    );
+    let addr: String = args.get_or("--addr", "127.0.0.1:9091".to_string());
     let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(t) = arg("--threads") {
-        b.worker_threads(t.parse()?);
+    if let Some(t) = args.get::<usize>("--threads") {
+        b.worker_threads(t);
     }
     b.enable_all().build()?.block_on(async move {
         let listener = TcpListener::bind(&addr).await?;

@@ -49,7 +49,7 @@ pub(super) struct RtInner {
 /// executor, joined by SPSC rings.
 ///
 /// Dropping it shuts it down with the configured deadline; call [`Runtime::shutdown`] to get
-/// the [`ShutdownReport`].
+/// the [`ShutdownReport`](super::ShutdownReport).
 pub struct Runtime {
     pub(super) inner: Arc<RtInner>,
     pub(super) threads: Vec<(usize, ThreadHandle<()>)>,

@@ -42,7 +42,7 @@ impl Runtime {
     ///
     /// Stops intake (no new actors or tasks; new messages to stopping actors fail), then stops
     /// actors in reverse start order, each draining its mailbox first and running
-    /// [`Actor::stopping`]; then cancels remaining tasks and joins the worker threads. Whatever
+    /// [`Actor::stopping`](super::Actor::stopping); then cancels remaining tasks and joins the worker threads. Whatever
     /// is still running at the deadline is named in the report and left behind.
     pub fn shutdown_with_deadline(mut self, deadline: Duration) -> ShutdownReport {
         self.shutdown_inner(deadline)

@@ -1,7 +1,7 @@
 //! Socket system calls on the raw fds the event loops own, in one place: creating, binding and
 //! listening, addresses, socket options, `SO_INCOMING_CPU`, accept, datagrams, shutdown, close.
 //! Built on `socket2`; the one unsafe step is lending a raw fd as a [`BorrowedFd`]
-//! ([`with_fd`]). Transport and storage call these instead of `libc`, so their modules carry
+//! (`with_fd`). Transport and storage call these instead of `libc`, so their modules carry
 //! `#![deny(unsafe_code)]`. Owns no fd: the caller does (an event loop's handler, a listener
 //! being set up); must not touch loop state.
 //!

@@ -1,7 +1,9 @@
 //! The mesh: one SPSC ring for every ordered pair of nodes (app workers first, then external
 //! nodes such as I/O workers), plus a crossbeam MPMC injector per node for threads outside the
 //! mesh. Owns message transport between threads and the wake-up of sleeping nodes; knows nothing
-//! of what the envelopes do (actors, tasks and transports give it closures).
+//! of what the envelopes do (actors, tasks and transports give it closures). It carries the
+//! runtime's actor registry for the actor layer (every mailbox already holds the mesh) but never
+//! reads it.
 //!
 //! Sends from a mesh thread are batched: an envelope is written into the ring without being
 //! published, and the node publishes all its rings at once ([`Outbound::flush`]) at the end of

@@ -1,4 +1,4 @@
-//! [`CodecProtocol`]: any [`Codec`](crate::transport::Codec) served as a protocol — each decoded
+//! [`CodecProtocol`]: any [`Codec`] served as a protocol — each decoded
 //! frame goes to a [`Target`] as a [`FrameCall`], whose reply is encoded with the same codec on
 //! the app worker.
 
@@ -7,7 +7,7 @@ use crate::transport::{Codec, CodecError};
 
 use super::{Decoded, Dispatched, Responder, ServerProtocol, Target};
 
-/// A protocol on top of a [`Codec`](Codec): each decoded frame goes to `target` as a
+/// A protocol on top of a [`Codec`]: each decoded frame goes to `target` as a
 /// [`FrameCall`], whose reply is encoded with the same codec on the app worker.
 pub struct CodecProtocol<C: Codec> {
     codec: C,
@@ -71,7 +71,7 @@ where
     }
 
     /// The codec's own verdict on bytes left at the end of the stream
-    /// ([`CodecError::Truncated`](CodecError::Truncated) by default).
+    /// ([`CodecError::Truncated`] by default).
     fn truncated(&self, input: &[u8]) -> Option<String> {
         self.codec
             .clone()

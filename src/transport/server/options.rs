@@ -35,7 +35,7 @@ pub struct ServerOptions {
     pub accept: AcceptMode,
 }
 
-/// How a [`Server`] spreads connections over the event loops.
+/// How a [`Server`](super::Server) spreads connections over the event loops.
 ///
 /// Measured (BENCHMARKS.md, 2 loops, `wrk -t2 -c64`, io_uring): keep-alive traffic
 /// `IncomingCpu` 283-289 k req/s, p99 ~0.2 ms vs `Distribute` 191-204 k, p99 1.5-2.7 ms in the
@@ -97,7 +97,7 @@ pub struct ServerStats {
     /// Connections closed because of invalid input.
     pub rejected: AtomicU64,
     /// Connections whose peer closed its side in the middle of a request (see
-    /// [`ServerProtocol::truncated`]).
+    /// [`ServerProtocol::truncated`](super::ServerProtocol::truncated)).
     pub truncated: AtomicU64,
     /// Connections closed by the request or idle timeout.
     pub timed_out: AtomicU64,

@@ -94,7 +94,7 @@ pub trait ServerProtocol: Send + Sync + 'static {
     }
 
     /// The peer closed its side with `input` (non-empty) still undecoded: why that is an
-    /// error (logged and counted in [`ServerStats::truncated`]), or `None` when it is fine.
+    /// error (logged and counted in [`ServerStats::truncated`](super::ServerStats::truncated)), or `None` when it is fine.
     /// Default: an incomplete request is an error.
     fn truncated(&self, input: &[u8]) -> Option<String> {
         Some(format!(

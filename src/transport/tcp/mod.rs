@@ -3,7 +3,7 @@
 //! yields streams. The socket lives on an I/O event loop (a handler there does the I/O); the
 //! app side talks to it through a small shared state and wakers. Owns these sockets and their
 //! buffers; owns nothing of protocols (TLS, HTTP, framing live elsewhere) and must not touch the
-//! event loop's internals beyond [`IoCtx`].
+//! event loop's internals beyond [`IoCtx`](crate::runtime::io::IoCtx).
 //!
 //! Backpressure: the event loop stops receiving once `READ_BUFFER_LIMIT` bytes wait unread, and
 //! resumes when the reader has drained them, so a slow reader slows the peer down through TCP.
