@@ -110,8 +110,14 @@ fn pipeline(place: Place) -> Pipeline {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Mesa's drivers want a private runtime directory (else they print an error on each probe).
+    if let Some(dir) = percore::accelerator::device::private_runtime_dir() {
+        // SAFETY: the first statement of `main`: no other thread reads the environment yet.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", dir) };
+    }
     tracing_subscriber::fmt()
         .with_env_filter("info,wgpu_hal=off,wgpu_core=warn,naga=warn")
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let text = raw_text();

@@ -64,13 +64,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .await
                     .expect("counter shard alive");
             }
-            current_worker()
+            // Always on a worker here: the task was spawned on worker `w`.
+            current_worker().unwrap_or(w)
         })?);
     }
     rt.block_on(async {
         for p in producers {
             let w = p.await.expect("producer finished");
-            println!("producer on worker {w:?} done");
+            println!("producer on worker {w} done");
         }
         // Per-sender order is guaranteed, not cross-sender: wait until every increment landed.
         let mut total = 0;

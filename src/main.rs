@@ -4,7 +4,8 @@
 //!   configuration of a profile (default: `Config::auto()`: `PERCORE_PROFILE`, else Production,
 //!   plus overrides).
 //! - `percore demo [--seconds N]`: starts the runtime on embedded defaults and runs a short
-//!   sharded-counter and ping-pong workload, printing what it measured.
+//!   sharded-counter workload (N seconds, at least 1) and an ask ping-pong between two workers,
+//!   printing what it measured.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -38,15 +39,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Run a short demo workload on the auto-configured runtime.
+    /// Run a short demo workload on the auto-configured runtime: sharded counters fed from
+    /// every worker, then an ask ping-pong between two workers.
     Demo {
-        /// How long the sharded-counter phase runs.
-        #[arg(long, default_value_t = 2)]
+        /// How long the sharded-counter phase runs, in whole seconds (at least 1).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
         seconds: u64,
     },
 }
 
 fn main() -> ExitCode {
+    if let Some(dir) = percore::accelerator::device::private_runtime_dir() {
+        // SAFETY: the first statement of `main`: no other thread exists yet to read the
+        // environment while it changes.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", dir) };
+    }
     init_tracing();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -73,8 +80,11 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,wgpu_hal=off,naga=warn,wgpu_core=warn"));
+    // Colour only on a terminal: a log written to a file or a pipe stays plain text.
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -250,7 +260,16 @@ fn print_configs(configs: &[Config]) {
     let fields: Vec<Field> = vec![
         ("profile", Box::new(|c| c.profile.to_string())),
         ("app_workers", Box::new(|c| c.app_workers.to_string())),
-        ("io_workers", Box::new(|c| c.io_workers.to_string())),
+        (
+            "io_workers",
+            Box::new(|c| {
+                if c.io_colocated {
+                    format!("0 ({} co-located)", c.app_workers)
+                } else {
+                    c.io_workers.to_string()
+                }
+            }),
+        ),
         ("io_colocated", Box::new(|c| c.io_colocated.to_string())),
         ("accel_workers", Box::new(|c| c.accel_workers.to_string())),
         ("accel_backend", Box::new(|c| c.accel_backend.to_string())),
@@ -280,7 +299,16 @@ fn print_configs(configs: &[Config]) {
         ),
         ("seed", Box::new(|c| format!("{:#x}", c.seed))),
         ("app placement", Box::new(|c| cpus(&c.placement.app))),
-        ("io placement", Box::new(|c| cpus(&c.placement.io))),
+        (
+            "io placement",
+            Box::new(|c| {
+                if c.io_colocated {
+                    "on the app workers".into()
+                } else {
+                    cpus(&c.placement.io)
+                }
+            }),
+        ),
         ("accel placement", Box::new(|c| cpus(&c.placement.accel))),
     ];
     let width = configs
@@ -296,6 +324,9 @@ fn print_configs(configs: &[Config]) {
             .collect();
         println!("  {name:<17} {}", cells.join(" "));
     }
+    println!(
+        "  (placement: the CPU each worker is pinned to, in worker order; * unpinned, - none)"
+    );
 }
 
 fn cpus(v: &[Option<usize>]) -> String {
@@ -337,7 +368,7 @@ fn demo(seconds: u64) -> Result<(), Box<dyn std::error::Error>> {
         rt.config().ring_capacity
     );
     let shards = rt.spawn_sharded::<Counter, u64, _, _>(|_| Counter { n: 0 }, HashPartitioner)?;
-    let deadline = Instant::now() + Duration::from_secs(seconds.max(1));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut producers = Vec::new();
     for w in 0..rt.workers() {
         let s = shards.clone();
@@ -376,15 +407,35 @@ fn demo(seconds: u64) -> Result<(), Box<dyn std::error::Error>> {
         "sharded counters: {sent} keyed tells, {counted} counted, {:.2} M msg/s",
         sent as f64 / el / 1e6
     );
+    println!(
+        "  per worker (ring envelopes: one carries a batch of up to 64 messages to another core):"
+    );
     for (i, m) in rt.metrics().iter().enumerate().take(rt.workers()) {
         println!(
-            "  worker {i}: in {} out {} polled {} busy {:.0} ms",
+            "  worker {i}: envelopes in {} out {}, task polls {}, busy {:.0} ms",
             m.messages_in,
             m.messages_out,
             m.tasks_polled,
             m.busy_ns as f64 / 1e6
         );
     }
+    // Ping-pong: sequential asks from worker 0 to an actor on the last worker (on one worker
+    // when there is only one).
+    let last = rt.workers() - 1;
+    let pong = rt.spawn_actor_on(last, || Counter { n: 0 })?;
+    let rounds = 20_000u32;
+    let h = rt.spawn_on(0, move || async move {
+        let t0 = Instant::now();
+        for _ in 0..rounds {
+            pong.ask(CMsg::Get, Duration::from_secs(5)).await?;
+        }
+        Ok::<_, percore::runtime::AskError>(t0.elapsed())
+    })?;
+    let took = rt.block_on(h)??;
+    println!(
+        "ping-pong: {rounds} asks worker 0 -> worker {last}, {:.2} us per round trip",
+        took.as_secs_f64() * 1e6 / f64::from(rounds)
+    );
     let report = rt.shutdown();
     println!("shutdown: clean {} in {:?}", report.clean, report.elapsed);
     Ok(())

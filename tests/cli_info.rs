@@ -98,3 +98,53 @@ fn demo_runs_and_shuts_down_cleanly() {
     assert!(text.contains("sharded counters:"), "{text}");
     assert!(text.contains("shutdown: clean true"), "{text}");
 }
+
+/// `demo` runs both phases it promises, labels what its per-worker counters count, and
+/// refuses `--seconds 0` (exit code 2) instead of quietly running for a second.
+#[test]
+fn demo_runs_its_phases_and_refuses_zero_seconds() {
+    let out = percore(&["demo", "--seconds", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("sharded counters:"), "{text}");
+    assert!(text.contains("envelopes in"), "{text}");
+    assert!(text.contains("ping-pong: 20000 asks"), "{text}");
+    let zero = percore(&["demo", "--seconds", "0"]);
+    assert_eq!(zero.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("--seconds"));
+}
+
+/// More workers than CPUs is said once, in a warning naming both numbers; log lines written to
+/// a pipe carry no colour codes.
+#[test]
+fn too_many_workers_are_warned_about_and_pipes_get_no_colour() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = (cpus * 4).to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_percore"))
+        .args(["demo", "--seconds", "1"])
+        .env_remove("PERCORE_PROFILE")
+        .env("RUST_LOG", "warn")
+        .env("PERCORE_WORKERS", &workers)
+        .output()
+        .expect("the percore binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warned: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("app workers on"))
+        .collect();
+    assert_eq!(warned.len(), 1, "one warning: {err}");
+    assert!(
+        warned[0].contains(&format!("{workers} app workers on {cpus} CPUs")),
+        "{}",
+        warned[0]
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI codes in a piped log: {err:?}"
+    );
+}

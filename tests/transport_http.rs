@@ -531,6 +531,21 @@ fn curl_talks_to_the_server() {
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+        // A method the route does not take: 405 with the methods it does (RFC 9110 15.5.6).
+        // `/echo` takes POST; `/json` takes GET, and so HEAD.
+        for (path, allow) in [("/echo", "POST"), ("/json", "GET, HEAD")] {
+            let out = std::process::Command::new("curl")
+                .args(["-sS", "-i", "-X", "DELETE", &format!("{base}{path}")])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.starts_with("HTTP/1.1 405"), "{b:?}/{co}: {text}");
+            assert!(
+                text.lines()
+                    .any(|l| l.trim_end() == format!("Allow: {allow}")),
+                "{b:?}/{co}: no `Allow: {allow}` in {text}"
+            );
+        }
         rt.shutdown();
     }
 }

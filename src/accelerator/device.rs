@@ -112,6 +112,7 @@ pub fn adapters_on(apis: ApiSet) -> Vec<AdapterInfo> {
 
 #[cfg(feature = "gpu")]
 pub(crate) fn instance(apis: ApiSet, memory_budget_percent: Option<u8>) -> wgpu::Instance {
+    prepare_runtime_dir();
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = apis.to_wgpu();
     desc.memory_budget_thresholds.for_resource_creation = memory_budget_percent;
@@ -170,4 +171,56 @@ pub(crate) fn enumerate(
             Vec::new()
         }
     }
+}
+
+/// Mesa's drivers print `error: XDG_RUNTIME_DIR is invalid or not set in the environment.` on
+/// every adapter probe unless that variable names a directory the user owns with mode 0700.
+/// Before the first probe, when the variable names a directory that does not exist yet, it is
+/// created with mode 0700 (the repository's `.cargo/config.toml` points it at
+/// `target/.xdg-runtime` for `cargo run` and `cargo test`). An unset variable is left alone: a
+/// library must not change its process's environment while other threads may read it; the
+/// `percore` binary sets one at the start of `main`, and [`private_runtime_dir`] tells an
+/// application which directory to use.
+pub fn prepare_runtime_dir() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| {
+        let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") else {
+            return;
+        };
+        let path = std::path::Path::new(&dir);
+        if path.as_os_str().is_empty() || path.exists() {
+            return;
+        }
+        use std::os::unix::fs::DirBuilderExt;
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+        {
+            tracing::debug!(dir = %path.display(), error = %e, "could not create XDG_RUNTIME_DIR");
+        }
+    });
+}
+
+/// A private runtime directory for Mesa's drivers (created with mode 0700 under the system's
+/// temporary directory, per user) when `XDG_RUNTIME_DIR` is unset or does not name a usable
+/// directory; `None` when the environment already has a good one. Set it as `XDG_RUNTIME_DIR`
+/// at the start of `main`, before other threads exist.
+pub fn private_runtime_dir() -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let usable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o077 == 0)
+    };
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| usable(std::path::Path::new(&d))) {
+        return None;
+    }
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("percore-runtime-{uid}"));
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir);
+    usable(&dir).then_some(dir)
 }

@@ -61,6 +61,7 @@ impl Runtime {
     /// Starts a runtime with `config` (validated first).
     pub fn start(config: Config) -> Result<Runtime, RuntimeError> {
         config.validate()?;
+        warn_if_oversubscribed(config.app_workers);
         let external = config.io_workers + config.accel_workers;
         let (mesh, ends) = MeshShared::new(
             config.app_workers,
@@ -340,5 +341,26 @@ impl Drop for Runtime {
             let d = self.inner.config.shutdown_timeout;
             self.shutdown_inner(d);
         }
+    }
+}
+
+/// Warns once per process when more app workers are asked for than CPUs are available to the
+/// process (its CPU affinity and cgroup quota, as `std::thread::available_parallelism` reads
+/// them): workers then share CPUs and every hand-off between them waits for a time slice.
+fn warn_if_oversubscribed(workers: usize) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let Ok(cpus) = std::thread::available_parallelism() else {
+        return;
+    };
+    if workers > cpus.get() {
+        ONCE.call_once(|| {
+            tracing::warn!(
+                app_workers = workers,
+                cpus = cpus.get(),
+                "{workers} app workers on {cpus} CPUs available to this process: workers share CPUs, \
+                 and a message between two of them waits for the other's time slice (64 workers \
+                 on 2 CPUs ran the demo about 150x slower). Use at most {cpus} (PERCORE_WORKERS)."
+            );
+        });
     }
 }

@@ -313,6 +313,14 @@ struct Route {
 /// A matched route: its target and the path parameters.
 type Found<'a> = (&'a Target<HttpCall>, Vec<(String, String)>);
 
+/// Why no route took a request.
+enum Miss {
+    /// No route for the path: 404.
+    NotFound,
+    /// Routes for the path, for other methods (listed, for `Allow`): 405.
+    MethodNotAllowed(String),
+}
+
 /// Method + path routing to actors.
 #[derive(Default)]
 pub struct Router {
@@ -375,9 +383,11 @@ impl Router {
         self.route(Method::Delete, pattern, target)
     }
 
-    /// Finds the route for `method` and `path`: Ok((target, params)), or Err(405 or 404).
-    fn find(&self, method: &Method, path: &str) -> Result<Found<'_>, u16> {
-        let mut path_matched = false;
+    /// Finds the route for `method` and `path`: Ok((target, params)), or the miss: no route
+    /// for the path (404), or routes for other methods (405, with the methods they accept for
+    /// the `Allow` header).
+    fn find(&self, method: &Method, path: &str) -> Result<Found<'_>, Miss> {
+        let mut allowed: Vec<&str> = Vec::new();
         for r in &self.routes {
             let Some(params) = match_segs(&r.segs, path) else {
                 continue;
@@ -386,9 +396,35 @@ impl Router {
             if r.method == *method || (*method == Method::Head && r.method == Method::Get) {
                 return Ok((&r.target, params));
             }
-            path_matched = true;
+            let mut add = |m: &'static str| {
+                if !allowed.contains(&m) {
+                    allowed.push(m);
+                }
+            };
+            match &r.method {
+                Method::Get => {
+                    add("GET");
+                    add("HEAD");
+                }
+                Method::Head => add("HEAD"),
+                Method::Post => add("POST"),
+                Method::Put => add("PUT"),
+                Method::Delete => add("DELETE"),
+                Method::Patch => add("PATCH"),
+                Method::Options => add("OPTIONS"),
+                Method::Other(_) => {}
+            }
+            if let Method::Other(m) = &r.method
+                && !allowed.contains(&m.as_str())
+            {
+                allowed.push(m.as_str());
+            }
         }
-        Err(if path_matched { 405 } else { 404 })
+        Err(if allowed.is_empty() {
+            Miss::NotFound
+        } else {
+            Miss::MethodNotAllowed(allowed.join(", "))
+        })
     }
 }
 
@@ -524,20 +560,18 @@ impl ServerProtocol for HttpProtocol {
                     ),
                 }
             }
-            Err(status) => {
+            Err(miss) => {
                 let close = !req.keep_alive;
                 let mut out = Vec::new();
-                let msg = if status == 404 {
-                    "no route for this path"
-                } else {
-                    "method not allowed for this path"
+                let response = match miss {
+                    Miss::NotFound => Response::text(404, "no route for this path\n"),
+                    // RFC 9110 15.5.6: a 405 lists the methods the resource supports.
+                    Miss::MethodNotAllowed(allow) => {
+                        Response::text(405, "method not allowed for this path\n")
+                            .header("Allow", allow)
+                    }
                 };
-                Response::text(status, format!("{msg}\n")).encode_for(
-                    &mut out,
-                    req.method == Method::Head,
-                    close,
-                    req.version,
-                );
+                response.encode_for(&mut out, req.method == Method::Head, close, req.version);
                 Dispatched::Answer(resp.answer(out, close))
             }
         }
