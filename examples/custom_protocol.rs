@@ -115,7 +115,11 @@ impl ServerProtocol for LineProto {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    args::report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = args::Args::parse(&["--addr"], &[], "[--addr HOST:PORT]");
     let addr: Option<std::net::SocketAddr> = args.get("--addr");
     let signals = TerminationSignals::block()?;

@@ -35,7 +35,11 @@ impl Actor for FramedEcho {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    args::report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = args::Args::parse(
         &["--addr", "--accept"],
         &["--framed"],

@@ -5,6 +5,9 @@
 //!
 //! `cargo run --release --example gpu_compute`
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -164,7 +167,11 @@ impl Actor for Step {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    args::report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Mesa's drivers want a private runtime directory (else they print an error on each probe).
     if let Some(dir) = percore::accelerator::device::private_runtime_dir() {
         // SAFETY: the first statement of `main`: no other thread reads the environment yet.

@@ -21,7 +21,11 @@ impl Actor for Api {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    args::report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = args::Args::parse(&["--url"], &[], "[--url URL]");
     let url: Option<String> = args.get("--url");
     let rt = Runtime::auto()?;

@@ -7,6 +7,9 @@
 //!
 //! `cargo run --release --example hybrid_pipeline`
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::time::Instant;
 
 use percore::accelerator::{
@@ -109,7 +112,11 @@ fn pipeline(place: Place) -> Pipeline {
         .host("reduce", reduce)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    args::report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Mesa's drivers want a private runtime directory (else they print an error on each probe).
     if let Some(dir) = percore::accelerator::device::private_runtime_dir() {
         // SAFETY: the first statement of `main`: no other thread reads the environment yet.

@@ -30,7 +30,11 @@ async fn play(pong: Addr<Ponger>, rounds: u64) -> Duration {
     t0.elapsed()
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    args::report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = args::Args::parse(&["--rounds"], &[], "[--rounds N]");
     let rounds: u64 = args.get_or("--rounds", 100_000);
     let rt = Runtime::auto()?;

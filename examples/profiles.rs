@@ -3,6 +3,9 @@
 //!
 //! Run: `cargo run --release --example profiles`
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::time::{Duration, Instant};
 
 use percore::runtime::config::{Config, Profile};
@@ -17,7 +20,11 @@ impl Actor for Echo {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    args::report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let hw = Hardware::detect();
     println!(
         "{} logical CPUs, {} physical cores, {} NUMA node(s)\n",

@@ -3,6 +3,9 @@
 //!
 //! Run: `cargo run --release --example quickstart`
 
+#[path = "common/args.rs"]
+mod args;
+
 use std::time::{Duration, Instant};
 
 use percore::runtime::partition::HashPartitioner;
@@ -31,7 +34,11 @@ impl Actor for Counters {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    args::report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let rt = Runtime::auto()?;
     println!(
         "runtime: profile {:?}, {} app workers",

@@ -22,7 +22,11 @@ async fn echo(mut s: TlsStream) {
     let _ = s.shutdown().await;
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    args::report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = args::Args::parse(
         &["--cert", "--key", "--addr"],
         &["--serve"],

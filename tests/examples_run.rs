@@ -387,3 +387,24 @@ fn examples_refuse_bad_flags_with_exit_code_2() {
         assert_eq!(err.lines().count(), 1, "{name} {args:?}: one line: {err:?}");
     }
 }
+
+/// An error a server example meets (its port is taken) is one readable line (Display, not
+/// Debug) and exit code 1.
+#[test]
+fn a_failing_example_prints_its_error_with_display() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(example("http_server"))
+        .args(["--addr", &addr])
+        .env("RUST_LOG", "off")
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn http_server");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("http_server: could not listen on"),
+        "a Display message: {err:?}"
+    );
+    assert!(!err.contains("Bind {"), "no Debug structure: {err:?}");
+}

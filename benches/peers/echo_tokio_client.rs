@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    args::report(run())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = args::Args::parse(
         &["--addr", "--conns", "--threads", "--size", "--secs"],
         &[],

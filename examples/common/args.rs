@@ -88,3 +88,23 @@ impl Args {
         std::process::exit(2)
     }
 }
+
+/// Ends `main` with `result`: an error is printed with `Display` (the message a person reads,
+/// not `Debug`'s structure) after the program's name, and the exit code is 1.
+pub fn report(result: Result<(), Box<dyn std::error::Error>>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let prog = std::env::args()
+                .next()
+                .and_then(|p| {
+                    std::path::Path::new(&p)
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                })
+                .unwrap_or_else(|| "example".into());
+            eprintln!("{prog}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
