@@ -3,6 +3,7 @@
 //! echo, repeat) for `--secs S` seconds. Prints messages/s and latency percentiles.
 #[path = "../../examples/common/args.rs"]
 mod args;
+mod load_report;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -59,20 +60,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for h in handles {
         all.extend(h.join().map_err(|_| "load thread panicked")??);
     }
-    all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
-    println!(
-        "messages/s: {:.0}  p50: {} us  p99: {} us  ({} messages, {} conns, {} B)",
-        all.len() as f64 / secs,
-        pct(0.50),
-        pct(0.99),
-        all.len(),
-        conns,
-        size
-    );
+    load_report::print(all, secs, &format!("{conns} conns, {size} B"));
     Ok(())
 }

@@ -20,14 +20,8 @@ impl Args {
     /// printed by `--help` (after the program's name).
     pub fn parse(options: &[&str], switches: &[&str], usage: &str) -> Args {
         let mut it = std::env::args();
-        let prog = it
-            .next()
-            .and_then(|p| {
-                std::path::Path::new(&p)
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-            })
-            .unwrap_or_else(|| "example".into());
+        it.next();
+        let prog = prog_name();
         let mut args = Args {
             prog,
             values: Vec::new(),
@@ -95,16 +89,20 @@ pub fn report(result: Result<(), Box<dyn std::error::Error>>) -> std::process::E
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let prog = std::env::args()
-                .next()
-                .and_then(|p| {
-                    std::path::Path::new(&p)
-                        .file_name()
-                        .map(|f| f.to_string_lossy().into_owned())
-                })
-                .unwrap_or_else(|| "example".into());
-            eprintln!("{prog}: {e}");
+            eprintln!("{}: {e}", prog_name());
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The program's file name (for messages).
+fn prog_name() -> String {
+    std::env::args()
+        .next()
+        .and_then(|p| {
+            std::path::Path::new(&p)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "example".into())
 }
