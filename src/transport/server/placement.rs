@@ -112,14 +112,20 @@ impl Placement {
     /// unknown or runs no loop): a new connection then goes round robin, a served one stays.
     pub(super) fn choose(&self, cpu: Option<usize>, current: Option<usize>) -> Option<usize> {
         let own = cpu.and_then(|c| self.loop_of_cpu.get(c).copied().flatten())?;
-        let free: Vec<usize> = (0..self.loops)
+        // The least-loaded loop on a CPU no client runs on (other than the packets' own).
+        let least_free = (0..self.loops)
             .filter(|&i| i != own && self.is_free(i))
-            .collect();
-        if !self.is_free(own) && !free.is_empty() {
+            .min_by_key(|&i| self.load(i));
+        if let Some(least) = least_free
+            && !self.is_free(own)
+        {
             // The packets' CPU runs a client: serve on a CPU that runs none.
-            let least = free.iter().copied().min_by_key(|&i| self.load(i))?;
             return Some(match current {
-                Some(c) if free.contains(&c) && self.load(c) <= self.load(least) + CAP => c,
+                Some(c)
+                    if c != own && self.is_free(c) && self.load(c) <= self.load(least) + CAP =>
+                {
+                    c
+                }
                 _ => least,
             });
         }
