@@ -159,6 +159,17 @@ fn quickstart_runs_to_completion() {
 }
 
 #[test]
+fn kv_store_runs_and_finds_every_key_after_reopening() {
+    for d in ["sync", "none"] {
+        run_to_completion(
+            "kv_store",
+            &["--keys", "3000", "--durability", d],
+            "after reopening: 2999 keys",
+        );
+    }
+}
+
+#[test]
 fn ping_pong_runs_to_completion() {
     // Fewer rounds than the default 100k: debug build, and other tests share the cores.
     run_to_completion(

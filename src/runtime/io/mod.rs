@@ -42,9 +42,11 @@
 //! rt.shutdown();
 //! ```
 
+pub mod aligned;
 mod completion;
 pub(crate) mod event_loop;
 mod fdmap;
+pub mod file;
 mod mio_backend;
 pub(crate) mod select;
 pub mod sys;
@@ -380,6 +382,16 @@ impl IoCtx<'_> {
             BackendImpl::Mio(b) => b.connect(token, fd, addr),
         }
         Ok(fd)
+    }
+
+    /// Starts a file operation; its reply goes to the [`FileOp`](file::FileOp)'s receiver,
+    /// not to a handler. io_uring: SQEs batched with this loop's other operations; mio: the
+    /// blocking pool ([`file::blocking`]).
+    pub fn file(&mut self, op: file::FileOp) {
+        match self.backend {
+            BackendImpl::Uring(b) => b.file(op),
+            BackendImpl::Mio(_) => file::blocking::submit(op),
+        }
     }
 
     /// Cancels every operation on `fd` and closes it. Events for it stop.

@@ -26,6 +26,7 @@ use io_uring::{IoUring, opcode, squeue, types};
 
 use super::Token;
 use super::completion::Completion;
+use super::file::{FileOp, FileOpKind};
 
 mod buf_ring;
 mod reap;
@@ -76,7 +77,16 @@ enum OpKind {
     /// The address the kernel reads until the connect completes (kept alive here).
     #[allow(dead_code)]
     Connect(Box<(libc::sockaddr_storage, libc::socklen_t)>),
+    /// A file operation, with the iovecs of a vectored write (kept alive here).
+    File {
+        op: Box<FileOp>,
+        iov: Vec<libc::iovec>,
+    },
 }
+
+/// Bytes one read or write SQE asks for at most (its length field is 32 bits; a larger
+/// buffer continues as a short transfer would).
+const MAX_FILE_SQE: usize = 1 << 30;
 
 struct Op {
     token: Token,
@@ -469,6 +479,77 @@ impl UringBackend {
         self.push(sqe);
     }
 
+    /// Starts a file operation; it completes (after as many SQEs as short transfers need)
+    /// into its own reply, never to a handler.
+    pub(crate) fn file(&mut self, op: FileOp) {
+        let key = self.new_op(
+            usize::MAX,
+            -1,
+            0,
+            OpKind::File {
+                op: Box::new(op),
+                iov: Vec::new(),
+            },
+        );
+        self.push_file(key);
+    }
+
+    /// File operations in flight.
+    pub(crate) fn files_in_flight(&self) -> usize {
+        self.ops
+            .iter()
+            .filter(|(_, o)| matches!(o.kind, OpKind::File { .. }))
+            .count()
+    }
+
+    /// Queues the SQE for the rest of file operation `key`.
+    pub(super) fn push_file(&mut self, key: usize) {
+        use std::os::fd::AsRawFd;
+        let Some(Op {
+            kind: OpKind::File { op, iov },
+            ..
+        }) = self.ops.get_mut(key)
+        else {
+            return;
+        };
+        let fd = types::Fd(op.file.as_raw_fd());
+        let off = op.offset + op.done as u64;
+        let sqe = match &op.kind {
+            FileOpKind::Read(_) => {
+                let (ptr, len) = op.rest();
+                opcode::Read::new(fd, ptr, len.min(MAX_FILE_SQE) as u32)
+                    .offset(off)
+                    .build()
+            }
+            FileOpKind::Write(_) => {
+                let (ptr, len) = op.rest();
+                opcode::Write::new(fd, ptr, len.min(MAX_FILE_SQE) as u32)
+                    .offset(off)
+                    .build()
+            }
+            FileOpKind::Writev(_) => {
+                *iov = op.iovecs();
+                iov.truncate(libc::UIO_MAXIOV as usize);
+                opcode::Writev::new(fd, iov.as_ptr(), iov.len() as u32)
+                    .offset(off)
+                    .build()
+            }
+            FileOpKind::Sync { data_only } => {
+                let flags = if *data_only {
+                    types::FsyncFlags::DATASYNC
+                } else {
+                    types::FsyncFlags::empty()
+                };
+                opcode::Fsync::new(fd).flags(flags).build()
+            }
+            FileOpKind::Allocate { mode, len } => opcode::Fallocate::new(fd, *len)
+                .offset(op.offset)
+                .mode(*mode)
+                .build(),
+        };
+        self.push(sqe.user_data(key as u64));
+    }
+
     pub(crate) fn connect(&mut self, token: Token, fd: RawFd, addr: SocketAddr) {
         let epoch = self.fd_entry(token, fd).epoch;
         let sa = Box::new(super::sockaddr(&addr));
@@ -531,11 +612,21 @@ impl UringBackend {
         self.accept_retry.iter().map(|r| r.3).min()
     }
 
-    /// Closes every fd still known (worker exit).
+    /// Closes every fd still known (worker exit), then waits (up to 5 s) for file operations
+    /// still in flight: the kernel may write into their buffers until their CQEs arrive.
     pub(crate) fn close_all(&mut self) {
         let fds: Vec<RawFd> = self.fds.fds();
         for fd in fds {
             self.close(fd);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut out = VecDeque::new();
+        while self.files_in_flight() > 0 && Instant::now() < deadline {
+            if let Err(e) = self.poll(Some(Duration::from_millis(10)), &mut out, None) {
+                tracing::warn!(%e, "io_uring: waiting for file operations at exit failed");
+                break;
+            }
+            out.clear();
         }
     }
 }

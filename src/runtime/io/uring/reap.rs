@@ -336,6 +336,14 @@ impl UringBackend {
                     }
                 }
             }
+            OpKind::File { op, .. } => match op.advance(res as i64) {
+                Ok(super::super::file::Step::Again) => self.push_file(key),
+                r => {
+                    if let OpKind::File { op, .. } = self.ops.remove(key).kind {
+                        op.finish(r);
+                    }
+                }
+            },
         }
     }
 
