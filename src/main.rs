@@ -135,6 +135,90 @@ fn extra_info_sections() -> Result<Vec<(String, Value)>, Box<dyn std::error::Err
     Ok(vec![("accelerator".to_string(), accel)])
 }
 
+/// The storage section: block devices, the data directory's filesystem and direct-I/O
+/// alignment, and which path file I/O takes (`PERCORE_DATA_DIR`, else the current directory).
+fn storage_info(c: &Config, hw: &Hardware) -> Value {
+    use percore::runtime::config::IoBackend;
+    use percore::storage::disks;
+    let dir = std::env::var_os("PERCORE_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    let loops = c.io_colocated || c.io_workers > 0;
+    let uring = match c.io_backend {
+        IoBackend::Uring => true,
+        IoBackend::Mio => false,
+        IoBackend::Auto => hw.io_uring.missing_required().is_none(),
+    };
+    let (path, why) = match (loops, uring) {
+        (false, _) => ("blocking pool", "no I/O event loop in this configuration"),
+        (true, true) => (
+            "io_uring",
+            "file operations are SQEs on the I/O event loops",
+        ),
+        (true, false) => (
+            "blocking pool",
+            "the event loops run mio: pread/pwrite on the blocking pool",
+        ),
+    };
+    json!({
+        "file_io": { "path": path, "why": why },
+        "data_dir": disks::data_dir(&dir),
+        "block_devices": disks::block_devices(),
+    })
+}
+
+fn print_storage(v: &Value) {
+    println!(
+        "\nStorage (file I/O: {} — {})",
+        v["file_io"]["path"].as_str().unwrap_or("?"),
+        v["file_io"]["why"].as_str().unwrap_or("?")
+    );
+    let d = &v["data_dir"];
+    if d.is_null() {
+        println!("  data directory: not found (set PERCORE_DATA_DIR)");
+    } else {
+        let dio = if d["dio"].is_null() {
+            "none reported (direct I/O falls back to buffered)".to_string()
+        } else {
+            format!(
+                "memory {} B, offset {} B",
+                d["dio"]["mem"], d["dio"]["offset"]
+            )
+        };
+        println!(
+            "  data directory {}: {} on {} (mounted at {}), O_DIRECT alignment {dio}",
+            d["path"].as_str().unwrap_or("?"),
+            d["fs_type"].as_str().unwrap_or("?"),
+            d["source"].as_str().unwrap_or("?"),
+            d["mount_point"].as_str().unwrap_or("?"),
+        );
+    }
+    let empty = Vec::new();
+    let devs = v["block_devices"].as_array().unwrap_or(&empty);
+    println!(
+        "  {:<10} {:>10} {:<10} {:>8} {:>9}  model",
+        "device", "size", "kind", "logical", "physical"
+    );
+    for b in devs {
+        let kind = if b["nvme"].as_bool() == Some(true) {
+            "nvme"
+        } else if b["rotational"].as_bool() == Some(true) {
+            "rotational"
+        } else {
+            "ssd/virtual"
+        };
+        println!(
+            "  {:<10} {:>8.1}GB {:<10} {:>8} {:>9}  {}",
+            b["name"].as_str().unwrap_or("?"),
+            b["bytes"].as_u64().unwrap_or(0) as f64 / 1e9,
+            kind,
+            b["logical_block"].as_u64().unwrap_or(0),
+            b["physical_block"].as_u64().unwrap_or(0),
+            b["model"].as_str().unwrap_or("-")
+        );
+    }
+}
+
 /// The accelerator section as a table: one row per adapter, then the selection.
 fn print_accelerator(v: &Value) {
     println!(
@@ -193,7 +277,8 @@ fn info(profile: Option<&str>, as_json: bool) -> Result<(), Box<dyn std::error::
         }
         None => vec![Config::from_env_with(&hw, |k| std::env::var(k).ok())?],
     };
-    let extra = extra_info_sections()?;
+    let mut extra = extra_info_sections()?;
+    extra.push(("storage".to_string(), storage_info(&configs[0], &hw)));
     if as_json {
         let mut doc = json!({ "hardware": hw, "configs": configs });
         for (k, v) in extra {
@@ -207,6 +292,8 @@ fn info(profile: Option<&str>, as_json: bool) -> Result<(), Box<dyn std::error::
     for (k, v) in extra {
         if k == "accelerator" {
             print_accelerator(&v);
+        } else if k == "storage" {
+            print_storage(&v);
         } else {
             println!("\n{k}\n{}", serde_json::to_string_pretty(&v)?);
         }

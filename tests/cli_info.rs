@@ -207,3 +207,48 @@ fn storage_check_reports_corruption_with_file_and_offset() {
         "{text}"
     );
 }
+
+/// `percore info` has a storage section: the data directory's filesystem and O_DIRECT
+/// alignment, the block devices, and the file I/O path (io_uring, or the blocking pool on mio).
+#[test]
+fn info_shows_the_storage_section_and_the_file_io_path() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let run = |io: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_percore"))
+            .args(["info", "--json"])
+            .env("PERCORE_DATA_DIR", dir.path())
+            .env("PERCORE_IO", io)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let v = run("mio");
+    let s = &v["storage"];
+    assert_eq!(s["file_io"]["path"], "blocking pool", "{s}");
+    let d = &s["data_dir"];
+    assert!(d["fs_type"].as_str().is_some_and(|t| !t.is_empty()), "{d}");
+    // The root filesystem's type as `findmnt`/`stat -f` see it, independently.
+    let st = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&st.stdout).trim().to_string();
+    let fs = d["fs_type"].as_str().unwrap();
+    assert!(
+        t.starts_with(fs) || fs.starts_with(&t) || (fs.starts_with("ext") && t.starts_with("ext")),
+        "stat says {t}, info says {fs}"
+    );
+    assert!(s["block_devices"].as_array().is_some(), "{s}");
+    if percore::runtime::detect::probe_io_uring()
+        .missing_required()
+        .is_none()
+    {
+        assert_eq!(run("uring")["storage"]["file_io"]["path"], "io_uring");
+    }
+}

@@ -342,6 +342,11 @@ impl KvShard {
         s
     }
 
+    /// True when `key` is in the index (no disk access).
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.inner.st.borrow().index.contains_key(key)
+    }
+
     /// Keys in the shard.
     pub fn len(&self) -> usize {
         self.inner.st.borrow().index.len()
