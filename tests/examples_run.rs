@@ -159,6 +159,15 @@ fn quickstart_runs_to_completion() {
 }
 
 #[test]
+fn object_store_runs_and_keeps_its_objects_after_reopening() {
+    run_to_completion(
+        "object_store",
+        &["--mib", "3"],
+        "after reopening: 12 objects; notes/00.txt = Some(\"# replaced\")",
+    );
+}
+
+#[test]
 fn kv_store_runs_and_finds_every_key_after_reopening() {
     for d in ["sync", "none"] {
         run_to_completion(

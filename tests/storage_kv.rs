@@ -115,6 +115,17 @@ fn direct_io_reads_its_alignment_from_statx_and_falls_back_where_refused() {
             }
             None => eprintln!("no O_DIRECT alignment reported here: buffered fallback used"),
         }
+        let mut pool = percore::storage::file::AlignedPool::for_file(&f, 8192, 2);
+        let a = pool.take().unwrap();
+        let ptr = a.as_ptr();
+        assert_eq!(a.len(), 8192);
+        pool.give(a);
+        assert_eq!(pool.free(), 1);
+        assert_eq!(
+            pool.take().unwrap().as_ptr(),
+            ptr,
+            "a returned buffer is reused"
+        );
     });
     rt.shutdown();
 }

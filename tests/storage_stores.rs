@@ -75,6 +75,68 @@ fn block_ranges_round_trip_persist_and_are_bounds_checked() {
     }
 }
 
+/// A real block device: a loop device over a file (root only; `PERCORE_TEST_REQUIRE_MOUNT`
+/// makes a refusal a failure, as CI does).
+#[test]
+fn a_block_store_on_a_real_block_device() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let backing = dir.path().join("disk.img");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let out = std::process::Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&backing)
+        .output();
+    let dev = match out {
+        Ok(o) if o.status.success() => String::from_utf8(o.stdout).unwrap().trim().to_string(),
+        other => {
+            assert!(
+                std::env::var_os("PERCORE_TEST_REQUIRE_MOUNT").is_none(),
+                "a loop device is required here (PERCORE_TEST_REQUIRE_MOUNT): {other:?}"
+            );
+            eprintln!("cannot attach a loop device here (not root?): test skipped");
+            return;
+        }
+    };
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &self.0])
+                .status();
+        }
+    }
+    let _d = Detach(dev.clone());
+    let rt = runtime(Backend::Uring, false);
+    rt.block_on(async {
+        let path = std::path::Path::new(&dev);
+        let bs = BlockStore::open(&io(&rt), path, 4096, None).await.unwrap();
+        assert_eq!(bs.blocks(), 1024, "4 MiB device = 1024 blocks of 4 KiB");
+        let mut w = bs.buffer(2).unwrap();
+        w.iter_mut().for_each(|x| *x = 0xab);
+        bs.write(1022, w).await.unwrap();
+        bs.sync().await.unwrap();
+        assert!(bs.read(1022, 2).await.unwrap().iter().all(|&x| x == 0xab));
+        assert!(matches!(
+            bs.read(1023, 2).await,
+            Err(StorageError::OutOfRange { limit: 1024, .. })
+        ));
+        assert!(
+            matches!(
+                BlockStore::open(&io(&rt), path, 4096, Some(2048)).await,
+                Err(StorageError::OutOfRange { .. })
+            ),
+            "a device is not grown"
+        );
+    });
+    rt.shutdown();
+    // The bytes reached the device: read the backing file directly.
+    let raw = std::fs::read(&backing).unwrap();
+    assert!(raw[1022 * 4096..].iter().all(|&x| x == 0xab));
+}
+
 #[test]
 fn objects_stream_in_chunks_list_by_prefix_in_pages_and_replace_atomically() {
     for b in backends() {

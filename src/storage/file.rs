@@ -362,6 +362,56 @@ impl File {
     }
 }
 
+/// A free list of equal-sized aligned buffers for direct I/O: `take` reuses a returned buffer
+/// (or allocates one), `give` returns one (kept up to `max`). Single-owner, like the file.
+#[derive(Debug)]
+pub struct AlignedPool {
+    len: usize,
+    align: usize,
+    max: usize,
+    free: Vec<AlignedBuf>,
+}
+
+impl AlignedPool {
+    /// A pool of `len`-byte buffers aligned for `file` (see [`File::aligned_buf`]), keeping at
+    /// most `max` free ones.
+    pub fn for_file(file: &File, len: usize, max: usize) -> AlignedPool {
+        AlignedPool {
+            len,
+            align: file.direct.map_or(1, |a| a.mem.max(a.offset) as usize),
+            max,
+            free: Vec::new(),
+        }
+    }
+
+    /// A buffer of the pool's length (contents: whatever the last user left).
+    pub fn take(&mut self) -> Result<AlignedBuf> {
+        match self.free.pop() {
+            Some(mut b) => {
+                b.set_len(self.len);
+                Ok(b)
+            }
+            None => AlignedBuf::zeroed(self.len, self.align).map_err(|e| StorageError::Config {
+                name: "buffer",
+                value: e.to_string(),
+                why: "alignment",
+            }),
+        }
+    }
+
+    /// Returns a buffer for reuse (dropped if the pool is full or it does not fit).
+    pub fn give(&mut self, b: AlignedBuf) {
+        if self.free.len() < self.max && b.capacity() >= self.len && b.align() >= self.align {
+            self.free.push(b);
+        }
+    }
+
+    /// Free buffers held.
+    pub fn free(&self) -> usize {
+        self.free.len()
+    }
+}
+
 /// `fsync` of a directory (after creating, renaming or removing files in it), on the blocking
 /// pool.
 pub async fn sync_dir(dir: &Path) -> Result<()> {

@@ -25,6 +25,9 @@ use super::shard::{Inner, Loc, Notify, Seg, hint_path, seg_path};
 use crate::storage::error::Result;
 use crate::storage::file::{File, run_blocking, sync_dir};
 
+/// Index entries moved to an output segment between two yields to the worker's other tasks.
+const MOVES_PER_STEP: usize = 4096;
+
 /// How often the task looks at the garbage ratio when no segment was sealed meanwhile.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 
@@ -235,8 +238,7 @@ async fn finish(inner: &Rc<Inner>, dir: &std::path::Path, id: u64, out: Output) 
     let hf = File::create(&inner.io, &hint_path(dir, id)).await?;
     hf.write_all_at(out.hint.finish(), 0).await?;
     hf.sync_data().await?;
-    let mut st = inner.st.borrow_mut();
-    let slot = st.insert_seg(Seg {
+    let slot = inner.st.borrow_mut().insert_seg(Seg {
         id,
         file,
         path,
@@ -246,19 +248,27 @@ async fn finish(inner: &Rc<Inner>, dir: &std::path::Path, id: u64, out: Output) 
         sealed: true,
         settled: true,
     });
-    for (key, old, off, elen) in out.moves {
-        if let Some(cur) = st.index.get_mut(&key)
-            && *cur == old
+    // The index moves in steps of `MOVES_PER_STEP`, yielding between them, so that a large
+    // output segment does not hold the worker (each move is a compare-and-swap on its own).
+    for chunk in out.moves.chunks(MOVES_PER_STEP) {
         {
-            *cur = Loc {
-                slot,
-                off,
-                len: elen,
-            };
-            st.seg_mut(slot).live += elen as u64;
-            let o = st.seg_mut(old.slot);
-            o.live = o.live.saturating_sub(elen as u64);
+            let mut st = inner.st.borrow_mut();
+            for (key, old, off, elen) in chunk {
+                if let Some(cur) = st.index.get_mut(key)
+                    && *cur == *old
+                {
+                    *cur = Loc {
+                        slot,
+                        off: *off,
+                        len: *elen,
+                    };
+                    st.seg_mut(slot).live += *elen as u64;
+                    let o = st.seg_mut(old.slot);
+                    o.live = o.live.saturating_sub(*elen as u64);
+                }
+            }
         }
+        crate::runtime::yield_now().await;
     }
     Ok(())
 }

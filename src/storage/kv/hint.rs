@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn a_hint_from_an_independent_encoder_decodes() {
-        let two = include_bytes!("../../../fuzz/corpus/kv_hint/two");
+        let two = include_bytes!("../../../fuzz/corpus/kv_hint/seed-two");
         let e = decode_hint(two).unwrap();
         assert_eq!(e.len(), 2);
         assert_eq!((e[0].key, e[0].offset, e[0].len), (&b"key"[..], 20, 30));

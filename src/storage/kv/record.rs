@@ -276,14 +276,14 @@ mod tests {
     /// Python): the reader must accept them as they are.
     #[test]
     fn frames_from_an_independent_encoder_decode() {
-        let one = include_bytes!("../../../fuzz/corpus/kv_record/one_put");
+        let one = include_bytes!("../../../fuzz/corpus/kv_record/seed-one_put");
         let f = decode_frame(one, 1 << 20).unwrap();
         assert_eq!((f.seq, f.entries.len()), (1, 1));
         assert_eq!(
             (f.entries[0].key, f.entries[0].value),
             (&b"key"[..], &b"value"[..])
         );
-        let batch = include_bytes!("../../../fuzz/corpus/kv_record/batch");
+        let batch = include_bytes!("../../../fuzz/corpus/kv_record/seed-batch");
         let f = decode_frame(batch, 1 << 20).unwrap();
         assert_eq!(f.entries.len(), 3);
         assert_eq!(f.entries[1].kind, Kind::Delete);
