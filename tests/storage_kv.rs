@@ -651,7 +651,7 @@ mod model {
                             kv.close().await.unwrap();
                             drop(kv);
                             kv = KvShard::open(io.clone(), &d, opts.clone()).await.unwrap();
-                            prop_assert!(kv.report().is_clean());
+                            prop_assert!(kv.report().is_clean(), "{}", kv.report());
                         }
                         Op::Compact => {
                             kv.flush().await.unwrap();

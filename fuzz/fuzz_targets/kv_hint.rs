@@ -6,11 +6,12 @@ use libfuzzer_sys::fuzz_target;
 use percore::storage::kv::hint::{HintWriter, decode_hint};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(entries) = decode_hint(data) {
+    if let Ok(hint) = decode_hint(data) {
         let mut w = HintWriter::new();
-        for e in &entries {
+        for e in &hint.entries {
             w.push(e.kind, e.key, e.offset, e.len);
         }
+        w.seq(hint.max_seq);
         assert_eq!(w.finish(), data, "accepted hint re-encodes");
     }
 });

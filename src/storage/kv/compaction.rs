@@ -184,6 +184,7 @@ async fn compact(inner: &Rc<Inner>, inputs: &[Input], limit: u64) -> Result<()> 
                 let (eoff, elen) = locs[0];
                 let off = (base + eoff) as u32;
                 out.hint.push(Kind::Put, e.key, off, elen as u32);
+                out.hint.seq(f.seq);
                 out.moves.push((e.key.into(), loc, off, elen as u32));
             }
             at += f.len;

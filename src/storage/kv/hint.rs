@@ -4,7 +4,8 @@
 //! ignored and the segment is scanned instead.
 //!
 //! ```text
-//! hint    := "PCKVHNT1" entry* count:u32 crc:u32     (crc = CRC32C of everything before it)
+//! hint    := "PCKVHNT1" entry* max_seq:u64 count:u32 crc:u32
+//!            (max_seq = the segment's newest frame; crc = CRC32C of everything before it)
 //! entry   := kind:u8 klen:u16 offset:u32 len:u32 key
 //! ```
 
@@ -27,10 +28,11 @@ pub struct HintEntry<'a> {
 }
 
 /// Builds a hint file.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HintWriter {
     buf: Vec<u8>,
     count: u32,
+    max_seq: u64,
 }
 
 impl HintWriter {
@@ -39,6 +41,7 @@ impl HintWriter {
         HintWriter {
             buf: MAGIC.to_vec(),
             count: 0,
+            max_seq: 0,
         }
     }
 
@@ -53,6 +56,11 @@ impl HintWriter {
         self.count += 1;
     }
 
+    /// Notes a frame's sequence number (the hint keeps the largest).
+    pub fn seq(&mut self, seq: u64) {
+        self.max_seq = self.max_seq.max(seq);
+    }
+
     /// Entries so far.
     pub fn len(&self) -> usize {
         self.count as usize
@@ -65,6 +73,7 @@ impl HintWriter {
 
     /// The finished file's bytes.
     pub fn finish(mut self) -> Vec<u8> {
+        self.buf.extend_from_slice(&self.max_seq.to_le_bytes());
         self.buf.extend_from_slice(&self.count.to_le_bytes());
         let crc = crc32c::crc32c(&self.buf);
         self.buf.extend_from_slice(&crc.to_le_bytes());
@@ -72,12 +81,27 @@ impl HintWriter {
     }
 }
 
+/// A decoded hint file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint<'a> {
+    /// The entries in log order.
+    pub entries: Vec<HintEntry<'a>>,
+    /// The segment's newest frame sequence number.
+    pub max_seq: u64,
+}
+
+impl Default for HintWriter {
+    fn default() -> Self {
+        HintWriter::new()
+    }
+}
+
 /// Decodes a whole hint file, checking its CRC and framing.
-pub fn decode_hint(buf: &[u8]) -> Result<Vec<HintEntry<'_>>, FrameError> {
-    if buf.len() < MAGIC.len() + 8 {
+pub fn decode_hint(buf: &[u8]) -> Result<Hint<'_>, FrameError> {
+    if buf.len() < MAGIC.len() + 16 {
         return Err(FrameError::Incomplete {
             have: buf.len(),
-            need: MAGIC.len() + 8,
+            need: MAGIC.len() + 16,
         });
     }
     if &buf[..8] != MAGIC {
@@ -89,7 +113,8 @@ pub fn decode_hint(buf: &[u8]) -> Result<Vec<HintEntry<'_>>, FrameError> {
         return Err(FrameError::Corrupt("hint checksum mismatch"));
     }
     let count = u32::from_le_bytes(buf[body - 4..body].try_into().expect("4 bytes")) as usize;
-    let end = body - 4;
+    let max_seq = u64::from_le_bytes(buf[body - 12..body - 4].try_into().expect("8 bytes"));
+    let end = body - 12;
     if count > (end - MAGIC.len()) / ENTRY {
         return Err(FrameError::Corrupt("hint entry count larger than the file"));
     }
@@ -122,7 +147,10 @@ pub fn decode_hint(buf: &[u8]) -> Result<Vec<HintEntry<'_>>, FrameError> {
     if at != end {
         return Err(FrameError::Corrupt("bytes after the last hint entry"));
     }
-    Ok(out)
+    Ok(Hint {
+        entries: out,
+        max_seq,
+    })
 }
 
 #[cfg(test)]
@@ -133,7 +161,9 @@ mod tests {
     #[test]
     fn a_hint_from_an_independent_encoder_decodes() {
         let two = include_bytes!("../../../fuzz/corpus/kv_hint/seed-two");
-        let e = decode_hint(two).unwrap();
+        let h = decode_hint(two).unwrap();
+        assert_eq!(h.max_seq, 77);
+        let e = h.entries;
         assert_eq!(e.len(), 2);
         assert_eq!((e[0].key, e[0].offset, e[0].len), (&b"key"[..], 20, 30));
         assert_eq!((e[1].kind, e[1].key), (Kind::Delete, &b"gone"[..]));
@@ -151,9 +181,12 @@ mod tests {
             let mut w = HintWriter::new();
             for (put, k, off, len) in &entries {
                 w.push(if *put { Kind::Put } else { Kind::Delete }, k, *off, *len);
+                w.seq(*off as u64);
             }
             let bytes = w.finish();
-            let got = decode_hint(&bytes).unwrap();
+            let hint = decode_hint(&bytes).unwrap();
+            prop_assert_eq!(hint.max_seq, entries.iter().map(|e| e.2 as u64).max().unwrap_or(0));
+            let got = hint.entries;
             prop_assert_eq!(got.len(), entries.len());
             for (g, (put, k, off, len)) in got.iter().zip(&entries) {
                 prop_assert_eq!(g.kind == Kind::Put, *put);

@@ -236,14 +236,15 @@ pub(crate) async fn recover(io: &FileIo, dir: &Path, opts: &KvOptions) -> Result
         let hbytes = run_blocking(move || std::fs::read(&hp)).await?;
         if let Ok(bytes) = hbytes {
             match decode_hint(&bytes) {
-                Ok(entries)
-                    if entries
+                Ok(h)
+                    if h.entries
                         .iter()
                         .all(|e| e.offset as u64 + e.len as u64 <= len) =>
                 {
-                    for e in entries {
+                    for e in h.entries {
                         apply(&mut index, &mut segs, slot, e.kind, e.key, e.offset, e.len);
                     }
+                    max_seq = max_seq.max(h.max_seq);
                     report.from_hints += 1;
                     continue;
                 }
@@ -271,6 +272,7 @@ pub(crate) async fn recover(io: &FileIo, dir: &Path, opts: &KvOptions) -> Result
             max_seq = max_seq.max(seq);
             apply(&mut index, &mut segs, slot, kind, key, off, elen);
             hint.push(kind, key, off, elen);
+            hint.seq(seq);
         }
         for (off, skipped, what) in scan.corrupt {
             tracing::warn!(path = %path.display(), offset = off, %what, "corrupt bytes skipped");
@@ -305,15 +307,6 @@ pub(crate) async fn recover(io: &FileIo, dir: &Path, opts: &KvOptions) -> Result
             .set_len(hlen)
             .map_err(|e| StorageError::io("ftruncate", hf.path(), e))?;
         hf.sync_data().await?;
-    }
-    // Sequence numbers of segments loaded from hints are not known: take the newest frame's
-    // from the newest segment instead (sequence numbers only need to grow).
-    if let Some(last) = segs.last() {
-        let buf = last.file.read_at(vec![0; last.len as usize], 0).await?;
-        let scan = scan_segment(&buf, max_frame);
-        if let Some(e) = scan.entries.last() {
-            max_seq = max_seq.max(e.0);
-        }
     }
     report.keys = index.len();
     report.elapsed = t0.elapsed();

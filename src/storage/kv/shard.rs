@@ -425,13 +425,18 @@ impl KvShard {
 
     /// Writes and syncs everything appended so far, whatever the mode.
     pub async fn flush(&self) -> Result<()> {
+        if self.inner.st.borrow().synced_lsn >= self.inner.st.borrow().appended_lsn {
+            return Ok(());
+        }
+        self.flush_forced().await
+    }
+
+    /// A flush that runs even when nothing is pending (it also writes due hint files).
+    async fn flush_forced(&self) -> Result<()> {
         let lsn = self.inner.st.borrow().appended_lsn;
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.inner.st.borrow_mut();
-            if st.synced_lsn >= lsn {
-                return Ok(());
-            }
             st.waiters.push_back((
                 lsn,
                 Box::new(move |r| {
@@ -639,11 +644,19 @@ impl KvShard {
     /// Flushes and syncs everything, stops the background tasks and releases the directory
     /// lock once the last clone is dropped. Later calls fail with `Closed`.
     pub async fn close(&self) -> Result<()> {
-        if self.inner.st.borrow().closed {
-            return Ok(());
+        {
+            let mut st = self.inner.st.borrow_mut();
+            if st.closed {
+                return Ok(());
+            }
+            // No more writes; the active segment is sealed so that the flush below writes its
+            // hint too and the next open reads hint files only.
+            st.closed = true;
+            let a = st.active;
+            let s = st.seg_mut(a);
+            s.sealed |= s.len > 0;
         }
-        let r = self.flush().await;
-        self.inner.st.borrow_mut().closed = true;
+        let r = self.flush_forced().await;
         self.inner.kick.notify();
         self.inner.compact_kick.notify();
         // The tasks see `closed` and end (a compaction in progress finishes first).
@@ -819,6 +832,7 @@ impl State {
             };
             if let Some(h) = self.seg_mut(slot).hint.as_mut() {
                 h.push(kind, key, loc.off, loc.len);
+                h.seq(seq);
             }
             let old = match kind {
                 Kind::Put => {
@@ -988,8 +1002,12 @@ impl State {
         let queued_slots: Vec<u32> = self.queue.iter().map(|c| c.slot).collect();
         for (slot, s) in self.segs.iter_mut().enumerate() {
             let Some(s) = s else { continue };
-            if s.sealed && !s.settled && !queued_slots.contains(&(slot as u32)) {
-                let h = s.hint.take().unwrap_or_default();
+            // `hint` is taken once: a second flush running meanwhile (close's) skips it.
+            if s.sealed
+                && !s.settled
+                && !queued_slots.contains(&(slot as u32))
+                && let Some(h) = s.hint.take()
+            {
                 hints.push((slot as u32, hint_path(&self.dir, s.id), h.finish()));
             }
         }
