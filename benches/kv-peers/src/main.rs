@@ -383,12 +383,15 @@ fn main() {
     let mut dir = PathBuf::from("target/kv-bench-data");
     let mut n = 1_000_000usize;
     let mut rounds = 1usize;
+    let mut reopen_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--dir" => dir = PathBuf::from(args.next().expect("--dir DIR")),
             "--keys" => n = args.next().and_then(|v| v.parse().ok()).expect("--keys N"),
             "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).expect("--rounds R"),
+            // Only the reopen measurement, on the store a previous full run left behind.
+            "--reopen-only" => reopen_only = true,
             _ => {
                 eprintln!("usage: percore-kv-bench [--dir DIR] [--keys N] [--rounds R]");
                 std::process::exit(2);
@@ -408,6 +411,13 @@ fn main() {
         .build()
         .expect("runtime");
     let (mut p, mut fj, mut rd) = (Percore { rt }, Fjall, Redb);
+    if reopen_only {
+        for _ in 0..3 {
+            let (t, per_key) = reopen(&p, &dir.join("percore-0"), &ks);
+            println!("percore reopen with {n} keys: {:.3} s; index {per_key:.1} bytes per key beyond the key", t.as_secs_f64());
+        }
+        return;
+    }
     let names = ["percore", "fjall", "redb"];
     println!("{n} keys of 16 random bytes, {VALUE}-byte values, batches of {BATCH}; dir {}", dir.display());
     let mut all: Vec<Vec<Figures>> = vec![Vec::new(); names.len()];

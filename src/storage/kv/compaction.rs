@@ -20,9 +20,11 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use super::hint::HintWriter;
-use super::record::{Kind, decode_frame, encode_frame};
+use super::key::KeyRef;
+use super::hint::decode_hint;
+use super::record::{ENTRY_HEADER, FRAME_HEADER, Kind, decode_entry, encode_frame_raw};
 use super::shard::{Inner, Loc, Notify, Seg, hint_path, seg_path};
-use crate::storage::error::Result;
+use crate::storage::error::{Result, StorageError};
 use crate::storage::file::{File, run_blocking, sync_dir};
 
 /// Index entries moved to an output segment between two yields to the worker's other tasks.
@@ -117,21 +119,58 @@ pub(crate) async fn compact_once(inner: &Rc<Inner>, force: bool) -> Result<bool>
     r.map(|()| true)
 }
 
-/// One output segment being built.
+/// Entries per output frame: frames stay small, like write batches.
+const FRAME_BYTES: u64 = 64 << 10;
+
+/// One output segment being built: closed frames in `bytes`, the open frame's entries in
+/// `frame`.
 struct Output {
     bytes: Vec<u8>,
+    frame: Vec<u8>,
+    /// (where it was, offset in `frame`, length) of the open frame's entries.
+    open: Vec<(Loc, u32, u32)>,
     hint: HintWriter,
-    /// (key, where it was, offset and length in the output).
-    moves: Vec<(Box<[u8]>, Loc, u32, u32)>,
+    /// (where it was, offset and length in the output); the key is read back from the
+    /// output's bytes, so no key is copied into a separate allocation.
+    moves: Vec<(Loc, u32, u32)>,
+    last_seq: u64,
 }
 
 impl Output {
     fn new() -> Output {
         Output {
             bytes: Vec::new(),
+            frame: Vec::new(),
+            open: Vec::new(),
             hint: HintWriter::new(),
             moves: Vec::new(),
+            last_seq: 0,
         }
+    }
+
+    fn add(&mut self, raw: &[u8], from: Loc, seq: u64) {
+        self.open
+            .push((from, self.frame.len() as u32, raw.len() as u32));
+        self.frame.extend_from_slice(raw);
+        self.last_seq = seq;
+    }
+
+    /// Wraps the open entries into a frame at the end of `bytes`.
+    fn close_frame(&mut self, seq: u64) {
+        if self.open.is_empty() {
+            return;
+        }
+        let first =
+            encode_frame_raw(&mut self.bytes, seq, self.open.len() as u32, &self.frame) as u32;
+        for (from, rel, len) in self.open.drain(..) {
+            let at = (first + rel) as usize;
+            let klen = u16::from_le_bytes([self.bytes[at + 1], self.bytes[at + 2]]) as usize;
+            let key = &self.bytes[at + ENTRY_HEADER..at + ENTRY_HEADER + klen];
+            self.hint.push(Kind::Put, key, first + rel, len);
+            self.moves.push((from, first + rel, len));
+        }
+        self.hint.seq(seq);
+        self.frame.clear();
     }
 }
 
@@ -145,53 +184,89 @@ async fn compact(inner: &Rc<Inner>, inputs: &[Input], limit: u64) -> Result<()> 
     let mut outputs = 0usize;
     for input in inputs {
         let buf = input.file.read_at(vec![0; input.len as usize], 0).await?;
-        let mut at = 0usize;
-        while at < buf.len() {
-            // Settled segments were checked when written or recovered; stop at anything odd.
-            let Ok(f) = decode_frame(&buf[at..], max_seg as usize) else {
-                break;
-            };
-            for e in &f.entries {
-                if e.kind != Kind::Put {
-                    continue;
-                }
-                let loc = Loc {
-                    slot: input.slot,
-                    off: (at + e.offset) as u32,
-                    len: e.len as u32,
-                };
-                let live = inner.st.borrow().index.get(e.key) == Some(&loc);
-                if !live {
-                    continue;
-                }
-                let one = super::record::frame_len([(e.key.len(), e.value.len())]) as u64;
-                if !out.bytes.is_empty() && out.bytes.len() as u64 + one > max_seg {
-                    if next_id >= limit {
-                        return Ok(()); // no id left between the inputs and the next segment
-                    }
-                    finish(
-                        inner,
-                        &dir,
-                        next_id,
-                        std::mem::replace(&mut out, Output::new()),
-                    )
-                    .await?;
-                    next_id += 1;
-                    outputs += 1;
-                }
-                let base = out.bytes.len();
-                let locs = encode_frame(&mut out.bytes, f.seq, &[(Kind::Put, e.key, e.value)]);
-                let (eoff, elen) = locs[0];
-                let off = (base + eoff) as u32;
-                out.hint.push(Kind::Put, e.key, off, elen as u32);
-                out.hint.seq(f.seq);
-                out.moves.push((e.key.into(), loc, off, elen as u32));
+        // Where the entries are: from the hint file (no value is decoded for a dead entry),
+        // or by scanning the segment when its hint is missing or unusable.
+        let hp = hint_path(&dir, input.id);
+        let hint_bytes = run_blocking(move || std::fs::read(hp)).await?.ok();
+        let hinted = hint_bytes
+            .as_deref()
+            .and_then(|b| decode_hint(b).ok())
+            .filter(|h| {
+                h.entries
+                    .iter()
+                    .all(|e| e.offset as u64 + e.len as u64 <= input.len)
+            });
+        let (seq, entries): (u64, Vec<(Kind, u32, u32)>) = match hinted {
+            Some(h) => (
+                h.max_seq,
+                h.entries.iter().map(|e| (e.kind, e.offset, e.len)).collect(),
+            ),
+            None => {
+                let sc = super::recovery::scan_segment(&buf, max_seg as usize);
+                (
+                    sc.entries.iter().map(|e| e.0).max().unwrap_or(0),
+                    sc.entries.iter().map(|e| (e.1, e.3, e.4)).collect(),
+                )
             }
-            at += f.len;
+        };
+        for (n, (kind, off, len)) in entries.into_iter().enumerate() {
+            if kind != Kind::Put {
+                continue;
+            }
+            let raw = &buf[off as usize..(off + len) as usize];
+            if raw.len() < ENTRY_HEADER {
+                continue;
+            }
+            let klen = u16::from_le_bytes([raw[1], raw[2]]) as usize;
+            let Some(key) = raw.get(ENTRY_HEADER..ENTRY_HEADER + klen) else {
+                continue;
+            };
+            let loc = Loc {
+                slot: input.slot,
+                off,
+                len,
+            };
+            if inner.st.borrow().index.get(KeyRef::new(key)) != Some(&loc) {
+                continue; // overwritten or deleted since: garbage
+            }
+            // A live entry is copied verbatim, after checking its CRC: compaction never
+            // carries damaged bytes forward (the inputs then stay, and the error is logged).
+            decode_entry(raw).map_err(|e| StorageError::Corrupt {
+                path: input.path.clone(),
+                offset: off as u64,
+                what: e.to_string(),
+            })?;
+            if out.frame.len() as u64 + raw.len() as u64 > FRAME_BYTES {
+                out.close_frame(seq);
+            }
+            if !out.bytes.is_empty()
+                && out.bytes.len() as u64 + (FRAME_HEADER + out.frame.len() + raw.len()) as u64
+                    > max_seg
+            {
+                out.close_frame(seq);
+                if next_id >= limit {
+                    return Ok(()); // no id left between the inputs and the next segment
+                }
+                finish(
+                    inner,
+                    &dir,
+                    next_id,
+                    std::mem::replace(&mut out, Output::new()),
+                )
+                .await?;
+                next_id += 1;
+                outputs += 1;
+            }
+            out.add(raw, loc, seq);
+            if n % 4096 == 4095 {
+                crate::runtime::yield_now().await;
+            }
         }
         // Yield between inputs so that a long compaction does not hold the worker.
         crate::runtime::yield_now().await;
     }
+    let last_seq = out.last_seq;
+    out.close_frame(last_seq);
     if !out.bytes.is_empty() {
         if next_id >= limit {
             return Ok(());
@@ -234,7 +309,7 @@ async fn finish(inner: &Rc<Inner>, dir: &std::path::Path, id: u64, out: Output) 
     let path = seg_path(dir, id);
     let file = File::create(&inner.io, &path).await?;
     let len = out.bytes.len() as u64;
-    file.write_all_at(out.bytes, 0).await?;
+    let bytes = file.write_all_at(out.bytes, 0).await?;
     file.sync_data().await?;
     let hf = File::create(&inner.io, &hint_path(dir, id)).await?;
     hf.write_all_at(out.hint.finish(), 0).await?;
@@ -254,8 +329,11 @@ async fn finish(inner: &Rc<Inner>, dir: &std::path::Path, id: u64, out: Output) 
     for chunk in out.moves.chunks(MOVES_PER_STEP) {
         {
             let mut st = inner.st.borrow_mut();
-            for (key, old, off, elen) in chunk {
-                if let Some(cur) = st.index.get_mut(key)
+            for (old, off, elen) in chunk {
+                let at = *off as usize;
+                let klen = u16::from_le_bytes([bytes[at + 1], bytes[at + 2]]) as usize;
+                let key = &bytes[at + ENTRY_HEADER..at + ENTRY_HEADER + klen];
+                if let Some(cur) = st.index.get_mut(KeyRef::new(key))
                     && *cur == *old
                 {
                     *cur = Loc {

@@ -50,6 +50,7 @@ pub(crate) async fn flush_once(inner: &Rc<Inner>, sync: bool) {
             Err(e) => return fail(inner, format!("write: {e}")),
         }
     }
+    inner.drained.notify();
     if !sync {
         return;
     }
@@ -95,6 +96,7 @@ pub(crate) async fn flush_once(inner: &Rc<Inner>, sync: bool) {
 }
 
 fn fail(inner: &Rc<Inner>, why: String) {
+    inner.drained.notify();
     let failed = inner.st.borrow_mut().poison(why);
     for (w, e) in failed {
         w(Err(e));

@@ -18,6 +18,7 @@
 mod compaction;
 mod flusher;
 pub mod hint;
+mod key;
 mod options;
 pub mod record;
 mod recovery;

@@ -74,7 +74,9 @@ pub struct KvOptions {
     pub write_buffer_bytes: usize,
     /// Run compaction in the background. Default on.
     pub compaction: bool,
-    /// Compact when at least this share of the sealed segments' bytes is stale. Default 0.5.
+    /// Compact when at least this share of the sealed segments' bytes is stale. Default 0.6
+    /// (Bitcask's `frag_merge_trigger`): compaction then reads at most 2.5 bytes and writes
+    /// at most 0.67 per byte it reclaims, at up to 2.5× the live data on disk.
     pub compaction_min_garbage_ratio: f64,
     /// …and at least this many stale bytes. Default 16 MiB.
     pub compaction_min_garbage_bytes: u64,
@@ -96,7 +98,7 @@ impl Default for KvOptions {
             flush_interval: Duration::from_millis(10),
             write_buffer_bytes: 1 << 20,
             compaction: true,
-            compaction_min_garbage_ratio: 0.5,
+            compaction_min_garbage_ratio: 0.6,
             compaction_min_garbage_bytes: 16 << 20,
             preallocate: true,
             request_timeout: Duration::from_secs(30),

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::hint::{HintWriter, decode_hint};
+use super::key::IndexKey;
 use super::options::KvOptions;
 use super::record::{FrameError, Kind, decode_frame};
 use super::shard::{Loc, Seg, hint_path};
@@ -95,7 +96,7 @@ impl std::fmt::Display for OpenReport {
 }
 
 pub(crate) struct Recovered {
-    pub(crate) index: BTreeMap<Box<[u8]>, Loc>,
+    pub(crate) index: BTreeMap<IndexKey, Loc>,
     pub(crate) segs: Vec<Seg>,
     pub(crate) max_seq: u64,
     pub(crate) report: OpenReport,
@@ -168,26 +169,34 @@ pub(crate) fn scan_segment(buf: &[u8], max_frame: usize) -> Scan<'_> {
     s
 }
 
-fn apply(
-    index: &mut BTreeMap<Box<[u8]>, Loc>,
-    segs: &mut [Seg],
-    slot: u32,
-    kind: Kind,
-    key: &[u8],
-    off: u32,
-    len: u32,
-) {
-    let old = match kind {
-        Kind::Put => {
-            segs[slot as usize].live += len as u64;
-            index.insert(key.into(), Loc { slot, off, len })
-        }
-        Kind::Delete => index.remove(key),
+fn entry(kind: Kind, key: &[u8], slot: u32, off: u32, len: u32) -> LogEntry {
+    let loc = match kind {
+        Kind::Put => Some(Loc { slot, off, len }),
+        Kind::Delete => None,
     };
-    if let Some(o) = old {
-        let s = &mut segs[o.slot as usize];
-        s.live = s.live.saturating_sub(o.len as u64);
+    (IndexKey::from(key), loc)
+}
+
+/// One index change in log order: a put's location, or a delete.
+type LogEntry = (IndexKey, Option<Loc>);
+
+/// Builds the index from every entry in log order: a stable sort by key keeps each key's
+/// entries in log order, the last one wins, deletes drop out, and the sorted survivors are
+/// bulk-loaded (much faster than a million inserts in random order). Counts live bytes.
+fn build_index(mut log: Vec<LogEntry>, segs: &mut [Seg]) -> BTreeMap<IndexKey, Loc> {
+    log.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut live: Vec<(IndexKey, Loc)> = Vec::with_capacity(log.len());
+    let mut it = log.into_iter().peekable();
+    while let Some((k, loc)) = it.next() {
+        if it.peek().is_some_and(|n| n.0 == k) {
+            continue; // a later entry for the same key follows
+        }
+        if let Some(l) = loc {
+            segs[l.slot as usize].live += l.len as u64;
+            live.push((k, l));
+        }
     }
+    live.into_iter().collect()
 }
 
 /// Rebuilds a shard's index from `dir` (see the module docs). Torn tails are truncated.
@@ -201,7 +210,7 @@ pub(crate) async fn recover(io: &FileIo, dir: &Path, opts: &KvOptions) -> Result
         segments: ids.len(),
         ..OpenReport::default()
     };
-    let mut index = BTreeMap::new();
+    let mut log: Vec<LogEntry> = Vec::new();
     let mut segs: Vec<Seg> = Vec::with_capacity(ids.len());
     let mut max_seq = 0;
     let max_frame = opts.max_segment_bytes as usize;
@@ -242,7 +251,7 @@ pub(crate) async fn recover(io: &FileIo, dir: &Path, opts: &KvOptions) -> Result
                         .all(|e| e.offset as u64 + e.len as u64 <= len) =>
                 {
                     for e in h.entries {
-                        apply(&mut index, &mut segs, slot, e.kind, e.key, e.offset, e.len);
+                        log.push(entry(e.kind, e.key, slot, e.offset, e.len));
                     }
                     max_seq = max_seq.max(h.max_seq);
                     report.from_hints += 1;
@@ -270,7 +279,7 @@ pub(crate) async fn recover(io: &FileIo, dir: &Path, opts: &KvOptions) -> Result
         let mut hint = HintWriter::new();
         for &(seq, kind, key, off, elen) in &scan.entries {
             max_seq = max_seq.max(seq);
-            apply(&mut index, &mut segs, slot, kind, key, off, elen);
+            log.push(entry(kind, key, slot, off, elen));
             hint.push(kind, key, off, elen);
             hint.seq(seq);
         }
@@ -308,6 +317,7 @@ pub(crate) async fn recover(io: &FileIo, dir: &Path, opts: &KvOptions) -> Result
             .map_err(|e| StorageError::io("ftruncate", hf.path(), e))?;
         hf.sync_data().await?;
     }
+    let index = build_index(log, &mut segs);
     report.keys = index.len();
     report.elapsed = t0.elapsed();
     Ok(Recovered {

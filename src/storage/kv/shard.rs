@@ -27,6 +27,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::hint::HintWriter;
+use super::key::{IndexKey, KeyRef};
 use super::options::{Durability, KvOptions};
 use super::record::{self, Kind};
 use super::recovery::{self, OpenReport};
@@ -141,7 +142,7 @@ pub struct KvStats {
 pub(crate) struct State {
     pub(crate) dir: PathBuf,
     pub(crate) opts: KvOptions,
-    pub(crate) index: BTreeMap<Box<[u8]>, Loc>,
+    pub(crate) index: BTreeMap<IndexKey, Loc>,
     pub(crate) segs: Vec<Option<Seg>>,
     /// Segment id → slot, in log order.
     pub(crate) order: BTreeMap<u64, u32>,
@@ -206,6 +207,8 @@ pub(crate) struct Inner {
     pub(crate) io: FileIo,
     pub(crate) kick: Rc<Notify>,
     pub(crate) spare_ready: Notify,
+    /// The flusher wrote what was queued (writers held back by the queue limit go on).
+    pub(crate) drained: Notify,
     /// Wakes the compaction task (a segment was sealed, or `close`).
     pub(crate) compact_kick: Rc<Notify>,
     pub(crate) tasks: RefCell<Vec<JoinHandle<()>>>,
@@ -286,6 +289,7 @@ impl KvShard {
             io,
             kick: Rc::default(),
             spare_ready: Notify::default(),
+            drained: Notify::default(),
             compact_kick: Rc::default(),
             tasks: RefCell::new(Vec::new()),
             report: rec.report,
@@ -344,7 +348,7 @@ impl KvShard {
 
     /// True when `key` is in the index (no disk access).
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.inner.st.borrow().index.contains_key(key)
+        self.inner.st.borrow().index.contains_key(KeyRef::new(key))
     }
 
     /// Keys in the shard.
@@ -484,6 +488,20 @@ impl KvShard {
         if ops.is_empty() {
             return Ok(self.inner.st.borrow().appended_lsn);
         }
+        // Writers that never wait (`Durability::None`) still let the flusher and compaction
+        // run, and stop while more than `queue_limit` bytes wait to be written.
+        crate::runtime::consume_budget().await;
+        loop {
+            let (queued, limit) = {
+                let st = self.inner.st.borrow();
+                (st.queued_bytes(), st.queue_limit())
+            };
+            if queued <= limit {
+                break;
+            }
+            self.inner.kick.notify();
+            self.inner.drained.wait(None).await;
+        }
         self.make_room(frame_len).await?;
         let mut st = self.inner.st.borrow_mut();
         st.check_writable()?;
@@ -579,7 +597,7 @@ impl KvShard {
     /// that has to wait for the disk (`Err`).
     pub fn get_now(&self, key: &[u8]) -> std::result::Result<Result<Option<Vec<u8>>>, PendingRead> {
         let st = self.inner.st.borrow();
-        let Some(&loc) = st.index.get(key) else {
+        let Some(&loc) = st.index.get(KeyRef::new(key)) else {
             return Ok(Ok(None));
         };
         st.read_now(key, loc)
@@ -595,9 +613,9 @@ impl KvShard {
         let found: Vec<(Box<[u8]>, Loc)> = {
             let st = self.inner.st.borrow();
             st.index
-                .range::<[u8], _>((start, end))
+                .range::<KeyRef, _>((start.map(KeyRef::new), end.map(KeyRef::new)))
                 .take(limit)
-                .map(|(k, l)| (k.clone(), *l))
+                .map(|(k, l)| (k.0.clone(), *l))
                 .collect()
         };
         let mut out = Vec::with_capacity(found.len());
@@ -605,7 +623,7 @@ impl KvShard {
             let r = {
                 let st = self.inner.st.borrow();
                 // The key may have changed since the range was taken: read what it is now.
-                match st.index.get(&k) {
+                match st.index.get(KeyRef::new(&k)) {
                     Some(l) if *l == loc => st.read_now(&k, loc),
                     Some(&l) => st.read_now(&k, l),
                     None => continue,
@@ -693,11 +711,12 @@ impl PendingRead {
     /// Reads and checks the entry.
     pub async fn read(self) -> Result<Option<Vec<u8>>> {
         let buf = self.file.read_at(vec![0; self.len], self.off).await?;
-        decode_value(&self.file, self.off, &buf, &self.key).map(Some)
+        decode_value_owned(&self.file, self.off, buf, &self.key).map(Some)
     }
 }
 
-fn decode_value(file: &File, off: u64, buf: &[u8], key: &[u8]) -> Result<Vec<u8>> {
+/// Checks the entry in `buf` (its CRC, that it is a put of `key`) and returns the value.
+fn check_entry(file: &File, off: u64, buf: &[u8], key: &[u8]) -> Result<std::ops::Range<usize>> {
     let corrupt = |what: String| StorageError::Corrupt {
         path: file.path().to_path_buf(),
         offset: off,
@@ -707,7 +726,21 @@ fn decode_value(file: &File, off: u64, buf: &[u8], key: &[u8]) -> Result<Vec<u8>
     if e.key != key || e.kind != Kind::Put {
         return Err(corrupt("the index points at another entry".into()));
     }
-    Ok(e.value.to_vec())
+    let start = record::ENTRY_HEADER + e.key.len();
+    Ok(start..start + e.value.len())
+}
+
+/// The value of the entry in `buf` (borrowed bytes: copied once).
+fn decode_value(file: &File, off: u64, buf: &[u8], key: &[u8]) -> Result<Vec<u8>> {
+    check_entry(file, off, buf, key).map(|r| buf[r].to_vec())
+}
+
+/// The value of the entry in `buf`, reusing its allocation (no second copy).
+fn decode_value_owned(file: &File, off: u64, mut buf: Vec<u8>, key: &[u8]) -> Result<Vec<u8>> {
+    let r = check_entry(file, off, &buf, key)?;
+    buf.truncate(r.end);
+    buf.drain(..r.start);
+    Ok(buf)
 }
 
 /// Creates segment `id` in `dir`, preallocated to the segment size when asked (a full disk
@@ -837,9 +870,13 @@ impl State {
             let old = match kind {
                 Kind::Put => {
                     self.seg_mut(slot).live += elen as u64;
-                    self.index.insert(key.into(), loc)
+                    // An overwrite updates in place (no new key allocation).
+                    match self.index.get_mut(KeyRef::new(key)) {
+                        Some(cur) => Some(std::mem::replace(cur, loc)),
+                        None => self.index.insert(IndexKey::from(key), loc),
+                    }
                 }
-                Kind::Delete => self.index.remove(key),
+                Kind::Delete => self.index.remove(KeyRef::new(key)),
             };
             if let Some(o) = old
                 && let Some(Some(s)) = self.segs.get_mut(o.slot as usize)
@@ -872,7 +909,7 @@ impl State {
         let seg = self.seg(loc.slot);
         let mut buf = vec![0; len];
         match seg.file.try_read_cached(&mut buf, off) {
-            Some(n) if n == len => Ok(decode_value(&seg.file, off, &buf, key).map(Some)),
+            Some(n) if n == len => Ok(decode_value_owned(&seg.file, off, buf, key).map(Some)),
             _ => Err(PendingRead {
                 file: seg.file.clone(),
                 off,
@@ -955,6 +992,18 @@ impl State {
             out.push((seg.file.clone(), c.off, c.bytes.clone(), c.end_lsn));
         }
         out
+    }
+
+    /// Bytes appended and not yet written.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queue.iter().map(|c| c.bytes.len()).sum()
+    }
+
+    /// Queued bytes beyond which writers wait for the flusher: 16 write buffers (at least
+    /// 16 MiB, room for the writes that arrive while a segment switch is synced), so a writer
+    /// that never waits cannot grow the queue without bound.
+    pub(crate) fn queue_limit(&self) -> usize {
+        (16 * self.opts.write_buffer_bytes).max(16 << 20)
     }
 
     pub(crate) fn written_lsn(&self) -> u64 {
