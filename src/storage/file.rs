@@ -40,6 +40,9 @@ pub use crate::runtime::io::aligned::AlignedBuf;
 pub use crate::runtime::io::file::{FileBuf, FileBufs, FileOpKind, FileReply};
 use crate::runtime::io::file::{FileOp, blocking};
 
+/// Page size used to align direct-I/O buffers.
+const PAGE: usize = 4096;
+
 /// Where file operations run: an io_uring event loop, or the blocking pool.
 #[derive(Clone)]
 pub struct FileIo {
@@ -221,15 +224,23 @@ impl File {
         self.direct
     }
 
-    /// A zeroed buffer of `len` bytes aligned for this file (the larger of the memory and
-    /// offset alignments; 1 for a buffered file).
+    /// A zeroed buffer of `len` bytes aligned for this file: for direct I/O, a page or the
+    /// larger of the memory and offset alignments (a 4 KiB read into a buffer that straddles
+    /// two pages is two DMA segments: p99 of 4 KiB random reads went from 164 µs to 1.5 ms
+    /// with 512-byte alignment here); 1 for a buffered file.
     pub fn aligned_buf(&self, len: usize) -> Result<AlignedBuf> {
-        let align = self.direct.map_or(1, |a| a.mem.max(a.offset) as usize);
+        let align = self.buffer_align();
         AlignedBuf::zeroed(len, align).map_err(|e| StorageError::Config {
             name: "buffer",
             value: e.to_string(),
             why: "alignment",
         })
+    }
+
+    /// The alignment [`aligned_buf`](Self::aligned_buf) uses.
+    pub fn buffer_align(&self) -> usize {
+        self.direct
+            .map_or(1, |a| (a.mem.max(a.offset) as usize).max(PAGE))
     }
 
     /// The path it was opened at.
@@ -378,7 +389,7 @@ impl AlignedPool {
     pub fn for_file(file: &File, len: usize, max: usize) -> AlignedPool {
         AlignedPool {
             len,
-            align: file.direct.map_or(1, |a| a.mem.max(a.offset) as usize),
+            align: file.buffer_align(),
             max,
             free: Vec::new(),
         }

@@ -507,14 +507,19 @@ pub(crate) fn has_ready() -> bool {
     })
 }
 
-/// True when handlers are registered on this thread's loop (so it is worth polling).
+/// True when handlers are registered on this thread's loop, or file operations are in
+/// flight on it (so it is worth polling every turn: a task waiting for a read must not wait
+/// for the worker's idle spin before its SQE is even submitted).
 pub(crate) fn active() -> bool {
     IO.with(|c| {
         c.try_borrow()
             .ok()
             .and_then(|g| {
-                g.as_ref()
-                    .map(|st| !st.core.handlers.slab.is_empty() || st.has_ready())
+                g.as_ref().map(|st| {
+                    !st.core.handlers.slab.is_empty()
+                        || st.has_ready()
+                        || matches!(&st.core.backend, BackendImpl::Uring(b) if b.file_ops > 0)
+                })
             })
             .unwrap_or(false)
     })

@@ -20,8 +20,8 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use super::hint::HintWriter;
-use super::key::KeyRef;
 use super::hint::decode_hint;
+use super::key::KeyRef;
 use super::record::{ENTRY_HEADER, FRAME_HEADER, Kind, decode_entry, encode_frame_raw};
 use super::shard::{Inner, Loc, Notify, Seg, hint_path, seg_path};
 use crate::storage::error::{Result, StorageError};
@@ -199,7 +199,10 @@ async fn compact(inner: &Rc<Inner>, inputs: &[Input], limit: u64) -> Result<()> 
         let (seq, entries): (u64, Vec<(Kind, u32, u32)>) = match hinted {
             Some(h) => (
                 h.max_seq,
-                h.entries.iter().map(|e| (e.kind, e.offset, e.len)).collect(),
+                h.entries
+                    .iter()
+                    .map(|e| (e.kind, e.offset, e.len))
+                    .collect(),
             ),
             None => {
                 let sc = super::recovery::scan_segment(&buf, max_seg as usize);

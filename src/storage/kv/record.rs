@@ -312,8 +312,15 @@ mod tests {
     #[test]
     fn a_raw_frame_of_copied_entries_decodes_like_the_original() {
         let mut a = Vec::new();
-        let locs = encode_frame(&mut a, 5, &[(Kind::Put, b"k1", b"v1"), (Kind::Put, b"k2", b"v22")]);
-        let entries: Vec<u8> = locs.iter().flat_map(|&(o, l)| a[o..o + l].to_vec()).collect();
+        let locs = encode_frame(
+            &mut a,
+            5,
+            &[(Kind::Put, b"k1", b"v1"), (Kind::Put, b"k2", b"v22")],
+        );
+        let entries: Vec<u8> = locs
+            .iter()
+            .flat_map(|&(o, l)| a[o..o + l].to_vec())
+            .collect();
         let mut b = b"xx".to_vec();
         let first = encode_frame_raw(&mut b, 5, 2, &entries);
         assert_eq!(first, 2 + FRAME_HEADER);

@@ -143,6 +143,8 @@ pub(crate) struct UringBackend {
     ready: VecDeque<Completion>,
     /// Syscalls made (`io_uring_enter`), for the stats.
     pub(crate) enters: u64,
+    /// File operations in flight (their CQEs are awaited by tasks, not handlers).
+    pub(crate) file_ops: usize,
 }
 
 impl UringBackend {
@@ -178,6 +180,7 @@ impl UringBackend {
             cqes: Vec::with_capacity(1024),
             ready: VecDeque::new(),
             enters: 0,
+            file_ops: 0,
         };
         let bufs = if buf_ring {
             b.setup_buf_ring()
@@ -491,15 +494,13 @@ impl UringBackend {
                 iov: Vec::new(),
             },
         );
+        self.file_ops += 1;
         self.push_file(key);
     }
 
     /// File operations in flight.
     pub(crate) fn files_in_flight(&self) -> usize {
-        self.ops
-            .iter()
-            .filter(|(_, o)| matches!(o.kind, OpKind::File { .. }))
-            .count()
+        self.file_ops
     }
 
     /// Queues the SQE for the rest of file operation `key`.

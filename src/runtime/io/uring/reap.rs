@@ -340,6 +340,7 @@ impl UringBackend {
                 Ok(super::super::file::Step::Again) => self.push_file(key),
                 r => {
                     if let OpKind::File { op, .. } = self.ops.remove(key).kind {
+                        self.file_ops -= 1;
                         op.finish(r);
                     }
                 }
