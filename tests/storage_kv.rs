@@ -190,6 +190,18 @@ fn scans_are_ordered_bounded_and_see_deletes() {
             kv.put(k.as_bytes(), k.as_bytes()).await.unwrap();
         }
         kv.delete(b"abc").await.unwrap();
+        // Borrowed operations, applied as one batch.
+        use percore::storage::kv::Op;
+        kv.write_ops(&[
+            Op::Put(b"zz", b"1"),
+            Op::Delete(b"zz"),
+            Op::Put(b"zy", b"2"),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(kv.get(b"zz").await.unwrap(), None);
+        assert_eq!(kv.get(b"zy").await.unwrap().as_deref(), Some(&b"2"[..]));
+        kv.delete(b"zy").await.unwrap();
         let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| {
             v.into_iter()
                 .map(|(k, _)| String::from_utf8(k).unwrap())

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use percore::runtime::Runtime;
 use percore::runtime::config::Profile;
 use percore::storage::file::FileIo;
-use percore::storage::kv::{Durability, KvOptions, KvShard, WriteBatch};
+use percore::storage::kv::{Durability, KvOptions, KvShard, Op, WriteBatch};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
@@ -90,9 +90,12 @@ struct Percore {
     rt: Runtime,
 }
 
+/// The read cache gets redb's default cache budget (1 GiB), so both hold the same memory
+/// for reads.
 fn opts(d: Durability) -> KvOptions {
     KvOptions {
         durability: d,
+        read_cache_bytes: 1 << 30,
         ..KvOptions::default()
     }
 }
@@ -120,14 +123,19 @@ impl Engine for Percore {
         let order = order.to_vec();
         self.on_worker(move |io| async move {
             let mut f = Figures::default();
-            let kv = KvShard::open(io.clone(), &d1, opts(Durability::Sync)).await.unwrap();
+            let kv = KvShard::open(io.clone(), &d1, opts(Durability::Sync))
+                .await
+                .unwrap();
             let t = Instant::now();
             for (c, chunk) in ks1.chunks(BATCH).enumerate() {
-                let mut b = WriteBatch::new();
-                for (i, k) in chunk.iter().enumerate() {
-                    b.put(k.to_vec(), value(c * BATCH + i).to_vec());
-                }
-                kv.write(&b).await.unwrap();
+                let vals: Vec<[u8; VALUE]> =
+                    (0..chunk.len()).map(|i| value(c * BATCH + i)).collect();
+                let ops: Vec<Op<'_>> = chunk
+                    .iter()
+                    .zip(&vals)
+                    .map(|(k, v)| Op::Put(&k[..], &v[..]))
+                    .collect();
+                kv.write_ops(&ops).await.unwrap();
             }
             f.put_sync = ks1.len() as f64 / t.elapsed().as_secs_f64();
             let t = Instant::now();
@@ -148,20 +156,27 @@ impl Engine for Percore {
             kv.close().await.unwrap();
             drop(kv);
 
-            let kv = KvShard::open(io.clone(), &d2, opts(Durability::None)).await.unwrap();
+            let kv = KvShard::open(io.clone(), &d2, opts(Durability::None))
+                .await
+                .unwrap();
             let t = Instant::now();
             for (c, chunk) in ks1.chunks(BATCH).enumerate() {
-                let mut b = WriteBatch::new();
-                for (i, k) in chunk.iter().enumerate() {
-                    b.put(k.to_vec(), value(c * BATCH + i).to_vec());
-                }
-                kv.write(&b).await.unwrap();
+                let vals: Vec<[u8; VALUE]> =
+                    (0..chunk.len()).map(|i| value(c * BATCH + i)).collect();
+                let ops: Vec<Op<'_>> = chunk
+                    .iter()
+                    .zip(&vals)
+                    .map(|(k, v)| Op::Put(&k[..], &v[..]))
+                    .collect();
+                kv.write_ops(&ops).await.unwrap();
             }
             f.put_none = ks1.len() as f64 / t.elapsed().as_secs_f64();
             kv.close().await.unwrap();
             drop(kv);
 
-            let kv = KvShard::open(io.clone(), &d3, opts(Durability::Sync)).await.unwrap();
+            let kv = KvShard::open(io.clone(), &d3, opts(Durability::Sync))
+                .await
+                .unwrap();
             let mut lat = Vec::new();
             for (i, k) in ks1.iter().take(2000).enumerate() {
                 let t = Instant::now();
@@ -389,7 +404,12 @@ fn main() {
         match a.as_str() {
             "--dir" => dir = PathBuf::from(args.next().expect("--dir DIR")),
             "--keys" => n = args.next().and_then(|v| v.parse().ok()).expect("--keys N"),
-            "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).expect("--rounds R"),
+            "--rounds" => {
+                rounds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--rounds R")
+            }
             // Only the reopen measurement, on the store a previous full run left behind.
             "--reopen-only" => reopen_only = true,
             _ => {
@@ -414,16 +434,26 @@ fn main() {
     if reopen_only {
         for _ in 0..3 {
             let (t, per_key) = reopen(&p, &dir.join("percore-0"), &ks);
-            println!("percore reopen with {n} keys: {:.3} s; index {per_key:.1} bytes per key beyond the key", t.as_secs_f64());
+            println!(
+                "percore reopen with {n} keys: {:.3} s; index {per_key:.1} bytes per key beyond the key",
+                t.as_secs_f64()
+            );
         }
         return;
     }
     let names = ["percore", "fjall", "redb"];
-    println!("{n} keys of 16 random bytes, {VALUE}-byte values, batches of {BATCH}; dir {}", dir.display());
+    println!(
+        "{n} keys of 16 random bytes, {VALUE}-byte values, batches of {BATCH}; dir {}",
+        dir.display()
+    );
     let mut all: Vec<Vec<Figures>> = vec![Vec::new(); names.len()];
     for round in 0..rounds {
         // Alternate the order each round: no engine always runs first (or last).
-        let idx: Vec<usize> = if round % 2 == 0 { vec![0, 1, 2] } else { vec![2, 1, 0] };
+        let idx: Vec<usize> = if round % 2 == 0 {
+            vec![0, 1, 2]
+        } else {
+            vec![2, 1, 0]
+        };
         for i in idx {
             let e: &mut dyn Engine = match i {
                 0 => &mut p,

@@ -285,6 +285,7 @@ async fn compact(inner: &Rc<Inner>, inputs: &[Input], limit: u64) -> Result<()> 
         for i in inputs {
             st.order.remove(&i.id);
             st.segs[i.slot as usize] = None;
+            st.cache.purge_slot(i.slot);
         }
         st.stats.compactions += 1;
     }

@@ -15,6 +15,7 @@
 //!
 //! Must not touch: transport (storage and transport never import each other), other stores.
 
+mod cache;
 mod compaction;
 mod flusher;
 pub mod hint;
@@ -27,5 +28,5 @@ mod store;
 
 pub use options::{Durability, KvOptions, parse_durability};
 pub use recovery::{Corruption, OpenReport, check};
-pub use shard::{KvShard, KvStats, PendingRead, WriteBatch};
+pub use shard::{KvShard, KvStats, Op, PendingRead, WriteBatch};
 pub use store::{KvStore, ShardActor, ShardMsg};

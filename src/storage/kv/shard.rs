@@ -26,6 +26,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use super::cache::RecentCache;
 use super::hint::HintWriter;
 use super::key::{IndexKey, KeyRef};
 use super::options::{Durability, KvOptions};
@@ -76,6 +77,15 @@ type Waiter = Box<dyn FnOnce(Result<()>)>;
 
 /// A sealed segment whose hint file can be written: (slot, hint path, hint bytes).
 pub(crate) type HintDue = (u32, PathBuf, Vec<u8>);
+
+/// One borrowed operation of [`KvShard::write_ops`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op<'a> {
+    /// Set a key.
+    Put(&'a [u8], &'a [u8]),
+    /// Remove a key.
+    Delete(&'a [u8]),
+}
 
 /// A set of puts and deletes applied atomically: after a crash, all of them or none.
 #[derive(Debug, Default, Clone)]
@@ -136,6 +146,8 @@ pub struct KvStats {
     pub compactions: u64,
     /// Segments sealed.
     pub seals: u64,
+    /// Bytes of recently written log kept for reads.
+    pub cache_bytes: usize,
 }
 
 /// The mutable state of a shard (behind one `RefCell`, never borrowed across an await).
@@ -165,6 +177,8 @@ pub(crate) struct State {
     pub(crate) compacting: bool,
     /// `flush()` asked for a write and sync now, whatever the mode.
     force_flush: bool,
+    /// Recently written chunks, for reads.
+    pub(crate) cache: RecentCache,
 }
 
 /// A tiny single-thread notification (several waiters, one flag).
@@ -274,7 +288,9 @@ impl KvShard {
             stats: KvStats::default(),
             compacting: false,
             force_flush: false,
+            cache: RecentCache::new(0),
         };
+        st.cache = RecentCache::new(st.opts.read_cache_bytes);
         for s in rec.segs {
             let slot = st.segs.len() as u32;
             st.order.insert(s.id, slot);
@@ -343,6 +359,7 @@ impl KvShard {
         s.segments = st.order.len();
         s.bytes = st.segs.iter().flatten().map(|g| g.len).sum();
         s.live_bytes = st.segs.iter().flatten().map(|g| g.live).sum();
+        s.cache_bytes = st.cache.bytes();
         s
     }
 
@@ -392,6 +409,21 @@ impl KvShard {
             .map(|(k, a, b)| (*k, a.as_slice(), b.as_slice()))
             .collect();
         self.append(&ops, |_| {}).await
+    }
+
+    /// Applies borrowed operations atomically, like [`write`](Self::write) without building an
+    /// owned [`WriteBatch`] (no allocation per key or value: the bytes are encoded straight
+    /// into the write queue).
+    pub async fn write_ops(&self, ops: &[Op<'_>]) -> Result<()> {
+        let ops: Vec<(Kind, &[u8], &[u8])> = ops
+            .iter()
+            .map(|o| match *o {
+                Op::Put(k, v) => (Kind::Put, k, v),
+                Op::Delete(k) => (Kind::Delete, k, &[][..]),
+            })
+            .collect();
+        let lsn = self.append(&ops, |_| {}).await?;
+        self.durable(lsn).await
     }
 
     /// Waits until the write at `lsn` is as durable as the mode promises.
@@ -793,6 +825,7 @@ impl State {
         let slot = match self.segs.iter().position(|x| x.is_none()) {
             Some(i) => {
                 self.segs[i] = Some(s);
+                self.cache.purge_slot(i as u32);
                 i as u32
             }
             None => {
@@ -907,6 +940,9 @@ impl State {
             }
         }
         let seg = self.seg(loc.slot);
+        if let Some(b) = self.cache.get(loc.slot, off, len) {
+            return Ok(decode_value(&seg.file, off, b, key).map(Some));
+        }
         let mut buf = vec![0; len];
         match seg.file.try_read_cached(&mut buf, off) {
             Some(n) if n == len => Ok(decode_value_owned(&seg.file, off, buf, key).map(Some)),
@@ -1012,10 +1048,10 @@ impl State {
 
     /// A chunk (the front of the queue) was written.
     pub(crate) fn written(&mut self, end_lsn: u64) {
-        if let Some(c) = self.queue.front()
-            && c.end_lsn == end_lsn
+        if self.queue.front().is_some_and(|c| c.end_lsn == end_lsn)
+            && let Some(c) = self.queue.pop_front()
         {
-            self.queue.pop_front();
+            self.cache.insert(c.slot, c.off, c.bytes);
         }
         self.written_lsn = self.written_lsn.max(end_lsn);
         self.stats.writes += 1;
