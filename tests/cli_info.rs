@@ -1,5 +1,7 @@
 //! Runs the real `percore` binary.
 
+mod common;
+
 use std::process::Command;
 
 fn percore(args: &[&str]) -> std::process::Output {
@@ -187,16 +189,7 @@ fn storage_check_reports_corruption_with_file_and_offset() {
         text.contains("50 keys") && text.contains("no corrupt data"),
         "{text}"
     );
-    let seg = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
-    let mut b = std::fs::read(&seg).unwrap();
-    let at = b.len() / 2;
-    b[at] ^= 0x55;
-    std::fs::write(&seg, b).unwrap();
+    let seg = common::storage::corrupt_middle(dir.path());
     let bad = run();
     let text = String::from_utf8_lossy(&bad.stdout);
     assert_eq!(bad.status.code(), Some(1), "{text}");

@@ -10,6 +10,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::time::Duration;
 
+use common::storage::corrupt_middle;
 use common::{Backend, modes, runtime};
 use percore::runtime::Runtime;
 use percore::storage::StorageError;
@@ -310,22 +311,6 @@ fn background_compaction_runs_while_writes_go_on() {
         kv.close().await.unwrap();
     });
     rt.shutdown();
-}
-
-/// Flips one byte in the middle of the only segment file of `dir`.
-fn corrupt_middle(dir: &Path) -> std::path::PathBuf {
-    let seg = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
-    let mut b = std::fs::read(&seg).unwrap();
-    let mid = b.len() / 2;
-    b[mid] ^= 0xff;
-    std::fs::write(&seg, b).unwrap();
-    let _ = std::fs::remove_file(seg.with_extension("hint"));
-    seg
 }
 
 #[test]

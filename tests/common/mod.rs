@@ -4,6 +4,7 @@
 
 pub mod accel;
 pub mod recorder;
+pub mod storage;
 
 use percore::runtime::Runtime;
 use percore::runtime::config::{IoBackend, Profile};

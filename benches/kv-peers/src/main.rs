@@ -112,6 +112,21 @@ impl Percore {
     }
 }
 
+/// Puts every key in batches of `BATCH`; puts per second.
+async fn load(kv: &KvShard, ks: &[[u8; 16]]) -> f64 {
+    let t = Instant::now();
+    for (c, chunk) in ks.chunks(BATCH).enumerate() {
+        let vals: Vec<[u8; VALUE]> = (0..chunk.len()).map(|i| value(c * BATCH + i)).collect();
+        let ops: Vec<Op<'_>> = chunk
+            .iter()
+            .zip(&vals)
+            .map(|(k, v)| Op::Put(&k[..], &v[..]))
+            .collect();
+        kv.write_ops(&ops).await.unwrap();
+    }
+    ks.len() as f64 / t.elapsed().as_secs_f64()
+}
+
 impl Engine for Percore {
     fn name(&self) -> &'static str {
         "percore"
@@ -126,18 +141,7 @@ impl Engine for Percore {
             let kv = KvShard::open(io.clone(), &d1, opts(Durability::Sync))
                 .await
                 .unwrap();
-            let t = Instant::now();
-            for (c, chunk) in ks1.chunks(BATCH).enumerate() {
-                let vals: Vec<[u8; VALUE]> =
-                    (0..chunk.len()).map(|i| value(c * BATCH + i)).collect();
-                let ops: Vec<Op<'_>> = chunk
-                    .iter()
-                    .zip(&vals)
-                    .map(|(k, v)| Op::Put(&k[..], &v[..]))
-                    .collect();
-                kv.write_ops(&ops).await.unwrap();
-            }
-            f.put_sync = ks1.len() as f64 / t.elapsed().as_secs_f64();
+            f.put_sync = load(&kv, &ks1).await;
             let t = Instant::now();
             let mut found = 0;
             for &i in &order {
@@ -159,18 +163,7 @@ impl Engine for Percore {
             let kv = KvShard::open(io.clone(), &d2, opts(Durability::None))
                 .await
                 .unwrap();
-            let t = Instant::now();
-            for (c, chunk) in ks1.chunks(BATCH).enumerate() {
-                let vals: Vec<[u8; VALUE]> =
-                    (0..chunk.len()).map(|i| value(c * BATCH + i)).collect();
-                let ops: Vec<Op<'_>> = chunk
-                    .iter()
-                    .zip(&vals)
-                    .map(|(k, v)| Op::Put(&k[..], &v[..]))
-                    .collect();
-                kv.write_ops(&ops).await.unwrap();
-            }
-            f.put_none = ks1.len() as f64 / t.elapsed().as_secs_f64();
+            f.put_none = load(&kv, &ks1).await;
             kv.close().await.unwrap();
             drop(kv);
 
