@@ -105,6 +105,53 @@ impl StorageError {
         }
     }
 
+    /// A copy of this error for reporting one failure under several keys.
+    pub(crate) fn duplicate(&self) -> StorageError {
+        match self {
+            StorageError::Io { op, path, source } => StorageError::Io {
+                op,
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(c) => std::io::Error::from_raw_os_error(c),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            StorageError::DiskFull { path } => StorageError::DiskFull { path: path.clone() },
+            StorageError::Locked { path, pid } => StorageError::Locked {
+                path: path.clone(),
+                pid: *pid,
+            },
+            StorageError::KeyTooLarge { len, max } => StorageError::KeyTooLarge {
+                len: *len,
+                max: *max,
+            },
+            StorageError::ValueTooLarge { len, max } => StorageError::ValueTooLarge {
+                len: *len,
+                max: *max,
+            },
+            StorageError::Corrupt { path, offset, what } => StorageError::Corrupt {
+                path: path.clone(),
+                offset: *offset,
+                what: what.clone(),
+            },
+            StorageError::OutOfRange { what, limit } => StorageError::OutOfRange {
+                what: what.clone(),
+                limit: *limit,
+            },
+            StorageError::Config { name, value, why } => StorageError::Config {
+                name,
+                value: value.clone(),
+                why,
+            },
+            StorageError::Closed => StorageError::Closed,
+            StorageError::Timeout(t) => StorageError::Timeout(*t),
+            StorageError::Poisoned { path, why } => StorageError::Poisoned {
+                path: path.clone(),
+                why: why.clone(),
+            },
+        }
+    }
+
     /// True for [`StorageError::DiskFull`].
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StorageError::DiskFull { .. })

@@ -195,22 +195,28 @@ impl Engine for Fjall {
 
     fn run(&mut self, dir: &Path, ks: &[[u8; 16]], order: &[usize]) -> Figures {
         use fjall::{Config, PartitionCreateOptions, PersistMode};
+        // Every key in batches of `BATCH`, each batch persisted (`SyncAll`) when `durable`.
+        let load = |space: &fjall::Keyspace, p: &fjall::PartitionHandle, durable: bool| {
+            let t = Instant::now();
+            for (c, chunk) in ks.chunks(BATCH).enumerate() {
+                let mut b = space.batch();
+                for (i, k) in chunk.iter().enumerate() {
+                    b.insert(p, k, value(c * BATCH + i));
+                }
+                b.commit().unwrap();
+                if durable {
+                    space.persist(PersistMode::SyncAll).unwrap();
+                }
+            }
+            ks.len() as f64 / t.elapsed().as_secs_f64()
+        };
         let mut f = Figures::default();
         {
             let space = Config::new(dir.join("sync")).open().unwrap();
             let p = space
                 .open_partition("kv", PartitionCreateOptions::default())
                 .unwrap();
-            let t = Instant::now();
-            for (c, chunk) in ks.chunks(BATCH).enumerate() {
-                let mut b = space.batch();
-                for (i, k) in chunk.iter().enumerate() {
-                    b.insert(&p, k, value(c * BATCH + i));
-                }
-                b.commit().unwrap();
-                space.persist(PersistMode::SyncAll).unwrap();
-            }
-            f.put_sync = ks.len() as f64 / t.elapsed().as_secs_f64();
+            f.put_sync = load(&space, &p, true);
             let t = Instant::now();
             let mut found = 0;
             for &i in order {
@@ -232,15 +238,7 @@ impl Engine for Fjall {
             let p = space
                 .open_partition("kv", PartitionCreateOptions::default())
                 .unwrap();
-            let t = Instant::now();
-            for (c, chunk) in ks.chunks(BATCH).enumerate() {
-                let mut b = space.batch();
-                for (i, k) in chunk.iter().enumerate() {
-                    b.insert(&p, k, value(c * BATCH + i));
-                }
-                b.commit().unwrap();
-            }
-            f.put_none = ks.len() as f64 / t.elapsed().as_secs_f64();
+            f.put_none = load(&space, &p, false);
         }
         {
             let space = Config::new(dir.join("lat")).open().unwrap();
