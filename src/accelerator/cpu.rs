@@ -271,6 +271,60 @@ pub(crate) struct Gemm {
     pub(crate) trans_b: bool,
 }
 
+/// `c = op(a) · op(b)` for row-major `f32` matrices held as plain slices: the CPU backend's
+/// GEMM for callers that run it inline (the `ml` layer's tensors), with `op(a)` `m x k` and
+/// `op(b)` `k x n` (`trans_*`: the operand is stored transposed) and `c` the `m x n` output,
+/// overwritten. Work above the backend's threshold is split across `threads` scoped threads.
+///
+/// # Errors
+/// [`AccelError::ShapeMismatch`] when a slice's length is not what the shape says.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    trans_a: bool,
+    trans_b: bool,
+    threads: usize,
+) -> Result<(), AccelError> {
+    if a.len() != m * k || b.len() != k * n || c.len() != m * n {
+        return Err(AccelError::ShapeMismatch {
+            kernel: "gemm",
+            detail: format!(
+                "m {m}, n {n}, k {k} needs a {}, b {}, c {}; got {}, {}, {}",
+                m * k,
+                k * n,
+                m * n,
+                a.len(),
+                b.len(),
+                c.len()
+            ),
+        });
+    }
+    let threads = if 2.0 * ((m * n * k) as f64) < PAR_MIN_WORK {
+        1
+    } else {
+        threads.max(1)
+    };
+    matmul(
+        a,
+        b,
+        c,
+        Gemm {
+            m,
+            n,
+            k,
+            trans_a,
+            trans_b,
+        },
+        None,
+        Activation::None,
+        threads,
+    );
+    Ok(())
+}
+
 /// `c = act(op(a) op(b) + bias)`, rows of `c` split across `threads`.
 pub(crate) fn matmul(
     a: &[f32],

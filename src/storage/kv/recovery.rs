@@ -237,6 +237,7 @@ pub(crate) async fn recover(io: &FileIo, dir: &Path, opts: &KvOptions) -> Result
             path: path.clone(),
             len,
             live: 0,
+            dead: Vec::new(),
             hint: None,
             sealed: true,
             settled: true,

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use super::cache::RecentCache;
 use super::hint::HintWriter;
-use super::key::{IndexKey, KeyRef};
+use super::key::{self, IndexKey, KeyRef};
 use super::options::{Durability, KvOptions};
 use super::record::{self, Kind};
 use super::recovery::{self, OpenReport};
@@ -54,6 +54,12 @@ pub(crate) struct Seg {
     pub(crate) len: u64,
     /// Bytes of entries that the index still points at.
     pub(crate) live: u64,
+    /// Offsets of entries the index stopped pointing at while this process had the segment
+    /// (recorded only with compaction on). A one-way hint for compaction: an offset here is
+    /// certainly garbage, because a location is never reused, so compaction skips it without
+    /// an index lookup; an entry not here may still be garbage (superseded before the store
+    /// was opened) and is looked up. At most one offset per entry of the segment.
+    pub(crate) dead: Vec<u32>,
     /// Entries of the active segment, for its hint file; `None` once written (or for a
     /// segment whose hint exists).
     pub(crate) hint: Option<HintWriter>,
@@ -365,7 +371,7 @@ impl KvShard {
 
     /// True when `key` is in the index (no disk access).
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.inner.st.borrow().index.contains_key(KeyRef::new(key))
+        key::get(&self.inner.st.borrow().index, key).is_some()
     }
 
     /// Keys in the shard.
@@ -629,7 +635,7 @@ impl KvShard {
     /// that has to wait for the disk (`Err`).
     pub fn get_now(&self, key: &[u8]) -> std::result::Result<Result<Option<Vec<u8>>>, PendingRead> {
         let st = self.inner.st.borrow();
-        let Some(&loc) = st.index.get(KeyRef::new(key)) else {
+        let Some(&loc) = key::get(&st.index, key) else {
             return Ok(Ok(None));
         };
         st.read_now(key, loc)
@@ -647,7 +653,7 @@ impl KvShard {
             st.index
                 .range::<KeyRef, _>((start.map(KeyRef::new), end.map(KeyRef::new)))
                 .take(limit)
-                .map(|(k, l)| (k.0.clone(), *l))
+                .map(|(k, l)| (Box::<[u8]>::from(k.as_bytes()), *l))
                 .collect()
         };
         let mut out = Vec::with_capacity(found.len());
@@ -655,7 +661,7 @@ impl KvShard {
             let r = {
                 let st = self.inner.st.borrow();
                 // The key may have changed since the range was taken: read what it is now.
-                match st.index.get(KeyRef::new(&k)) {
+                match key::get(&st.index, &k) {
                     Some(l) if *l == loc => st.read_now(&k, loc),
                     Some(&l) => st.read_now(&k, l),
                     None => continue,
@@ -801,6 +807,7 @@ pub(crate) async fn new_segment(io: &FileIo, dir: &Path, id: u64, opts: &KvOptio
         path,
         len: 0,
         live: 0,
+        dead: Vec::new(),
         hint: Some(HintWriter::new()),
         sealed: false,
         settled: false,
@@ -904,17 +911,20 @@ impl State {
                 Kind::Put => {
                     self.seg_mut(slot).live += elen as u64;
                     // An overwrite updates in place (no new key allocation).
-                    match self.index.get_mut(KeyRef::new(key)) {
+                    match key::get_mut(&mut self.index, key) {
                         Some(cur) => Some(std::mem::replace(cur, loc)),
                         None => self.index.insert(IndexKey::from(key), loc),
                     }
                 }
-                Kind::Delete => self.index.remove(KeyRef::new(key)),
+                Kind::Delete => key::remove(&mut self.index, key),
             };
             if let Some(o) = old
                 && let Some(Some(s)) = self.segs.get_mut(o.slot as usize)
             {
                 s.live = s.live.saturating_sub(o.len as u64);
+                if self.opts.compaction {
+                    s.dead.push(o.off);
+                }
             }
             existed.push(old.is_some());
         }
