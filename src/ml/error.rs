@@ -31,6 +31,16 @@ pub enum MlError {
         /// Number of classes (columns of the logits).
         classes: usize,
     },
+    /// A CSV value or record that cannot be read.
+    #[error("CSV line {line}, column {column:?}: {detail}")]
+    Csv {
+        /// 1-based line of the record.
+        line: u64,
+        /// The column's name (empty when the whole record is at fault).
+        column: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// Saved state that does not fit the optimizer or model it is loaded into.
     #[error("state does not fit: {0}")]
     State(String),

@@ -9,10 +9,13 @@
 //!   MSE, binary cross-entropy with logits).
 //! - [`nn`]: [`Module`](nn::Module) and the layers (Linear, ReLU, GELU, Tanh, Sigmoid,
 //!   Dropout, LayerNorm, Sequential) with [`Param`](nn::Param)s.
+//! - [`data`]: a typed CSV loader, the UCI digits set (CC BY 4.0) and synthetic generators.
 //! - [`gradcheck`]: finite-difference checks of gradients in `f64`.
 //! - [`init`]: the seeded [`Rng`] and weight [`Init`] schemes.
 //! - [`optim`]: SGD, Adam/AdamW, RMSprop, Adagrad with PyTorch's rules, parameter groups,
 //!   clipping, saved state.
+//! - [`preprocess`]: scalers, imputer, encoders, polynomial features, binning, pipelines and
+//!   splits with scikit-learn's definitions.
 //! - [`schedule`]: learning-rate schedules and reduce-on-plateau.
 //! - [`metrics`]: accuracy, confusion matrix, precision/recall/F1, log loss, R².
 //!
@@ -44,6 +47,7 @@
 //! ```
 
 pub mod autograd;
+pub mod data;
 pub mod element;
 pub mod error;
 pub mod gradcheck;
@@ -51,6 +55,7 @@ pub mod init;
 pub mod metrics;
 pub mod nn;
 pub mod optim;
+pub mod preprocess;
 pub mod schedule;
 pub mod tensor;
 
