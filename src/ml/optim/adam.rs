@@ -70,6 +70,53 @@ impl<T: Element> Adam<T> {
     }
 }
 
+/// The per-step constants of one parameter's update.
+struct Consts<T> {
+    w1: T,
+    b2: T,
+    w2: T,
+    eps: T,
+    bc2_sqrt: T,
+    step_size: T,
+    wd: T,
+    decay: T,
+}
+
+/// The update of one parameter, specialised on AMSGrad, weight decay and its kind.
+#[inline(always)]
+fn update<T: Element, const AMS: bool, const WD: bool, const DECOUPLED: bool>(
+    x: &mut [T],
+    grad: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    vm: &mut [T],
+    k: &Consts<T>,
+) {
+    let n = x.len();
+    let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
+    let vm = if AMS { &mut vm[..n] } else { vm };
+    for j in 0..n {
+        let mut d = grad[j];
+        if WD {
+            if DECOUPLED {
+                x[j] *= k.decay;
+            } else {
+                d += k.wd * x[j];
+            }
+        }
+        m[j] += k.w1 * (d - m[j]); // lerp with weight 1 - beta1 (< 0.5)
+        v[j] = v[j] * k.b2 + k.w2 * d * d;
+        let second = if AMS {
+            vm[j] = vm[j].max(v[j]);
+            vm[j]
+        } else {
+            v[j]
+        };
+        let denom = second.sqrt() / k.bc2_sqrt + k.eps;
+        x[j] -= k.step_size * (m[j] / denom);
+    }
+}
+
 impl<T: Element> Optimizer<T> for Adam<T> {
     fn step(&mut self, params: &mut [&mut Param<T>]) -> Result<()> {
         let c = self.cfg;
@@ -88,33 +135,37 @@ impl<T: Element> Optimizer<T> for Adam<T> {
             let bc1 = 1.0 - c.beta1.powf(t);
             let bc2_sqrt = T::of((1.0 - c.beta2.powf(t)).sqrt());
             let step_size = T::of(g.lr / bc1);
-            let wd = T::of(g.weight_decay);
-            let decay = T::of(1.0 - g.lr * g.weight_decay);
-            let (m, rest) = slot.bufs.split_at_mut(1);
-            let (v, vmax) = rest.split_at_mut(1);
-            let (m, v) = (m[0].data_mut(), v[0].data_mut());
-            let mut vmax = vmax.first_mut().map(|t| t.data_mut());
-            let grad = p.grad.data();
-            for (j, x) in p.value.data_mut().iter_mut().enumerate() {
-                let mut d = grad[j];
-                if g.weight_decay != 0.0 {
-                    if c.decoupled {
-                        *x *= decay;
-                    } else {
-                        d += wd * *x;
-                    }
+            let k = Consts {
+                w1,
+                b2,
+                w2,
+                eps,
+                bc2_sqrt,
+                step_size,
+                wd: T::of(g.weight_decay),
+                decay: T::of(1.0 - g.lr * g.weight_decay),
+            };
+            let [m, v, rest @ ..] = &mut slot.bufs[..] else {
+                unreachable!("two or three buffers made by `each`")
+            };
+            let (x, grad) = (p.value.data_mut(), p.grad.data());
+            let (m, v) = (m.data_mut(), v.data_mut());
+            let wd = g.weight_decay != 0.0;
+            // One loop per combination of the options, so that each compiles to straight
+            // vector code (a branch per element kept it scalar: 13.5 vs ~9 ms per 10 M).
+            match (rest.first_mut(), wd, c.decoupled) {
+                (None, false, _) => update::<T, false, false, false>(x, grad, m, v, &mut [], &k),
+                (None, true, false) => update::<T, false, true, false>(x, grad, m, v, &mut [], &k),
+                (None, true, true) => update::<T, false, true, true>(x, grad, m, v, &mut [], &k),
+                (Some(vm), false, _) => {
+                    update::<T, true, false, false>(x, grad, m, v, vm.data_mut(), &k)
                 }
-                m[j] += w1 * (d - m[j]); // lerp with weight 1 - beta1 (< 0.5)
-                v[j] = v[j] * b2 + w2 * d * d;
-                let second = match vmax.as_deref_mut() {
-                    Some(vm) => {
-                        vm[j] = vm[j].max(v[j]);
-                        vm[j]
-                    }
-                    None => v[j],
-                };
-                let denom = second.sqrt() / bc2_sqrt + eps;
-                *x -= step_size * (m[j] / denom);
+                (Some(vm), true, false) => {
+                    update::<T, true, true, false>(x, grad, m, v, vm.data_mut(), &k)
+                }
+                (Some(vm), true, true) => {
+                    update::<T, true, true, true>(x, grad, m, v, vm.data_mut(), &k)
+                }
             }
         })
     }

@@ -5,7 +5,7 @@
 //! mean per category, sklearn's `TargetEncoder(smooth=m)` after `fit`, for a continuous or
 //! binary target).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -32,16 +32,31 @@ fn width(rows: &[Vec<String>], what: &'static str) -> Result<usize> {
     Ok(w)
 }
 
-/// Sorted distinct values per column.
+/// Sorted distinct values per column (borrowed while counting: one copy per category, not
+/// per value).
 fn categories(rows: &[Vec<String>], what: &'static str) -> Result<Vec<Vec<String>>> {
     let w = width(rows, what)?;
-    let mut cats = vec![std::collections::BTreeSet::new(); w];
+    let mut cats: Vec<HashSet<&str>> = vec![HashSet::new(); w];
     for r in rows {
         for (j, v) in r.iter().enumerate() {
-            cats[j].insert(v.clone());
+            cats[j].insert(v.as_str());
         }
     }
-    Ok(cats.into_iter().map(|s| s.into_iter().collect()).collect())
+    Ok(cats
+        .into_iter()
+        .map(|s| {
+            let mut v: Vec<String> = s.into_iter().map(str::to_string).collect();
+            v.sort();
+            v
+        })
+        .collect())
+}
+
+/// Category -> index maps for lookups while transforming.
+fn index_of(cats: &[Vec<String>]) -> Vec<HashMap<&str, usize>> {
+    cats.iter()
+        .map(|c| c.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect())
+        .collect()
 }
 
 fn check_cols(rows: &[Vec<String>], n: usize, what: &'static str) -> Result<()> {
@@ -95,19 +110,19 @@ impl OneHotEncoder {
     pub fn transform(&self, rows: &[Vec<String>]) -> Result<Tensor<f64>> {
         check_cols(rows, self.categories.len(), "OneHotEncoder")?;
         let w = self.width();
+        let idx = index_of(&self.categories);
         let mut out = vec![0.0; rows.len() * w];
         for (i, r) in rows.iter().enumerate() {
             let mut off = 0;
             for (j, v) in r.iter().enumerate() {
-                let cats = &self.categories[j];
-                match cats.binary_search(v) {
-                    Ok(k) => out[i * w + off + k] = 1.0,
-                    Err(_) if self.handle_unknown == Unknown::Error => {
+                match idx[j].get(v.as_str()) {
+                    Some(&k) => out[i * w + off + k] = 1.0,
+                    None if self.handle_unknown == Unknown::Error => {
                         return Err(unknown("OneHotEncoder", j, v));
                     }
-                    Err(_) => {}
+                    None => {}
                 }
-                off += cats.len();
+                off += self.categories[j].len();
             }
         }
         Tensor::new(&[rows.len(), w], out)

@@ -28,30 +28,56 @@ pub struct StandardScaler {
 }
 
 impl Transformer for StandardScaler {
+    /// Two passes over the rows in memory order (mean, then the sum of squared deviations),
+    /// NaN skipped: no per-column copy of the data.
     fn fit(&mut self, x: &Tensor<f64>) -> Result<()> {
-        let cols = columns(x)?;
-        self.mean.clear();
-        self.scale.clear();
-        for c in cols {
-            let v: Vec<f64> = c.into_iter().filter(|x| !x.is_nan()).collect();
-            let n = v.len().max(1) as f64;
-            let m = v.iter().sum::<f64>() / n;
-            let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
-            self.mean.push(m);
-            self.scale.push(nonzero(var.sqrt(), m));
+        let (_, d) = x.dims2("StandardScaler")?;
+        let mut n = vec![0usize; d];
+        let mut sum = vec![0.0; d];
+        // Branch-free (a NaN adds 0 and counts 0), so the loop vectorises.
+        for row in x.data().chunks_exact(d.max(1)) {
+            for j in 0..d {
+                let v = row[j];
+                let ok = !v.is_nan();
+                n[j] += ok as usize;
+                sum[j] += if ok { v } else { 0.0 };
+            }
         }
+        let mean: Vec<f64> = sum
+            .iter()
+            .zip(&n)
+            .map(|(s, &k)| s / k.max(1) as f64)
+            .collect();
+        let mut sq = vec![0.0; d];
+        for row in x.data().chunks_exact(d.max(1)) {
+            for j in 0..d {
+                let e = row[j] - mean[j];
+                sq[j] += if e.is_nan() { 0.0 } else { e * e };
+            }
+        }
+        self.scale = sq
+            .iter()
+            .zip(&n)
+            .zip(&mean)
+            .map(|((q, &k), &m)| nonzero((q / k.max(1) as f64).sqrt(), m))
+            .collect();
+        self.mean = mean;
         Ok(())
     }
 
     fn transform(&self, x: &Tensor<f64>) -> Result<Tensor<f64>> {
         let d = check_width(x, self.mean.len(), "StandardScaler")?;
-        let mut out = x.clone();
-        for row in out.data_mut().chunks_mut(d.max(1)) {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = (*v - self.mean[j]) / self.scale[j];
-            }
+        // Multiplying by the reciprocal would be faster but not sklearn's numbers to the bit.
+        let mut out = Vec::with_capacity(x.len());
+        for row in x.data().chunks_exact(d.max(1)) {
+            out.extend(
+                row.iter()
+                    .zip(&self.mean)
+                    .zip(&self.scale)
+                    .map(|((v, m), s)| (v - m) / s),
+            );
         }
-        Ok(out)
+        Tensor::new(x.shape(), out)
     }
 }
 
