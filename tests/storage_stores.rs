@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use common::{Backend, runtime};
 use percore::runtime::{Actor, Context, Reply, Runtime};
 use percore::storage::file::FileIo;
-use percore::storage::{BlockStore, Durable, Journal, JournalOptions, ObjectStore, StorageError};
+use percore::storage::{
+    BlockStore, Durable, Journal, JournalOptions, ObjectService, ObjectStore, StorageError,
+};
 use serde::{Deserialize, Serialize};
 
 fn backends() -> Vec<Backend> {
@@ -264,6 +266,104 @@ impl Durable for Account {
         };
         self.balance += d;
         self.history.push(d);
+    }
+}
+
+#[test]
+fn the_sharded_object_service_routes_by_key_streams_lists_across_shards_and_persists() {
+    for b in backends() {
+        for colocated in [true, false] {
+            let rt = runtime(b, colocated);
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().to_path_buf();
+            let h = rt.handle();
+            let d2 = d.clone();
+            rt.block_on(async move {
+                let s = ObjectService::open(&h, &d2).await.unwrap();
+                assert_eq!(s.shards(), 2);
+                let keys: Vec<String> = (0..40).map(|i| format!("k/{i:02}")).collect();
+                for k in &keys {
+                    s.put(k, "text/plain", k.as_bytes().to_vec()).await.unwrap();
+                }
+                s.put("other/x", "text/plain", b"x".to_vec()).await.unwrap();
+                let on0 = keys.iter().filter(|k| s.shard_of(k) == 0).count();
+                assert!(
+                    on0 > 5 && on0 < 35,
+                    "keys spread over both shards: {on0} of 40 on 0"
+                );
+
+                // A streamed upload, its metadata and ranges.
+                let mut up = s
+                    .put_stream("big", "application/octet-stream", BTreeMap::new())
+                    .await
+                    .unwrap();
+                let mut whole = Vec::new();
+                for i in 0..3u8 {
+                    let chunk = vec![i; 100_000];
+                    whole.extend_from_slice(&chunk);
+                    up.write(chunk).await.unwrap();
+                }
+                assert_eq!(up.written(), 300_000);
+                assert!(
+                    s.head("big").await.unwrap().is_none(),
+                    "invisible before finish"
+                );
+                let meta = up.finish().await.unwrap();
+                assert_eq!(meta.size, 300_000);
+                assert_eq!(s.get("big").await.unwrap().unwrap(), whole);
+                assert_eq!(
+                    s.get_range("big", 99_998, 4).await.unwrap().unwrap(),
+                    [0, 0, 1, 1]
+                );
+                // An upload dropped before finish leaves nothing.
+                let mut gone = s
+                    .put_stream("abandoned", "text/plain", BTreeMap::new())
+                    .await
+                    .unwrap();
+                gone.write(b"partial".to_vec()).await.unwrap();
+                drop(gone);
+                assert!(s.head("abandoned").await.unwrap().is_none());
+
+                // Pages of 7 across both shards: every key once, in order.
+                let mut seen = Vec::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let page = s.list("k/", after.as_deref(), 7).await.unwrap();
+                    assert!(page.objects.len() <= 7);
+                    seen.extend(page.objects.iter().map(|m| m.key.clone()));
+                    match page.next {
+                        Some(n) => after = Some(n),
+                        None => break,
+                    }
+                }
+                assert_eq!(seen, keys);
+                assert!(s.delete("k/03").await.unwrap());
+                assert!(!s.delete("k/03").await.unwrap());
+                assert!(s.get("k/03").await.unwrap().is_none());
+                s.close().await.unwrap();
+                assert!(matches!(s.get("k/04").await, Err(StorageError::Closed)));
+            });
+            // Reopened: everything committed is there.
+            let h = rt.handle();
+            let d3 = d.clone();
+            rt.block_on(async move {
+                let s = ObjectService::open(&h, &d3).await.unwrap();
+                let all = s.list("", None, 100).await.unwrap();
+                assert_eq!(all.objects.len(), 39 + 1 + 1);
+                assert_eq!(s.get("k/39").await.unwrap().unwrap(), b"k/39");
+                assert_eq!(s.head("big").await.unwrap().unwrap().size, 300_000);
+                s.close().await.unwrap();
+            });
+            rt.shutdown();
+            // Another number of workers would look for keys on the wrong shard: refused.
+            let one = Runtime::testing(1).unwrap();
+            let h = one.handle();
+            let e = one
+                .block_on(async move { ObjectService::open(&h, &d).await.err() })
+                .expect("refused");
+            assert!(matches!(e, StorageError::Config { .. }), "{e}");
+            one.shutdown();
+        }
     }
 }
 

@@ -1,9 +1,9 @@
-//! 4 KiB random reads with O_DIRECT through percore's file API (io_uring SQEs on a co-located
+//! 4 KiB random reads (or, with `--write`, writes) with O_DIRECT through percore's file API (io_uring SQEs on a co-located
 //! event loop), `--qd` reads in flight, for `--secs` seconds, on a file fio laid out. Prints one
 //! JSON line: IOPS, p50 and p99 latency. Driven by `benches/storage.sh` next to fio's io_uring
 //! engine on the same file.
 //!
-//! Usage: dio_bench --file F [--qd 32] [--secs 10] [--bs 4096]
+//! Usage: dio_bench --file F [--qd 32] [--secs 10] [--bs 4096] [--write]
 
 #[path = "../../examples/common/args.rs"]
 mod args;
@@ -23,8 +23,8 @@ fn main() -> std::process::ExitCode {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let a = args::Args::parse(
         &["--file", "--qd", "--secs", "--bs"],
-        &[],
-        "dio_bench --file F [--qd N] [--secs S] [--bs BYTES]",
+        &["--write"],
+        "dio_bench --file F [--qd N] [--secs S] [--bs BYTES] [--write]",
     );
     let Some(path) = a.get::<String>("--file") else {
         a.fail("--file is required");
@@ -32,6 +32,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let qd: usize = a.get_or("--qd", 32);
     let secs: f64 = a.get_or("--secs", 10.0);
     let bs: u64 = a.get_or("--bs", 4096);
+    let write = a.has("--write");
     let rt = Runtime::builder()
         .profile(Profile::Production)
         .app_workers(std::num::NonZeroUsize::MIN)
@@ -69,7 +70,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     x ^= x << 17;
                     let off = (x % blocks) * bs;
                     let t = Instant::now();
-                    buf = f.read_buf_at(buf, off).await.map_err(|e| e.to_string())?;
+                    buf = if write {
+                        f.write_buf_at(buf, off).await
+                    } else {
+                        f.read_buf_at(buf, off).await
+                    }
+                    .map_err(|e| e.to_string())?;
                     lat.borrow_mut().push(t.elapsed());
                 }
                 Ok::<_, String>(())

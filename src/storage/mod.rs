@@ -19,8 +19,10 @@ pub mod journal;
 pub mod kv;
 pub mod lock;
 pub mod object;
+pub mod object_service;
 
 pub use block::BlockStore;
 pub use error::StorageError;
 pub use journal::{Durable, Journal, JournalOptions};
 pub use object::{ObjectMeta, ObjectStore};
+pub use object_service::{ObjectService, ObjectUpload};

@@ -29,4 +29,5 @@ mod store;
 pub use options::{Durability, KvOptions, parse_durability};
 pub use recovery::{Corruption, OpenReport, check};
 pub use shard::{KvShard, KvStats, Op, PendingRead, WriteBatch};
+pub(crate) use store::check_meta;
 pub use store::{KvStore, ShardActor, ShardMsg};

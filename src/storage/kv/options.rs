@@ -120,6 +120,57 @@ fn bad(name: &'static str, value: impl ToString, why: &'static str) -> StorageEr
 }
 
 impl KvOptions {
+    /// The defaults for a runtime profile, chosen like the runtime's own settings:
+    /// - `Testing`: `Sync` and 8 MiB segments and cache (strongest, small, deterministic).
+    /// - `LowLatency`: `Sync`, whose acknowledgement waits only for the next `fdatasync`
+    ///   (a group commit waits up to its interval first).
+    /// - `HighThroughput`: group commit every 10 ms or 4 MiB, 4 MiB write buffer.
+    /// - `Minimal`, `Embedded`: 16 MiB segments, 4 MiB read cache, compaction from 4 MiB of
+    ///   garbage (little memory and disk).
+    /// - the rest (`Development`, `Production`, `Performance`): [`KvOptions::default`].
+    pub fn for_profile(profile: crate::runtime::config::Profile) -> KvOptions {
+        use crate::runtime::config::Profile as P;
+        let d = KvOptions::default();
+        match profile {
+            P::Testing => KvOptions {
+                durability: Durability::Sync,
+                max_segment_bytes: 8 << 20,
+                read_cache_bytes: 8 << 20,
+                ..d
+            },
+            P::LowLatency => KvOptions {
+                durability: Durability::Sync,
+                ..d
+            },
+            P::HighThroughput => KvOptions {
+                durability: Durability::GroupCommit {
+                    interval: Duration::from_millis(10),
+                    max_bytes: 4 << 20,
+                },
+                write_buffer_bytes: 4 << 20,
+                ..d
+            },
+            P::Minimal | P::Embedded => KvOptions {
+                max_segment_bytes: 16 << 20,
+                read_cache_bytes: 4 << 20,
+                compaction_min_garbage_bytes: 4 << 20,
+                ..d
+            },
+            P::Development | P::Production | P::Performance => d,
+        }
+    }
+
+    /// The options for a runtime: its profile's defaults ([`for_profile`](Self::for_profile)),
+    /// then the environment ([`from_env`](Self::from_env)), like
+    /// `AccelOptions::for_runtime`. TOML: [`from_toml`](Self::from_toml); code: the public
+    /// fields (`KvOptions { durability: Durability::Sync, ..KvOptions::for_runtime(cfg)? }`).
+    ///
+    /// # Errors
+    /// A malformed `PERCORE_KV_*` variable.
+    pub fn for_runtime(cfg: &crate::runtime::config::Config) -> Result<KvOptions> {
+        Self::for_profile(cfg.profile).from_env()
+    }
+
     /// Checks the limits the record format imposes.
     pub fn validate(&self) -> Result<()> {
         if self.max_key_bytes == 0 || self.max_key_bytes > u16::MAX as usize {
@@ -228,6 +279,43 @@ pub fn parse_durability(v: &str) -> Result<Durability> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profiles_pick_their_durability_and_sizes() {
+        use crate::runtime::config::Profile;
+        assert_eq!(
+            KvOptions::for_profile(Profile::Testing).durability,
+            Durability::Sync
+        );
+        assert_eq!(
+            KvOptions::for_profile(Profile::LowLatency).durability,
+            Durability::Sync
+        );
+        assert_eq!(
+            KvOptions::for_profile(Profile::Production),
+            KvOptions::default()
+        );
+        assert_eq!(
+            KvOptions::for_profile(Profile::Embedded).read_cache_bytes,
+            4 << 20
+        );
+        assert!(matches!(
+            KvOptions::for_profile(Profile::HighThroughput).durability,
+            Durability::GroupCommit { max_bytes, .. } if max_bytes == 4 << 20
+        ));
+        for p in [
+            Profile::Development,
+            Profile::Testing,
+            Profile::Production,
+            Profile::Performance,
+            Profile::LowLatency,
+            Profile::HighThroughput,
+            Profile::Minimal,
+            Profile::Embedded,
+        ] {
+            KvOptions::for_profile(p).validate().unwrap();
+        }
+    }
 
     #[test]
     fn durability_parses_from_text_and_toml() {

@@ -197,7 +197,9 @@ impl ShardActor {
 /// let dir = tempfile::tempdir().unwrap();
 /// let h = rt.handle();
 /// let got = rt.block_on(async move {
-///     let kv = KvStore::open(&h, dir.path(), KvOptions::default()).await?;
+///     // The profile's defaults (Testing: `Sync`), then `PERCORE_KV_*` from the environment.
+///     let opts = KvOptions::for_runtime(h.config())?;
+///     let kv = KvStore::open(&h, dir.path(), opts).await?;
 ///     kv.put(b"apple", b"red").await?;
 ///     let v = kv.get(b"apple").await?;
 ///     kv.close().await?;
@@ -430,7 +432,7 @@ impl KvStore {
 }
 
 /// Creates `DIR/META` recording the shard count, or checks it.
-fn check_meta(dir: &Path, shards: usize) -> Result<()> {
+pub(crate) fn check_meta(dir: &Path, shards: usize) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| StorageError::io("mkdir", dir, e))?;
     let meta = dir.join("META");
     match std::fs::read_to_string(&meta) {
