@@ -72,6 +72,8 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 struct Figures {
     put_sync: f64,
     put_none: f64,
+    /// percore only: `GroupCommit` (2 ms / 1 MiB, the default), same batches.
+    put_group: f64,
     get: f64,
     put_p50: Duration,
     put_p99: Duration,
@@ -165,6 +167,17 @@ impl Engine for Percore {
                 .await
                 .unwrap();
             f.put_none = load(&kv, &ks1).await;
+            kv.close().await.unwrap();
+            drop(kv);
+
+            let kv = KvShard::open(
+                io.clone(),
+                &d2.with_extension("group"),
+                opts(KvOptions::default().durability),
+            )
+            .await
+            .unwrap();
+            f.put_group = load(&kv, &ks1).await;
             kv.close().await.unwrap();
             drop(kv);
 
@@ -487,8 +500,14 @@ fn main() {
     };
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "{:<8} {:>14} {:>14} {:>12} {:>17} {:>17}",
-        "engine", "put sync/s", "put none/s", "get/s", "put p50/p99 µs", "get p50/p99 µs"
+        "{:<8} {:>14} {:>14} {:>14} {:>12} {:>17} {:>17}",
+        "engine",
+        "put sync/s",
+        "put group/s",
+        "put none/s",
+        "get/s",
+        "put p50/p99 µs",
+        "get p50/p99 µs"
     );
     for (i, name) in names.iter().enumerate() {
         let v = &all[i];
@@ -497,9 +516,10 @@ fn main() {
         }
         let last = v.last().unwrap();
         println!(
-            "{:<8} {:>14.0} {:>14.0} {:>12.0} {:>8.1}/{:<8.1} {:>8.2}/{:<8.2}",
+            "{:<8} {:>14.0} {:>14.0} {:>14.0} {:>12.0} {:>8.1}/{:<8.1} {:>8.2}/{:<8.2}",
             name,
             med(v, |f| f.put_sync),
+            med(v, |f| f.put_group),
             med(v, |f| f.put_none),
             med(v, |f| f.get),
             us(last.put_p50),
