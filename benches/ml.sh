@@ -33,6 +33,7 @@ print(f"{'measure':<16} {'percore':>12} {'peer':>12} {'ratio':>8}  (rounds: ours
 pairs = [("mlp32", "mlp32", "us/step"), ("mlp256", "mlp256", "us/step"),
          ("adam10m", "adam10m_fused", "ms"), ("adam10m", "adam10m_foreach", "ms"),
          ("adam10m", "adam10m_default", "ms"), ("std1m", "std1m", "ms"), ("onehot1m", "onehot1m", "ms"),
+         ("std1m_inplace", "std1m_inplace", "ms"), ("onehot1m_sparse", "onehot1m_sparse", "ms"),
          ("gemm128", "gemm128", "GFLOP/s"), ("gemm512", "gemm512", "GFLOP/s"),
          ("gemm1024", "gemm1024", "GFLOP/s"), ("gemm2048", "gemm2048", "GFLOP/s"),
          ("gemm_small", "gemm_small", "us/call")]

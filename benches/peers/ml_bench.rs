@@ -6,7 +6,8 @@
 //! - `adam10m`: one Adam step on 10 M parameters, ms; after 3 steps from a fixed start the
 //!   parameters are written to `--out` (raw little-endian f32) for the peer to compare.
 //! - `std1m`, `onehot1m`: StandardScaler fit+transform on 1 M x 10, OneHotEncoder fit+transform
-//!   on 1 M x 2 string columns (10 and 100 categories), ms.
+//!   on 1 M x 2 string columns (10 and 100 categories), ms; `std1m_inplace` (transform in
+//!   place, sklearn's `copy=False`) and `onehot1m_sparse` (CSR output, sklearn's default).
 //! - `gemm{n}`: `accelerator::cpu::gemm` n x n x n on one thread, GFLOP/s; `gemm_small`:
 //!   32x64 . 64x128, µs per call.
 //!
@@ -121,7 +122,20 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let mut s_ms = Vec::new();
     let mut o_ms = Vec::new();
+    let (mut si_ms, mut os_ms) = (Vec::new(), Vec::new());
     for _ in 0..reps.min(3) {
+        let mut xi = x.clone();
+        let t = Instant::now();
+        let mut s = StandardScaler::default();
+        s.fit(&xi)?;
+        s.transform_in_place(&mut xi)?;
+        std::hint::black_box(&xi);
+        si_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let mut o = OneHotEncoder::new(Unknown::Error);
+        o.fit(&cats)?;
+        std::hint::black_box(o.transform_sparse(&cats)?);
+        os_ms.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
         let mut s = StandardScaler::default();
         std::hint::black_box(s.fit_transform(&x)?);
@@ -139,6 +153,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{{\"measure\": \"onehot1m\", \"unit\": \"ms\", \"value\": {:.1}}}",
         median(o_ms)
+    );
+    println!(
+        "{{\"measure\": \"std1m_inplace\", \"unit\": \"ms\", \"value\": {:.1}}}",
+        median(si_ms)
+    );
+    println!(
+        "{{\"measure\": \"onehot1m_sparse\", \"unit\": \"ms\", \"value\": {:.1}}}",
+        median(os_ms)
     );
 
     // GEMM, one thread.

@@ -80,6 +80,17 @@ for _ in range(3):
     o_ms.append((time.perf_counter() - t) * 1e3)
 out("std1m", "ms", med(s_ms))
 out("onehot1m", "ms", med(o_ms))
+si_ms, os_ms = [], []
+for _ in range(3):
+    xi = x.copy()
+    t = time.perf_counter()
+    StandardScaler(copy=False).fit_transform(xi)
+    si_ms.append((time.perf_counter() - t) * 1e3)
+    t = time.perf_counter()
+    OneHotEncoder().fit_transform(cats)  # sparse CSR, the default
+    os_ms.append((time.perf_counter() - t) * 1e3)
+out("std1m_inplace", "ms", med(si_ms))
+out("onehot1m_sparse", "ms", med(os_ms))
 
 # sgemm (OpenBLAS through numpy), one thread.
 for n in (128, 512, 1024, 2048):

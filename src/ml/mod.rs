@@ -16,6 +16,7 @@
 //!   clipping, saved state.
 //! - [`preprocess`]: scalers, imputer, encoders, polynomial features, binning, pipelines and
 //!   splits with scikit-learn's definitions.
+//! - [`sparse`]: [`CsrMatrix`](sparse::CsrMatrix), the sparse output of encoders.
 //! - [`schedule`]: learning-rate schedules and reduce-on-plateau.
 //! - [`metrics`]: accuracy, confusion matrix, precision/recall/F1, log loss, R².
 //!
@@ -57,6 +58,7 @@ pub mod nn;
 pub mod optim;
 pub mod preprocess;
 pub mod schedule;
+pub mod sparse;
 pub mod tensor;
 
 pub use autograd::{Gradients, Tape, Var};

@@ -5,11 +5,14 @@
 //! mean per category, sklearn's `TargetEncoder(smooth=m)` after `fit`, for a continuous or
 //! binary target).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashSet, HashSetExt};
 
 use serde::{Deserialize, Serialize};
 
 use crate::ml::error::{Result, invalid, shape};
+use crate::ml::sparse::CsrMatrix;
 use crate::ml::tensor::Tensor;
 
 /// What to do with a category not seen by `fit`.
@@ -126,6 +129,50 @@ impl OneHotEncoder {
             }
         }
         Tensor::new(&[rows.len(), w], out)
+    }
+}
+
+impl OneHotEncoder {
+    /// The indicator matrix in CSR form (scikit-learn's default `sparse_output=True`): one
+    /// stored 1 per known value, nothing for an ignored unknown one.
+    ///
+    /// # Errors
+    /// As [`transform`](Self::transform).
+    pub fn transform_sparse(&self, rows: &[Vec<String>]) -> Result<CsrMatrix> {
+        check_cols(rows, self.categories.len(), "OneHotEncoder")?;
+        let idx = index_of(&self.categories);
+        let offsets: Vec<u32> = self
+            .categories
+            .iter()
+            .scan(0u32, |o, c| {
+                let at = *o;
+                *o += c.len() as u32;
+                Some(at)
+            })
+            .collect();
+        let width = self.categories.len();
+        let mut indptr = Vec::with_capacity(rows.len() + 1);
+        let mut indices = Vec::with_capacity(rows.len() * width);
+        indptr.push(0);
+        for r in rows {
+            for (j, v) in r.iter().enumerate() {
+                match idx[j].get(v.as_str()) {
+                    Some(&k) => indices.push(offsets[j] + k as u32),
+                    None if self.handle_unknown == Unknown::Error => {
+                        return Err(unknown("OneHotEncoder", j, v));
+                    }
+                    None => {}
+                }
+            }
+            indptr.push(indices.len());
+        }
+        Ok(CsrMatrix {
+            rows: rows.len(),
+            cols: self.width(),
+            data: vec![1.0; indices.len()],
+            indptr,
+            indices,
+        })
     }
 }
 

@@ -81,6 +81,23 @@ impl Transformer for StandardScaler {
     }
 }
 
+impl StandardScaler {
+    /// [`transform`](Transformer::transform) in place (scikit-learn's `copy=False`): no new
+    /// matrix, so no first touch of fresh pages.
+    ///
+    /// # Errors
+    /// When `x`'s width is not the fitted one.
+    pub fn transform_in_place(&self, x: &mut Tensor<f64>) -> Result<()> {
+        let d = check_width(x, self.mean.len(), "StandardScaler")?;
+        for row in x.data_mut().chunks_exact_mut(d.max(1)) {
+            for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.scale) {
+                *v = (*v - m) / s;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `(x - min) / (max - min)` mapped onto `range` per column.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MinMaxScaler {

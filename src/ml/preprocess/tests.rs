@@ -79,6 +79,9 @@ fn scalers_match_sklearn() {
         r.transform(&q()).unwrap().data(),
         &[-1.4, -0.25, 0.6666666666666666, 2.2, 0.25, 2.0],
     );
+    let mut inplace = q();
+    s.transform_in_place(&mut inplace).unwrap();
+    assert_eq!(inplace, s.transform(&q()).unwrap());
     // A NaN stays NaN; a constant column gets scale 1.
     let t = s.transform(&x()).unwrap();
     assert!(t.data()[4].is_nan());
@@ -194,6 +197,13 @@ fn encoders_match_sklearn() {
             .data(),
         &[1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
     );
+    // The sparse form holds the same matrix.
+    let sq = strings(&[&["blue", "L"], &["purple", "S"], &["red", "M"]]);
+    let sp = o.transform_sparse(&sq).unwrap();
+    sp.validate().unwrap();
+    assert_eq!(sp.nnz(), 5); // "purple" is an ignored unknown
+    assert_eq!(sp.indptr, [0, 2, 3, 5]);
+    assert_eq!(sp.to_dense().unwrap(), o.transform(&sq).unwrap());
     let mut strict = OneHotEncoder::new(Unknown::Error);
     strict.fit(&c).unwrap();
     let e = strict.transform(&strings(&[&["purple", "S"]])).unwrap_err();
