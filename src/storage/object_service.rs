@@ -226,22 +226,27 @@ impl ObjectService {
             addr,
             timeout: Duration::from_secs(30),
         };
+        if let Err(e) = s.ask_every(ObjectMsg::Opened).await {
+            let _ = s.close().await;
+            return Err(e);
+        }
+        Ok(s)
+    }
+
+    /// Asks every shard; the first error, after all have answered.
+    async fn ask_every(&self, make: fn(Reply<Result<()>>) -> ObjectMsg) -> Result<()> {
         let mut first = None;
-        for a in s.addr.all() {
+        for a in self.addr.all() {
             let r = a
-                .ask(ObjectMsg::Opened, s.timeout)
+                .ask(make, self.timeout)
                 .await
-                .map_err(|e| ask_err(e, s.timeout))
+                .map_err(|e| ask_err(e, self.timeout))
                 .and_then(|r| r);
             if let Err(e) = r {
                 first.get_or_insert(e);
             }
         }
-        if let Some(e) = first {
-            let _ = s.close().await;
-            return Err(e);
-        }
-        Ok(s)
+        first.map_or(Ok(()), Err)
     }
 
     /// Number of shards.
@@ -351,18 +356,7 @@ impl ObjectService {
 
     /// Stops every shard and releases the directory (uploads in progress are abandoned).
     pub async fn close(&self) -> Result<()> {
-        let mut first = None;
-        for a in self.addr.all() {
-            let r = a
-                .ask(ObjectMsg::Close, self.timeout)
-                .await
-                .map_err(|e| ask_err(e, self.timeout))
-                .and_then(|r| r);
-            if let Err(e) = r {
-                first.get_or_insert(e);
-            }
-        }
-        first.map_or(Ok(()), Err)
+        self.ask_every(ObjectMsg::Close).await
     }
 }
 
