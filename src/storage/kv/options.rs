@@ -303,16 +303,7 @@ mod tests {
             KvOptions::for_profile(Profile::HighThroughput).durability,
             Durability::GroupCommit { max_bytes, .. } if max_bytes == 4 << 20
         ));
-        for p in [
-            Profile::Development,
-            Profile::Testing,
-            Profile::Production,
-            Profile::Performance,
-            Profile::LowLatency,
-            Profile::HighThroughput,
-            Profile::Minimal,
-            Profile::Embedded,
-        ] {
+        for p in Profile::ALL {
             KvOptions::for_profile(p).validate().unwrap();
         }
     }
