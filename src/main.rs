@@ -6,6 +6,10 @@
 //! - `percore demo [--seconds N]`: starts the runtime on embedded defaults and runs a short
 //!   sharded-counter workload (N seconds, at least 1) and an ask ping-pong between two workers,
 //!   printing what it measured.
+//! - `percore serve [--port 6379] [--dir ./percore-data] [--appendfsync everysec] ...`: the
+//!   Redis-protocol server (`serve/`), until SIGINT or SIGTERM.
+
+mod serve;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -46,6 +50,8 @@ enum Cmd {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
         seconds: u64,
     },
+    /// Serve the Redis protocol (RESP2) on a sharded, durable keyspace: `redis-cli -p 6379`.
+    Serve(serve::ServeArgs),
     /// Inspect stores on disk.
     Storage {
         #[command(subcommand)]
@@ -86,6 +92,7 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Info { profile, json } => info(profile.as_deref(), json),
         Cmd::Demo { seconds } => demo(seconds),
+        Cmd::Serve(args) => serve::run(args),
         Cmd::Storage {
             cmd: StorageCmd::Check { dir, json },
         } => match storage_check(&dir, json) {

@@ -207,6 +207,63 @@ fn puts_gets_deletes_and_batches_survive_a_restart_in_every_mode() {
 }
 
 #[test]
+fn try_write_ops_appends_without_waiting_until_a_segment_is_full() {
+    use percore::storage::kv::Op;
+    let rt = runtime(Backend::Uring, false);
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let kv = KvShard::open(io(&rt), dir.path(), small(Durability::Sync))
+            .await
+            .unwrap();
+        let v = vec![7u8; 1000];
+        // 16 KiB segments: appends go in at once (no await between them, so the background
+        // task that prepares the next segment cannot run) until the active one is full; then
+        // the caller is told to wait, and nothing was appended.
+        let mut lsns = Vec::new();
+        let mut refused = None;
+        for i in 0..64u32 {
+            let k = i.to_be_bytes();
+            match kv.try_write_ops(&[Op::Put(&k, &v)]).unwrap() {
+                Some(lsn) => lsns.push(lsn),
+                None => {
+                    assert!(!kv.contains(&k), "a refused write must not be applied");
+                    refused = Some(i);
+                    break;
+                }
+            }
+        }
+        let first = refused.expect("a full segment never made the caller wait");
+        assert!(
+            lsns.len() > 10,
+            "only {} appends went in at once",
+            lsns.len()
+        );
+        assert!(lsns.windows(2).all(|w| w[0] < w[1]));
+        for lsn in lsns {
+            kv.durable(lsn).await.unwrap();
+        }
+        for i in first..64u32 {
+            kv.write_ops(&[Op::Put(&i.to_be_bytes(), &v)])
+                .await
+                .unwrap();
+        }
+        // Limits are checked as for the async path.
+        let big = vec![0u8; 5000];
+        assert!(matches!(
+            kv.try_write_ops(&[Op::Put(&big, b"")]),
+            Err(StorageError::KeyTooLarge { .. })
+        ));
+        kv.close().await.unwrap();
+        let kv = KvShard::open(io(&rt), dir.path(), small(Durability::Sync))
+            .await
+            .unwrap();
+        assert_eq!(kv.len(), 64);
+        kv.close().await.unwrap();
+    });
+    rt.shutdown();
+}
+
+#[test]
 fn scans_are_ordered_bounded_and_see_deletes() {
     let rt = runtime(Backend::Uring, false);
     let dir = tempfile::tempdir().unwrap();

@@ -432,6 +432,63 @@ impl KvShard {
         self.durable(lsn).await
     }
 
+    /// Appends borrowed operations atomically without waiting, when that is possible: returns
+    /// the batch's log position (pass it to [`on_durable`](Self::on_durable)), or `Ok(None)`
+    /// when the write would have to wait — the write queue is over its limit, or the active
+    /// segment is full and the next one is not ready — and nothing was appended: use
+    /// [`write_begin`](Self::write_begin) then. For callers on an event loop that must answer
+    /// at once (a protocol's `dispatch`), keeping their own order behind a write that waits.
+    /// Limits are checked as in [`write_ops`](Self::write_ops).
+    pub fn try_write_ops(&self, ops: &[Op<'_>]) -> Result<Option<u64>> {
+        let ops: Vec<(Kind, &[u8], &[u8])> = ops
+            .iter()
+            .map(|o| match *o {
+                Op::Put(k, v) => (Kind::Put, k, v),
+                Op::Delete(k) => (Kind::Delete, k, &[][..]),
+            })
+            .collect();
+        let mut st = self.inner.st.borrow_mut();
+        st.check_writable()?;
+        for (_, k, v) in &ops {
+            if k.len() > st.opts.max_key_bytes {
+                return Err(StorageError::KeyTooLarge {
+                    len: k.len(),
+                    max: st.opts.max_key_bytes,
+                });
+            }
+            if v.len() > st.opts.max_value_bytes {
+                return Err(StorageError::ValueTooLarge {
+                    len: v.len(),
+                    max: st.opts.max_value_bytes,
+                });
+            }
+        }
+        let need = record::frame_len(ops.iter().map(|(_, k, v)| (k.len(), v.len()))) as u64;
+        if need > st.opts.max_segment_bytes {
+            return Err(StorageError::ValueTooLarge {
+                len: need as usize,
+                max: st.opts.max_segment_bytes as usize,
+            });
+        }
+        if ops.is_empty() {
+            return Ok(Some(st.appended_lsn));
+        }
+        if st.queued_bytes() > st.queue_limit() {
+            return Ok(None);
+        }
+        let a = st.seg(st.active);
+        if !(a.len == 0 || a.len + need <= st.opts.max_segment_bytes) {
+            match st.spare.take() {
+                Some(spare) => st.rotate(spare),
+                None => return Ok(None),
+            }
+        }
+        let (lsn, _) = st.append_frame(&ops);
+        drop(st);
+        self.inner.kick.notify();
+        Ok(Some(lsn))
+    }
+
     /// Waits until the write at `lsn` is as durable as the mode promises.
     pub async fn durable(&self, lsn: u64) -> Result<()> {
         let (tx, rx) = oneshot::channel();

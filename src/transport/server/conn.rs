@@ -30,6 +30,9 @@ pub(super) fn register_conn<P: ServerProtocol>(
     moved_at: Option<Instant>,
 ) {
     let has_input = !input.is_empty();
+    if moved_at.is_none() {
+        shared.proto.opened(&info);
+    }
     let id = ctx.register(Box::new(Conn::<P> {
         tls,
         fd,
@@ -151,6 +154,7 @@ impl<P: ServerProtocol> Drop for Conn<P> {
         // Dropped without `close` (the loop removed it after a panic in protocol code, or the
         // loop itself is going away): it no longer counts against `max_connections`.
         if !matches!(self.phase, Phase::Closed | Phase::Moved) {
+            self.shared.proto.closed(&self.info);
             self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
             self.shared.place.leave_loop(self.loop_idx);
             self.shared.place.uncount(self.cpu);
@@ -194,6 +198,7 @@ impl<P: ServerProtocol> Conn<P> {
         // Streamed pieces not taken: their senders learn the connection is gone.
         self.acks.clear();
         self.replies.clear();
+        self.shared.proto.closed(&self.info);
         self.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
         self.shared.place.leave_loop(self.loop_idx);
         self.shared.place.uncount(self.cpu);

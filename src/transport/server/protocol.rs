@@ -64,6 +64,20 @@ pub trait ServerProtocol: Send + Sync + 'static {
         self.dispatch(req, resp, conn.id)
     }
 
+    /// A connection has been accepted (and, for TLS, its session created): called once per
+    /// connection on its first event loop, before its first request (not again when it moves
+    /// to another loop). Keep per-connection state keyed by `conn.id` here (a session's
+    /// authentication, a client name) and drop it in [`closed`](Self::closed). Default: nothing.
+    fn opened(&self, conn: &ConnInfo) {
+        let _ = conn;
+    }
+
+    /// The connection is gone (closed by either side, refused, timed out, or its loop stopped):
+    /// called exactly once for each connection [`opened`](Self::opened) saw. Default: nothing.
+    fn closed(&self, conn: &ConnInfo) {
+        let _ = conn;
+    }
+
     /// Bytes to write when a request stays incomplete longer than the request timeout (HTTP:
     /// 408), before closing.
     fn timeout_response(&self) -> Option<Vec<u8>> {
