@@ -82,7 +82,7 @@ head = rows[0]
 for r in rows[1:]:
     d = dict(zip(head, r))
     name = d["test"].split()[0]
-    print(f"{name},{d[\"rps\"]},{d[\"p99_latency_ms\"]}")'
+    print(name + "," + d["rps"] + "," + d["p99_latency_ms"])'
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }

@@ -72,6 +72,8 @@ enum OpKind {
     Send {
         buf: Vec<u8>,
         off: usize,
+        /// Buffers merged into `buf` after its first (each gets its own `Sent`).
+        merged: usize,
     },
     Poll,
     /// The address the kernel reads until the connect completes (kept alive here).
@@ -83,6 +85,10 @@ enum OpKind {
         iov: Vec<libc::iovec>,
     },
 }
+
+/// Queued send buffers are merged into one send up to this many bytes (a copy of small
+/// replies is far cheaper than a system call each; large ones go as they are).
+const MERGE_SENDS_UPTO: usize = 64 * 1024;
 
 /// Bytes one read or write SQE asks for at most (its length field is 32 bits; a larger
 /// buffer continues as a short transfer would).
@@ -108,6 +114,8 @@ struct UFd {
     poll_op: Option<usize>,
     sends: VecDeque<(Token, Vec<u8>)>,
     queued: usize,
+    /// Listed in `send_ready`: its first send starts at the turn's submit.
+    send_listed: bool,
 }
 
 /// `Unsupported`, naming what is missing, unless `probe` found everything this backend needs.
@@ -134,6 +142,9 @@ pub(crate) struct UringBackend {
     buf_ring_registered: bool,
     /// fds whose multishot recv ended for lack of buffers: re-armed next turn.
     rearm: Vec<RawFd>,
+    /// Fds with queued sends and none in flight: their send SQE is built at the turn's submit,
+    /// so the replies queued during the turn leave in one send (pipelined replies).
+    send_ready: Vec<RawFd>,
     /// Listeners whose accept failed: (fd, epoch, token, when to arm again).
     accept_retry: Vec<(RawFd, u64, Token, Instant)>,
     /// SQEs the kernel would not take: (user_data, -errno), completed in the next `poll`.
@@ -175,6 +186,7 @@ impl UringBackend {
             buf_ring: false,
             buf_ring_registered: false,
             rearm: Vec::new(),
+            send_ready: Vec::new(),
             accept_retry: Vec::new(),
             failed: Vec::new(),
             cqes: Vec::with_capacity(1024),
@@ -301,6 +313,7 @@ impl UringBackend {
                 poll_op: None,
                 sends: VecDeque::new(),
                 queued: 0,
+                send_listed: false,
             }
         });
         e.token = token;
@@ -445,8 +458,24 @@ impl UringBackend {
         let e = self.fd_entry(token, fd);
         e.queued += buf.len();
         e.sends.push_back((token, buf));
-        if e.send_op.is_none() && e.connect_op.is_none() {
-            self.start_send(fd);
+        if e.send_op.is_none() && e.connect_op.is_none() && !e.send_listed {
+            // Started at the turn's submit (`start_listed_sends`), with whatever else is
+            // queued for this fd by then.
+            e.send_listed = true;
+            self.send_ready.push(fd);
+        }
+    }
+
+    /// Starts the sends listed during the turn (called before submitting).
+    pub(super) fn start_listed_sends(&mut self) {
+        for fd in std::mem::take(&mut self.send_ready) {
+            let Some(e) = self.fds.get_mut(&fd) else {
+                continue;
+            };
+            e.send_listed = false;
+            if e.send_op.is_none() && e.connect_op.is_none() {
+                self.start_send(fd);
+            }
         }
     }
 
@@ -454,14 +483,26 @@ impl UringBackend {
         self.fds.get(&fd).map_or(0, |e| e.queued)
     }
 
-    /// Submits the next queued buffer of `fd` (one send in flight per fd keeps the order).
+    /// Submits the next queued buffers of `fd` as one send (one send in flight per fd keeps
+    /// the order): buffers of the same handler queued behind the first are copied into it up
+    /// to [`MERGE_SENDS_UPTO`] bytes, so pipelined replies leave in one system call.
     fn start_send(&mut self, fd: RawFd) {
         let Some(e) = self.fds.get_mut(&fd) else {
             return;
         };
-        let Some((token, buf)) = e.sends.pop_front() else {
+        let Some((token, mut buf)) = e.sends.pop_front() else {
             return;
         };
+        let mut merged = 0;
+        while let Some((t, next)) = e.sends.front()
+            && *t == token
+            && !next.is_empty()
+            && buf.len() + next.len() <= MERGE_SENDS_UPTO
+        {
+            buf.extend_from_slice(next);
+            e.sends.pop_front();
+            merged += 1;
+        }
         let epoch = e.epoch;
         if buf.is_empty() {
             self.ready.push_back(Completion::Sent {
@@ -473,7 +514,16 @@ impl UringBackend {
             return self.start_send(fd);
         }
         let (ptr, len) = (buf.as_ptr(), buf.len());
-        let key = self.new_op(token, fd, epoch, OpKind::Send { buf, off: 0 });
+        let key = self.new_op(
+            token,
+            fd,
+            epoch,
+            OpKind::Send {
+                buf,
+                off: 0,
+                merged,
+            },
+        );
         self.fds.get_mut(&fd).expect("looked up above").send_op = Some(key);
         let sqe = opcode::Send::new(types::Fd(fd), ptr, len as u32)
             .flags(libc::MSG_NOSIGNAL)
@@ -482,8 +532,6 @@ impl UringBackend {
         self.push(sqe);
     }
 
-    /// Starts a file operation; it completes (after as many SQEs as short transfers need)
-    /// into its own reply, never to a handler.
     pub(crate) fn file(&mut self, op: FileOp) {
         let key = self.new_op(
             usize::MAX,
@@ -582,6 +630,7 @@ impl UringBackend {
         let must_submit = !self.ring.submission().is_empty();
         self.accept_retry.retain(|r| r.0 != fd);
         self.rearm.retain(|r| *r != fd);
+        self.send_ready.retain(|r| *r != fd);
         if let Some(e) = self.fds.remove(&fd) {
             if let Some(key) = e.connect_op
                 && let Some(op) = self.ops.get_mut(key)

@@ -21,6 +21,7 @@ impl UringBackend {
         out: &mut VecDeque<Completion>,
         bufs: Option<&mut BufRing>,
     ) -> io::Result<()> {
+        self.start_listed_sends();
         for fd in std::mem::take(&mut self.rearm) {
             if self
                 .fds
@@ -249,7 +250,7 @@ impl UringBackend {
                     });
                 }
             }
-            OpKind::Send { buf, off } => {
+            OpKind::Send { buf, off, .. } => {
                 if orphan {
                     self.ops.remove(key);
                     return;
@@ -284,7 +285,7 @@ impl UringBackend {
                     return;
                 }
                 let Op { kind, .. } = self.ops.remove(key);
-                let OpKind::Send { buf, .. } = kind else {
+                let OpKind::Send { buf, merged, .. } = kind else {
                     unreachable!("matched Send above")
                 };
                 out.push_back(Completion::Sent {
@@ -293,6 +294,15 @@ impl UringBackend {
                     epoch,
                     buf,
                 });
+                // One `Sent` per buffer handed to `send`, merged or not.
+                for _ in 0..merged {
+                    out.push_back(Completion::Sent {
+                        token,
+                        fd,
+                        epoch,
+                        buf: Vec::new(),
+                    });
+                }
                 if let Some(e) = self.fds.get_mut(&fd) {
                     e.send_op = None;
                 }
