@@ -534,3 +534,158 @@ fn redis_benchmark_smoke() {
     assert!(n > 50, "redis-benchmark wrote {n} keys");
     assert_eq!(c.cmd(&["PING"]), Reply::Simple("PONG".into()));
 }
+
+#[test]
+fn http_admin_face_with_curl() {
+    let Some(curl) = tool("curl") else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Serve::start(
+        dir.path(),
+        &[
+            "--workers",
+            "2",
+            "--appendfsync",
+            "always",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = s.admin.expect("admin address");
+    let curl = |args: &[&str]| -> (String, String) {
+        let out = std::process::Command::new(&curl)
+            .args(["-s", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').expect("status line");
+        (body.to_string(), code.to_string())
+    };
+    let url = |k: &str| format!("http://{admin}/kv/{k}");
+    assert_eq!(curl(&[&format!("http://{admin}/health")]).1, "200");
+    assert_eq!(curl(&[&url("user%3A1")]).1, "404");
+    assert_eq!(
+        curl(&[
+            "-X",
+            "PUT",
+            "--data-binary",
+            "hello there",
+            &url("user%3A1")
+        ])
+        .1,
+        "204"
+    );
+    assert_eq!(
+        curl(&[&url("user%3A1")]),
+        ("hello there".into(), "200".into())
+    );
+    // The same key through RESP: one keyspace.
+    let mut c = s.conn();
+    assert_eq!(c.cmd(&["GET", "user:1"]), Reply::bulk("hello there"));
+    assert_eq!(c.cmd(&["RPUSH", "list", "x"]), int(1));
+    assert_eq!(curl(&[&url("list")]).1, "409");
+    assert_eq!(curl(&["-X", "DELETE", &url("user%3A1")]).1, "204");
+    assert_eq!(curl(&["-X", "DELETE", &url("user%3A1")]).1, "404");
+    assert_eq!(c.cmd(&["EXISTS", "user:1"]), int(0));
+}
+
+#[test]
+fn pubsub_across_cores_with_patterns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Serve::start(dir.path(), &["--workers", "2", "--appendonly", "no"]);
+    let mut sub = s.conn();
+    let mut psub = s.conn();
+    let mut publisher = s.conn();
+    // Several connections, so subscribers and the publisher sit on both loops.
+    let _others: Vec<Conn> = (0..4).map(|_| s.conn()).collect();
+    let arr = |v: &[Reply]| Reply::Array(Some(v.to_vec()));
+    assert_eq!(
+        sub.cmd(&["SUBSCRIBE", "news", "sport"]),
+        arr(&[Reply::bulk("subscribe"), Reply::bulk("news"), int(1)])
+    );
+    assert_eq!(
+        sub.read(),
+        arr(&[Reply::bulk("subscribe"), Reply::bulk("sport"), int(2)])
+    );
+    assert_eq!(
+        psub.cmd(&["PSUBSCRIBE", "n*"]),
+        arr(&[Reply::bulk("psubscribe"), Reply::bulk("n*"), int(1)])
+    );
+    // Only subscription commands and PING in subscribe mode.
+    assert!(matches!(sub.cmd(&["GET", "x"]), Reply::Error(e) if e.contains("only (P|S)SUBSCRIBE")));
+    assert_eq!(
+        sub.cmd(&["PING"]),
+        arr(&[Reply::bulk("pong"), Reply::bulk("")])
+    );
+    assert_eq!(publisher.cmd(&["PUBLISH", "news", "hello"]), int(2));
+    assert_eq!(
+        sub.read(),
+        arr(&[
+            Reply::bulk("message"),
+            Reply::bulk("news"),
+            Reply::bulk("hello")
+        ])
+    );
+    assert_eq!(
+        psub.read(),
+        arr(&[
+            Reply::bulk("pmessage"),
+            Reply::bulk("n*"),
+            Reply::bulk("news"),
+            Reply::bulk("hello")
+        ])
+    );
+    assert_eq!(publisher.cmd(&["PUBLISH", "sport", "goal"]), int(1));
+    assert_eq!(
+        sub.read(),
+        arr(&[
+            Reply::bulk("message"),
+            Reply::bulk("sport"),
+            Reply::bulk("goal")
+        ])
+    );
+    // Many messages arrive in order.
+    for i in 0..200 {
+        assert_eq!(publisher.cmd(&["PUBLISH", "sport", &i.to_string()]), int(1));
+    }
+    for i in 0..200 {
+        assert_eq!(
+            sub.read(),
+            arr(&[
+                Reply::bulk("message"),
+                Reply::bulk("sport"),
+                Reply::bulk(&i.to_string())
+            ])
+        );
+    }
+    assert_eq!(
+        publisher.cmd(&["PUBSUB", "CHANNELS"]),
+        arr(&[Reply::bulk("news"), Reply::bulk("sport")])
+    );
+    assert_eq!(
+        publisher.cmd(&["PUBSUB", "NUMSUB", "news", "none"]),
+        arr(&[Reply::bulk("news"), int(1), Reply::bulk("none"), int(0)])
+    );
+    assert_eq!(publisher.cmd(&["PUBSUB", "NUMPAT"]), int(1));
+    assert_eq!(
+        sub.cmd(&["UNSUBSCRIBE", "news"]),
+        arr(&[Reply::bulk("unsubscribe"), Reply::bulk("news"), int(1)])
+    );
+    assert_eq!(
+        sub.cmd(&["UNSUBSCRIBE"]),
+        arr(&[Reply::bulk("unsubscribe"), Reply::bulk("sport"), int(0)])
+    );
+    // Out of subscribe mode: ordinary commands again.
+    assert_eq!(sub.cmd(&["SET", "x", "1"]), ok());
+    assert_eq!(publisher.cmd(&["PUBLISH", "sport", "nobody"]), int(0));
+    // A subscriber that disconnects is forgotten.
+    drop(psub);
+    let t = Instant::now();
+    while publisher.cmd(&["PUBSUB", "NUMPAT"]) != int(0) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "closed subscriber still counted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -58,6 +58,7 @@ const R: &[&str] = &["readonly"];
 const RF: &[&str] = &["readonly", "fast"];
 const A: &[&str] = &["admin", "noscript"];
 const F: &[&str] = &["fast"];
+const PS: &[&str] = &["pubsub", "noscript", "loading", "stale"];
 
 const fn spec(
     name: &'static str,
@@ -217,7 +218,25 @@ pub static TABLE: &[Spec] = &[
     spec("pexpiretime", 2, RF, ONE, Key, Some(k::pexpiretime)),
     spec("ping", -1, F, NONE, Server, None),
     spec("psetex", 4, W, ONE, Key, Some(st::psetex)),
+    spec("psubscribe", -2, PS, NONE, Server, None),
     spec("pttl", 2, RF, ONE, Key, Some(k::pttl)),
+    spec(
+        "publish",
+        3,
+        &["pubsub", "loading", "stale", "fast"],
+        NONE,
+        Server,
+        None,
+    ),
+    spec(
+        "pubsub",
+        -2,
+        &["pubsub", "random", "loading", "stale"],
+        NONE,
+        Server,
+        None,
+    ),
+    spec("punsubscribe", -1, PS, NONE, Server, None),
     spec(
         "quit",
         -1,
@@ -252,6 +271,7 @@ pub static TABLE: &[Spec] = &[
     spec("smismember", -3, RF, ONE, Key, Some(s::smismember)),
     spec("srem", -3, WNF, ONE, Key, Some(s::srem)),
     spec("strlen", 2, RF, ONE, Key, Some(st::strlen)),
+    spec("subscribe", -2, PS, NONE, Server, None),
     spec("sunion", -2, R, ALL_KEYS, Keys, Some(s::sunion)),
     spec(
         "time",
@@ -264,6 +284,7 @@ pub static TABLE: &[Spec] = &[
     spec("ttl", 2, RF, ONE, Key, Some(k::ttl)),
     spec("type", 2, RF, ONE, Key, Some(k::type_)),
     spec("unlink", -2, WNF, ALL_KEYS, Keys, Some(del)),
+    spec("unsubscribe", -1, PS, NONE, Server, None),
     spec("wait", 3, &["noscript"], NONE, Server, None),
 ];
 

@@ -21,6 +21,7 @@
 //! atomic across shards (MSETNX, BLPOP/BRPOP and RENAME's atomic cases need their keys on one
 //! shard: use a hash tag). Must not touch: percore's internals (only its public API).
 
+mod admin;
 mod cmd_hash;
 mod cmd_keys;
 mod cmd_list;
@@ -31,6 +32,7 @@ mod db;
 mod gather;
 mod persist;
 mod protocol;
+mod pubsub;
 mod resp;
 mod shard;
 mod slot;
@@ -74,6 +76,9 @@ pub struct ServeArgs {
     /// App workers, hence shards (default: the runtime's zero-config choice for this machine).
     #[arg(long)]
     pub workers: Option<NonZeroUsize>,
+    /// Also serve the HTTP admin face here (`GET/PUT/DELETE /kv/{key}`, `GET /health`).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
     /// Largest bulk argument accepted, in bytes (Redis's `proto-max-bulk-len`).
     #[arg(long, default_value_t = resp::DEFAULT_MAX_BULK)]
     pub proto_max_bulk_len: usize,
@@ -182,6 +187,10 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
     );
     state.set_max_bulk(args.proto_max_bulk_len);
     let server = Server::bind(&h, addr, protocol::Resp(Arc::new(state)), opts)?;
+    let admin = match args.admin {
+        Some(a) => Some(admin::bind(&h, a, addrs.clone())?),
+        None => None,
+    };
     let persistence = match &dir {
         Some(d) => format!(
             "append log in {} (appendfsync {})",
@@ -194,8 +203,14 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         "listening on {} ({n} shards, {keys} keys loaded, {persistence})",
         server.local_addr()
     );
+    if let Some(a) = &admin {
+        println!("admin HTTP on {}", a.local_addr());
+    }
     let why = signals.wait();
     println!("{why}: stopping");
+    if let Some(a) = admin {
+        let _ = rt.block_on(a.shutdown(Duration::from_secs(5)));
+    }
     let report = rt.block_on(server.shutdown(Duration::from_secs(5)));
     tracing::info!(?report, "server stopped");
     let mut failed = None;

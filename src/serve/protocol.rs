@@ -64,6 +64,8 @@ pub struct State {
     run_id: String,
     /// Commands run, per thread (each thread writes only its own counter).
     counters: Mutex<Vec<Arc<AtomicU64>>>,
+    /// Pub/sub subscriptions.
+    pubsub: super::pubsub::PubSub,
 }
 
 /// The RESP server protocol.
@@ -95,6 +97,7 @@ impl State {
             started: Instant::now(),
             run_id: run_id[..40].to_string(),
             counters: Mutex::new(Vec::new()),
+            pubsub: super::pubsub::PubSub::default(),
         }
     }
 
@@ -200,6 +203,12 @@ impl ServerProtocol for Resp {
         if let Ok(mut s) = self.0.sessions.lock() {
             s.remove(&conn.id);
         }
+        self.0.pubsub.drop_conn(conn.id);
+    }
+
+    fn may_move(&self, conn: &ConnInfo) -> bool {
+        // A subscriber's messages are pushed to the loop it is on.
+        self.0.pubsub.count(conn.id) == 0
     }
 
     fn unavailable_response(&self) -> Option<Vec<u8>> {
@@ -243,6 +252,25 @@ impl Resp {
             && !self.authed(conn)
         {
             return err(resp, "NOAUTH Authentication required.");
+        }
+        if st.pubsub.any() && !spec.flags.contains(&"pubsub") && spec.name != "quit" {
+            let subscribed = st.pubsub.count(conn) > 0;
+            if subscribed && spec.name == "ping" {
+                let mut o = Out::new();
+                o.array(2);
+                o.bulk(b"pong");
+                o.bulk(c.arg(1));
+                return answer(resp, o);
+            }
+            if subscribed {
+                return err(
+                    resp,
+                    &format!(
+                        "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                        spec.name
+                    ),
+                );
+            }
         }
         match spec.route {
             Route::Key => self.to_shard(st.shard_of(c.arg(1)), c, spec, resp),
@@ -649,6 +677,37 @@ impl Resp {
                 "ERR MULTI/EXEC transactions are not supported by percore serve (yet); send the commands without MULTI",
             ),
             "lastsave" => o.int(st.last_save.load(Ordering::Relaxed) as i64),
+            "subscribe" | "psubscribe" => {
+                let names: Vec<&[u8]> = c.args().skip(1).collect();
+                let p = resp.pusher();
+                st.pubsub
+                    .subscribe(conn, &p, &names, spec.name == "psubscribe", &mut o);
+            }
+            "unsubscribe" | "punsubscribe" => {
+                let names: Vec<&[u8]> = c.args().skip(1).collect();
+                st.pubsub
+                    .unsubscribe(conn, &names, spec.name == "punsubscribe", &mut o);
+            }
+            "publish" => o.int(st.pubsub.publish(c.arg(1), c.arg(2)) as i64),
+            "pubsub" => match (c.arg(1).to_ascii_uppercase().as_slice(), c.len()) {
+                (b"CHANNELS", 2 | 3) => {
+                    let chans = st.pubsub.channels((c.len() == 3).then(|| c.arg(2)));
+                    o.array(chans.len());
+                    chans.iter().for_each(|ch| o.bulk(ch));
+                }
+                (b"NUMSUB", n) => {
+                    o.array((n - 2) * 2);
+                    for ch in c.args().skip(2) {
+                        o.bulk(ch);
+                        o.int(st.pubsub.numsub(ch) as i64);
+                    }
+                }
+                (b"NUMPAT", 2) => o.int(st.pubsub.numpat() as i64),
+                _ => o.error(&format!(
+                    "ERR unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",
+                    String::from_utf8_lossy(c.arg(1))
+                )),
+            },
             "auth" => return self.auth(&c, resp, conn),
             "hello" => return self.hello(&c, resp, conn),
             "client" => return self.client(&c, resp, conn),

@@ -463,6 +463,8 @@ pub enum ShardMsg {
     BPop(Vec<Vec<u8>>, bool, Option<Duration>, Responder),
     /// The second half of RENAME: store the value taken from the source shard.
     RenameInto(Vec<u8>, Value, Option<u64>, Responder),
+    /// A request of the HTTP admin face (GET/PUT/DELETE of a string key).
+    Http(Cmd, &'static Spec, percore::transport::http::HttpReply),
     /// Flush and close the log.
     Close(Reply<Result<(), String>>),
 }
@@ -594,6 +596,13 @@ impl Actor for ShardActor {
                 );
                 return;
             }
+            (Err(e), ShardMsg::Http(_, _, reply)) => {
+                reply.respond(percore::transport::http::Response::text(
+                    503,
+                    format!("shard unavailable: {e}\n"),
+                ));
+                return;
+            }
             (Err(_), ShardMsg::RenameInto(_, _, _, resp)) => {
                 drop(resp);
                 return;
@@ -617,6 +626,7 @@ impl Actor for ShardActor {
                 o.ok();
                 reply(&s, o.into_bytes(), resp);
             }
+            ShardMsg::Http(cmd, spec, reply) => super::admin::run(&s, spec, &cmd, reply),
             ShardMsg::Close(r) => {
                 let _ = r.send(s.close().await);
             }

@@ -41,8 +41,8 @@ pub use client::{FramedClient, FramedError, Stream};
 pub use codec::{Codec, CodecError, LengthPrefixed, RawBytes};
 pub use server::{
     AcceptMode, Answer, CodecProtocol, ConnInfo, ConnectionGone, Decoded, Dispatched, FrameCall,
-    Responder, SendWindow, Server, ServerOptions, ServerProtocol, ServerShutdown, ServerStats,
-    Target, TlsInfo,
+    Pusher, Responder, SendWindow, Server, ServerOptions, ServerProtocol, ServerShutdown,
+    ServerStats, Target, TlsInfo,
 };
 
 /// Errors of the transport layer.

@@ -86,6 +86,16 @@ def families(port):
     res = p.execute()
     check(res[1::2] == list(range(1, 101)), "pipeline")
     check(r.flushall() is True and r.dbsize() == 0, "flushall")
+    ps = r.pubsub()
+    ps.subscribe("chan")
+    ps.psubscribe("ch*")
+    check(ps.get_message(timeout=2)["type"] == "subscribe", "pubsub subscribe")
+    check(ps.get_message(timeout=2)["type"] == "psubscribe", "pubsub psubscribe")
+    check(r.publish("chan", "hi") == 2, "publish receivers")
+    got = [ps.get_message(timeout=2) for _ in range(2)]
+    check(sorted(m["type"] for m in got) == ["message", "pmessage"], f"pubsub messages {got}")
+    check(all(m["data"] == "hi" and m["channel"] == "chan" for m in got), f"pubsub payloads {got}")
+    ps.close()
     print("families ok")
 
 

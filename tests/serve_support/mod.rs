@@ -174,6 +174,8 @@ pub fn python_with_redis() -> Option<PathBuf> {
 pub struct Serve {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The HTTP admin face's address, when started with `--admin`.
+    pub admin: Option<SocketAddr>,
     pub dir: PathBuf,
     pub args: Vec<String>,
 }
@@ -208,11 +210,19 @@ impl Serve {
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
             .parse()
             .expect("address");
+        let admin = extra.contains(&"--admin").then(|| {
+            let l = lines.next().expect("the admin line").expect("read stdout");
+            l.strip_prefix("admin HTTP on ")
+                .unwrap_or_else(|| panic!("unexpected second line {l:?}"))
+                .parse()
+                .expect("admin address")
+        });
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines.by_ref() {});
         Serve {
             child,
             addr,
+            admin,
             dir: dir.to_path_buf(),
             args,
         }

@@ -260,27 +260,34 @@ impl<P: ServerProtocol> Conn<P> {
         {
             return;
         }
-        while self.is_serving() && self.blocked.is_none() {
+        // Decoded requests are consumed by moving `at`; the bytes go in one drain when the loop
+        // ends (a drain per request moved the rest of the input each time: quadratic in a
+        // deep pipeline, e.g. `redis-cli --pipe`).
+        let mut at = 0usize;
+        let stop = loop {
+            if !(self.is_serving() && self.blocked.is_none()) {
+                break false;
+            }
             // Owed: decoded, not yet answered on the wire (in flight or held behind another).
             let owed = (self.next_seq - self.write_seq) as usize;
             if owed >= self.shared.opts.max_in_flight
                 || ctx.send_queued(self.fd) + self.held > self.shared.opts.max_unsent
             {
                 ctx.stop_recv(self.fd);
-                return;
+                break true;
             }
-            if self.input.is_empty() {
+            if at >= self.input.len() {
                 self.partial_since = None;
-                break;
+                break false;
             }
-            let decoded = self.shared.proto.decode(&self.input);
+            let decoded = self.shared.proto.decode(&self.input[at..]);
             if matches!(decoded, Decoded::Incomplete | Decoded::Interim(_))
-                && self.input.len() > self.shared.proto.max_input()
+                && self.input.len() - at > self.shared.proto.max_input()
             {
                 self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
                     conn = self.info.id,
-                    bytes = self.input.len(),
+                    bytes = self.input.len() - at,
                     "an unfinished request is over the protocol's max_input; closing the connection after the replies owed"
                 );
                 let r = self.shared.proto.too_large_response();
@@ -290,8 +297,10 @@ impl<P: ServerProtocol> Conn<P> {
             match decoded {
                 Decoded::Incomplete => {
                     self.partial_since.get_or_insert(ctx.now());
+                    self.input.drain(..at);
+                    at = 0;
                     self.check_truncated();
-                    break;
+                    break false;
                 }
                 Decoded::Interim(bytes) => {
                     self.partial_since.get_or_insert(ctx.now());
@@ -299,8 +308,10 @@ impl<P: ServerProtocol> Conn<P> {
                         self.interim_sent = true;
                         self.write_out(ctx, bytes, false);
                     }
+                    self.input.drain(..at);
+                    at = 0;
                     self.check_truncated();
-                    break;
+                    break false;
                 }
                 Decoded::Reject { response, reason } => {
                     self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -309,17 +320,22 @@ impl<P: ServerProtocol> Conn<P> {
                     return;
                 }
                 Decoded::Request(req, used) => {
-                    self.input.drain(..used.min(self.input.len()));
+                    at = (at + used).min(self.input.len());
                     self.partial_since = None;
                     self.interim_sent = false;
                     self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
                     let resp = self.responder(ctx);
                     self.in_flight += 1;
                     if !self.hand_off(ctx, req, resp) {
-                        return;
+                        break true;
                     }
                 }
             }
+        };
+        // `refuse` (an answer asking to close) may have cleared the input already.
+        self.input.drain(..at.min(self.input.len()));
+        if stop {
+            return;
         }
         if self.is_serving() && !self.peer_done && self.blocked.is_none() {
             let t = self.token(ctx);
@@ -446,6 +462,15 @@ impl<P: ServerProtocol> Conn<P> {
     /// Takes a reply or a piece of one: written at once when every earlier reply is complete,
     /// else held (counted in `held`) until they are.
     pub(super) fn on_reply(&mut self, ctx: &mut IoCtx<'_>, seq: u64, part: Part) {
+        if seq == super::reply::PUSH_SEQ {
+            // Server push: after what is on its way to the socket, between whole replies.
+            if !matches!(self.phase, Phase::Closed | Phase::Moved)
+                && let Some(b) = part.bytes
+            {
+                self.write_out(ctx, b, false);
+            }
+            return;
+        }
         if self.phase == Phase::Closed || seq < self.write_seq {
             return; // gone or already answered; a streamed piece's credit closes its window
         }

@@ -20,6 +20,7 @@ impl<P: ServerProtocol> Conn<P> {
         let sh = &self.shared;
         if sh.opts.accept != AcceptMode::IncomingCpu
             || !self.is_serving()
+            || !sh.proto.may_move(&self.info)
             || !active
             || self.tls.is_some()
             || self

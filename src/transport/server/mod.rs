@@ -49,7 +49,7 @@ pub mod target;
 pub use codec_protocol::{CodecProtocol, FrameCall};
 pub use options::{AcceptMode, ServerOptions, ServerStats};
 pub use protocol::{ConnInfo, Decoded, Dispatched, ServerProtocol, TlsInfo};
-pub use reply::{Answer, ConnectionGone, Responder, SendWindow};
+pub use reply::{Answer, ConnectionGone, Pusher, Responder, SendWindow};
 pub use target::Target;
 
 use listener::Listener;

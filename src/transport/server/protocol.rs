@@ -78,6 +78,16 @@ pub trait ServerProtocol: Send + Sync + 'static {
         let _ = conn;
     }
 
+    /// Whether the connection may move to another event loop now ([`AcceptMode::IncomingCpu`]
+    /// moves quiet connections to the loop their packets arrive on). Say no for a connection
+    /// that has [`Pusher`](super::Pusher)s (a pushed message would find it gone). Default: yes.
+    ///
+    /// [`AcceptMode::IncomingCpu`]: super::AcceptMode::IncomingCpu
+    fn may_move(&self, conn: &ConnInfo) -> bool {
+        let _ = conn;
+        true
+    }
+
     /// Bytes to write when a request stays incomplete longer than the request timeout (HTTP:
     /// 408), before closing.
     fn timeout_response(&self) -> Option<Vec<u8>> {

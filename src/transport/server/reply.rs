@@ -107,11 +107,64 @@ impl Responder {
         self.id
     }
 
+    /// A [`Pusher`] for this request's connection: bytes sent outside the request/reply order
+    /// (server push, e.g. a pub/sub message), for as long as the connection lives.
+    pub fn pusher(&self) -> Pusher {
+        Pusher {
+            handle: self.handle.clone(),
+            id: self.id,
+            deliver: self.deliver,
+        }
+    }
+
     fn post(&self, part: Part) {
         let (id, seq, deliver) = (self.id, self.seq, self.deliver);
         let _ = self
             .handle
             .run_on_io(id.worker, move |ctx| deliver(ctx, id, seq, part));
+    }
+}
+
+/// The sequence number of a pushed part (never a request's).
+pub(super) const PUSH_SEQ: u64 = u64::MAX;
+
+/// Sends bytes to a connection outside the request/reply order: server push, such as Redis
+/// pub/sub messages. Pushed bytes are written after the replies already handed to the socket
+/// and before any reply still held for ordering, never inside a reply; pushes from one sender
+/// arrive in the order sent. Once the connection is gone pushes are dropped. A connection with
+/// pushers should not move between event loops: a protocol that pushes says so through
+/// [`ServerProtocol::may_move`](super::ServerProtocol::may_move).
+#[derive(Clone)]
+pub struct Pusher {
+    handle: Handle,
+    id: HandlerId,
+    deliver: fn(&mut IoCtx<'_>, HandlerId, u64, Part),
+}
+
+impl std::fmt::Debug for Pusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pusher").field("conn", &self.id).finish()
+    }
+}
+
+impl Pusher {
+    /// Queues `bytes` for the connection.
+    pub fn push(&self, bytes: Vec<u8>) {
+        let (id, deliver) = (self.id, self.deliver);
+        let part = Part {
+            bytes: Some(bytes),
+            ack: None,
+            last: false,
+            close: false,
+        };
+        let _ = self
+            .handle
+            .run_on_io(id.worker, move |ctx| deliver(ctx, id, PUSH_SEQ, part));
+    }
+
+    /// The connection it pushes to (the [`Responder::connection`] of its requests).
+    pub fn connection(&self) -> HandlerId {
+        self.id
     }
 }
 
