@@ -9,6 +9,11 @@
 
 use std::ops::Range;
 
+use smallvec::SmallVec;
+
+/// Arguments kept inline before the table spills to the heap.
+const INLINE_ARGS: usize = 6;
+
 /// Longest inline command line (Redis: `PROTO_INLINE_MAX_SIZE`, 64 KiB).
 pub const INLINE_MAX: usize = 64 * 1024;
 /// Most arguments in one multibulk (Redis accepts up to `INT_MAX`; 1 Mi keeps one command's
@@ -21,7 +26,7 @@ pub const DEFAULT_MAX_BULK: usize = 512 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cmd {
     buf: Vec<u8>,
-    args: Vec<Range<u32>>,
+    args: SmallVec<[Range<u32>; INLINE_ARGS]>,
 }
 
 impl Cmd {
@@ -29,7 +34,7 @@ impl Cmd {
     pub fn from_args<A: AsRef<[u8]>>(args: &[A]) -> Cmd {
         let mut c = Cmd {
             buf: Vec::new(),
-            args: Vec::with_capacity(args.len()),
+            args: SmallVec::with_capacity(args.len()),
         };
         for a in args {
             c.push(a.as_ref());
@@ -185,7 +190,7 @@ pub fn parse(input: &[u8], limits: &Limits) -> Result<Parsed, ProtoError> {
     }
     let n = n as usize;
     // First pass: check the whole frame is here (no copy until it is).
-    let mut spans = Vec::with_capacity(n);
+    let mut spans: SmallVec<[Range<usize>; INLINE_ARGS]> = SmallVec::new();
     let mut total = 0usize;
     for _ in 0..n {
         if pos >= input.len() {
@@ -220,7 +225,7 @@ pub fn parse(input: &[u8], limits: &Limits) -> Result<Parsed, ProtoError> {
         pos = stop + 2;
     }
     let mut buf = Vec::with_capacity(total);
-    let mut args = Vec::with_capacity(n);
+    let mut args = SmallVec::with_capacity(n);
     for s in spans {
         let b = buf.len() as u32;
         buf.extend_from_slice(&input[s]);
