@@ -689,3 +689,109 @@ fn pubsub_across_cores_with_patterns() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+fn info_field(c: &mut Conn, section: &str, field: &str) -> u64 {
+    let Reply::Bulk(Some(b)) = c.cmd(&["INFO", section]) else {
+        panic!("INFO is a bulk string")
+    };
+    let text = String::from_utf8(b).expect("utf-8");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("{field} missing in {text}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+#[test]
+fn maxmemory_refuses_or_evicts_by_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Serve::start(dir.path(), &["--workers", "1", "--appendonly", "no"]);
+    let mut c = s.conn();
+    let base = info_field(&mut c, "memory", "used_memory");
+    let max = base + (6 << 20);
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "maxmemory", &max.to_string()]),
+        ok()
+    );
+    let value = "v".repeat(200);
+    // noeviction: writes are refused once over the limit; reads and deletes still work.
+    let mut refused = None;
+    for i in 0..200_000 {
+        match c.cmd(&["SET", &format!("k{i}"), &value]) {
+            Reply::Simple(_) => {}
+            Reply::Error(e) => {
+                assert_eq!(e, "OOM command not allowed when used memory > 'maxmemory'.");
+                refused = Some(i);
+                break;
+            }
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+    let n = refused.expect("the limit was never reached");
+    assert!(n > 1000, "refused after only {n} keys");
+    assert_eq!(c.cmd(&["GET", "k0"]), Reply::bulk(&value));
+    assert_eq!(c.cmd(&["DEL", "k0"]), int(1));
+    assert_eq!(info_field(&mut c, "stats", "evicted_keys"), 0);
+    // allkeys-lfu: writes go on, the least used keys go, a hot key stays.
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"]),
+        ok()
+    );
+    assert_eq!(c.cmd(&["SET", "hot", "1"]), ok());
+    for _ in 0..300 {
+        assert_eq!(c.cmd(&["GET", "hot"]), Reply::bulk("1"));
+    }
+    for i in 0..60_000 {
+        assert_eq!(c.cmd(&["SET", &format!("x{i}"), &value]), ok(), "x{i}");
+    }
+    let evicted = info_field(&mut c, "stats", "evicted_keys");
+    assert!(evicted > 10_000, "evicted {evicted}");
+    assert_eq!(c.cmd(&["GET", "hot"]), Reply::bulk("1"));
+    let used = info_field(&mut c, "memory", "used_memory");
+    assert!(used <= max + (1 << 20), "used {used} over maxmemory {max}");
+    // volatile-ttl: only keys with a TTL go, nearest expiry first.
+    assert_eq!(c.cmd(&["FLUSHALL"]), ok());
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "maxmemory-policy", "volatile-ttl"]),
+        ok()
+    );
+    for i in 0..1000 {
+        assert_eq!(c.cmd(&["SET", &format!("p{i}"), "keep"]), ok());
+    }
+    for i in 0..60_000 {
+        let r = c.cmd(&[
+            "SET",
+            &format!("t{i}"),
+            &value,
+            "EX",
+            &(100_000 + i).to_string(),
+        ]);
+        assert_eq!(r, ok(), "t{i}");
+    }
+    let keys: Vec<String> = (0..1000).map(|i| format!("p{i}")).collect();
+    let mut args = vec!["EXISTS"];
+    args.extend(keys.iter().map(String::as_str));
+    assert_eq!(c.cmd(&args), int(1000), "a key without a TTL was evicted");
+    assert!(info_field(&mut c, "stats", "evicted_keys") > evicted);
+    // The latest TTL keys (furthest expiry) survive; the earliest went first (each eviction
+    // takes the nearest expiry of 5 sampled keys, so a few early ones may escape sampling).
+    assert_eq!(c.cmd(&["EXISTS", "t59999"]), int(1));
+    let early: Vec<String> = (0..100).map(|i| format!("t{i}")).collect();
+    let mut args = vec!["EXISTS"];
+    args.extend(early.iter().map(String::as_str));
+    let Reply::Int(left) = c.cmd(&args) else {
+        panic!("EXISTS answers a count")
+    };
+    assert!(
+        left <= 20,
+        "{left} of the 100 earliest-expiring keys survived"
+    );
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "maxmemory-policy"]),
+        Reply::Array(Some(vec![
+            Reply::bulk("maxmemory-policy"),
+            Reply::bulk("volatile-ttl")
+        ]))
+    );
+}

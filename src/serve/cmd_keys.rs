@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn scan_returns_every_stable_key_despite_removals() {
-        let mut db = Db::new(false);
+        let mut db = Db::new(false, Default::default());
         for i in 0..100u32 {
             db.set_str(format!("k{i}").as_bytes(), b"v", None, false);
         }

@@ -323,7 +323,7 @@ mod tests {
 
     #[test]
     fn push_pop_trim_rem() {
-        let mut db = Db::new(true);
+        let mut db = Db::new(true, Default::default());
         assert_eq!(run(&mut db, &["RPUSH", "l", "a", "b", "c", "b"]), b":4\r\n");
         assert_eq!(run(&mut db, &["LPUSH", "l", "z"]), b":5\r\n");
         assert_eq!(run(&mut db, &["LREM", "l", "-1", "b"]), b":1\r\n");

@@ -106,9 +106,16 @@ pub struct DbStats {
 /// The error text of a type mismatch.
 pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
+/// A value and its access field (LRU clock or LFU counter, see `evict.rs`).
+#[derive(Debug, Clone)]
+struct Entry {
+    v: Value,
+    access: u32,
+}
+
 /// One shard's keyspace.
 pub struct Db {
-    map: IndexMap<Bytes, Value, Hasher>,
+    map: IndexMap<Bytes, Entry, Hasher>,
     /// Expiry times (ms since the epoch) of the keys that have one.
     expires: IndexMap<Bytes, u64, Hasher>,
     /// Changes of the command being run (`Some` when persistence is on).
@@ -119,6 +126,8 @@ pub struct Db {
     now: u64,
     /// Cheap generator for sampling (xorshift).
     rng: u64,
+    /// Memory settings (the policy decides what an access records).
+    mem: std::sync::Arc<super::evict::MemConfig>,
 }
 
 /// Milliseconds since the Unix epoch, from the kernel's coarse wall clock
@@ -133,7 +142,7 @@ pub fn now_ms() -> u64 {
 
 impl Db {
     /// An empty keyspace; `persistent` turns on change logging.
-    pub fn new(persistent: bool) -> Db {
+    pub fn new(persistent: bool, mem: std::sync::Arc<super::evict::MemConfig>) -> Db {
         Db {
             map: IndexMap::default(),
             expires: IndexMap::default(),
@@ -141,6 +150,24 @@ impl Db {
             stats: DbStats::default(),
             now: now_ms(),
             rng: 0x9E37_79B9_7F4A_7C15 ^ now_ms(),
+            mem,
+        }
+    }
+
+    /// Records an access of the entry at `key` (LRU clock or LFU counter).
+    fn touch(&mut self, key: &[u8]) {
+        let lfu = self.mem.policy().lfu();
+        let r = if lfu { self.rand() } else { 0 };
+        let now = self.now;
+        if let Some(e) = self.map.get_mut(key) {
+            e.access = super::evict::touch(e.access, lfu, now, r);
+        }
+    }
+
+    fn entry(&self, v: Value) -> Entry {
+        Entry {
+            v,
+            access: super::evict::new_field(self.mem.policy().lfu(), self.now),
         }
     }
 
@@ -197,19 +224,31 @@ impl Db {
     /// The live value of `key` (read access: counts a hit or miss).
     pub fn get(&mut self, key: &[u8]) -> Option<&Value> {
         self.expire_if_due(key);
-        let v = self.map.get(key);
-        if v.is_some() {
-            self.stats.keyspace_hits += 1;
-        } else {
-            self.stats.keyspace_misses += 1;
+        let lfu = self.mem.policy().lfu();
+        let r = if lfu { self.rand() } else { 0 };
+        match self.map.get_mut(key) {
+            Some(e) => {
+                self.stats.keyspace_hits += 1;
+                e.access = super::evict::touch(e.access, lfu, self.now, r);
+                Some(&e.v)
+            }
+            None => {
+                self.stats.keyspace_misses += 1;
+                None
+            }
         }
-        v
     }
 
     /// The live value of `key`, for a change (no hit/miss counted).
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Value> {
         self.expire_if_due(key);
-        self.map.get_mut(key)
+        let lfu = self.mem.policy().lfu();
+        let r = if lfu { self.rand() } else { 0 };
+        let now = self.now;
+        self.map.get_mut(key).map(|e| {
+            e.access = super::evict::touch(e.access, lfu, now, r);
+            &mut e.v
+        })
     }
 
     /// Whether `key` exists (expiring it if due).
@@ -228,7 +267,7 @@ impl Db {
     pub fn set_str(&mut self, key: &[u8], val: &[u8], expire: Option<u64>, keep_ttl: bool) {
         self.expire_if_due(key);
         if let Some(old) = self.map.get(key)
-            && !matches!(old, Value::Str(_))
+            && !matches!(old.v, Value::Str(_))
         {
             // A collection is replaced: its element records go.
             self.remove(key);
@@ -247,10 +286,14 @@ impl Db {
                 }
             }
         };
+        self.touch(key);
         match self.map.get_mut(key) {
-            Some(Value::Str(s)) => *s = val.into(),
+            Some(Entry {
+                v: Value::Str(s), ..
+            }) => *s = val.into(),
             _ => {
-                self.map.insert(key.into(), Value::Str(val.into()));
+                let e = self.entry(Value::Str(val.into()));
+                self.map.insert(key.into(), e);
             }
         }
         self.log(|| {
@@ -266,7 +309,8 @@ impl Db {
     pub fn create(&mut self, key: &[u8], v: Value) -> &mut Value {
         let kind = v.kind();
         self.log(|| LogOp::Put(persist::meta_key(key), persist::meta_value(kind, 0, &[])));
-        self.map.entry(key.into()).or_insert(v)
+        let e = self.entry(v);
+        &mut self.map.entry(key.into()).or_insert(e).v
     }
 
     /// Logs an element change of a collection: `Some(value)` sets it, `None` removes it.
@@ -283,7 +327,7 @@ impl Db {
 
     /// Removes `key` if it is a collection left empty (Redis never keeps empty ones).
     pub fn drop_if_empty(&mut self, key: &[u8]) {
-        let empty = match self.map.get(key) {
+        let empty = match self.map.get(key).map(|e| &e.v) {
             Some(Value::Hash(h)) => h.is_empty(),
             Some(Value::List(l)) => l.items.is_empty(),
             Some(Value::Set(s)) => s.is_empty(),
@@ -298,7 +342,7 @@ impl Db {
 
     /// Removes `key` and every record of it; returns the value.
     pub fn remove(&mut self, key: &[u8]) -> Option<Value> {
-        let v = self.map.swap_remove(key)?;
+        let v = self.map.swap_remove(key)?.v;
         self.expires.swap_remove(key);
         if let Some(log) = &mut self.log {
             log.push(LogOp::Del(persist::meta_key(key)));
@@ -325,7 +369,8 @@ impl Db {
         if let Some(t) = expire {
             self.expires.insert(key.into(), t);
         }
-        self.map.insert(key.into(), v);
+        let e = self.entry(v);
+        self.map.insert(key.into(), e);
     }
 
     /// Sets or clears the expiry time of an existing key; false if it does not exist.
@@ -342,7 +387,7 @@ impl Db {
             }
         }
         if let Some(log) = &mut self.log
-            && let Some(v) = self.map.get(key)
+            && let Some(Entry { v, .. }) = self.map.get(key)
         {
             let payload: &[u8] = match v {
                 Value::Str(s) => s,
@@ -366,12 +411,12 @@ impl Db {
 
     /// The key at position `i` (SCAN), if any.
     pub fn key_at(&self, i: usize) -> Option<(&Bytes, &Value)> {
-        self.map.get_index(i)
+        self.map.get_index(i).map(|(k, e)| (k, &e.v))
     }
 
     /// Every key (KEYS).
     pub fn keys(&self) -> impl Iterator<Item = (&Bytes, &Value)> {
-        self.map.iter()
+        self.map.iter().map(|(k, e)| (k, &e.v))
     }
 
     /// Whether `key` is expired at the command clock (for listings that must not show it).
@@ -428,12 +473,12 @@ impl Db {
 
     /// Approximate bytes held (keys, values, tables), for INFO memory.
     pub fn approx_bytes(&self) -> usize {
-        let table = self.map.capacity() * (8 + 16 + 24 + 8) + self.expires.capacity() * 40;
+        let table = self.map.capacity() * (8 + 16 + 32 + 8) + self.expires.capacity() * 40;
         table
             + self
                 .map
                 .iter()
-                .map(|(k, v)| k.len() + v.heap_bytes())
+                .map(|(k, e)| k.len() + e.v.heap_bytes())
                 .sum::<usize>()
     }
 
@@ -442,12 +487,47 @@ impl Db {
         if let Some(t) = expire {
             self.expires.insert(key.into(), t);
         }
-        self.map.insert(key.into(), v);
+        let e = self.entry(v);
+        self.map.insert(key.into(), e);
     }
 
     /// Mutable access during recovery (no expiry check, no logging).
     pub fn restore_mut(&mut self, key: &[u8]) -> Option<&mut Value> {
-        self.map.get_mut(key)
+        self.map.get_mut(key).map(|e| &mut e.v)
+    }
+
+    /// Evicts one key chosen by `policy` from `samples` random candidates (keys with a TTL
+    /// for the volatile policies); returns an estimate of the bytes freed, or `None` when no
+    /// key qualifies. The eviction is logged like a DEL, so a restart agrees.
+    pub fn evict_one(&mut self, policy: super::evict::Policy, samples: usize) -> Option<u64> {
+        let pool = if policy.volatile() {
+            self.expires.len()
+        } else {
+            self.map.len()
+        };
+        if pool == 0 || policy == super::evict::Policy::NoEviction {
+            return None;
+        }
+        let now = self.now;
+        let mut best: Option<(u64, Bytes)> = None;
+        for _ in 0..samples.min(pool) {
+            let i = (self.rand() % pool as u64) as usize;
+            let (k, field, exp) = if policy.volatile() {
+                let (k, &t) = self.expires.get_index(i)?;
+                (k, self.map.get(k).map_or(0, |e| e.access), Some(t))
+            } else {
+                let (k, e) = self.map.get_index(i)?;
+                (k, e.access, self.expires.get(k).copied())
+            };
+            let sc = super::evict::score(policy, field, exp, now);
+            if best.as_ref().is_none_or(|b| sc > b.0) {
+                best = Some((sc, k.clone()));
+            }
+        }
+        let (_, k) = best?;
+        let freed = self.map.get(&k).map_or(0, |e| e.v.heap_bytes()) + k.len() + 96;
+        self.remove(&k);
+        Some(freed as u64)
     }
 }
 
@@ -478,7 +558,7 @@ mod tests {
 
     #[test]
     fn lazy_expiry_and_logging() {
-        let mut db = Db::new(true);
+        let mut db = Db::new(true, Default::default());
         db.tick(1000);
         db.set_str(b"a", b"1", Some(1500), false);
         assert!(db.get(b"a").is_some());
@@ -494,7 +574,7 @@ mod tests {
 
     #[test]
     fn active_expiry_removes_due_keys_only() {
-        let mut db = Db::new(false);
+        let mut db = Db::new(false, Default::default());
         for i in 0..1000u32 {
             let exp = if i % 2 == 0 { Some(1) } else { None };
             db.set_str(&i.to_be_bytes(), b"v", exp, false);

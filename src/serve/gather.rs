@@ -225,6 +225,11 @@ pub fn run_part_now(s: &Rc<Shard>, p: Part, g: Arc<Gather>, i: usize) {
         }),
         Part::Save => unreachable!("run_part handles SAVE"),
         Part::MSet(pairs) => {
+            drop(db);
+            if s.make_room().is_err() {
+                return complete_durable(s, g, i, PartOut::Err(super::evict::OOM.into()));
+            }
+            let mut db = s.db.borrow_mut();
             let p: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
             cmd_string::mset_part(&mut db, &p);
             drop(db);

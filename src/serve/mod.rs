@@ -29,6 +29,7 @@ mod cmd_set;
 mod cmd_string;
 mod commands;
 mod db;
+mod evict;
 mod gather;
 mod persist;
 mod protocol;
@@ -79,12 +80,50 @@ pub struct ServeArgs {
     /// Also serve the HTTP admin face here (`GET/PUT/DELETE /kv/{key}`, `GET /health`).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
+    /// Memory limit (bytes, or with a unit: 100mb, 2gb; 0: none), as Redis's `maxmemory`:
+    /// the allocator's bytes in use for the whole process.
+    #[arg(long, default_value = "0", value_parser = parse_memory)]
+    pub maxmemory: u64,
+    /// What goes when memory is over `maxmemory`: noeviction, allkeys-lru, allkeys-lfu,
+    /// allkeys-random, volatile-lru, volatile-lfu, volatile-random, volatile-ttl.
+    #[arg(long, default_value = "noeviction", value_parser = parse_policy)]
+    pub maxmemory_policy: evict::Policy,
     /// Largest bulk argument accepted, in bytes (Redis's `proto-max-bulk-len`).
     #[arg(long, default_value_t = resp::DEFAULT_MAX_BULK)]
     pub proto_max_bulk_len: usize,
 }
 
 type Error = Box<dyn std::error::Error>;
+
+/// A memory size as Redis reads one: bytes, or a number with k kb m mb g gb (case-insensitive;
+/// k = 1000, kb = 1024).
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let l = s.trim().to_ascii_lowercase();
+    let (num, mul) = [
+        ("gb", 1u64 << 30),
+        ("mb", 1 << 20),
+        ("kb", 1 << 10),
+        ("g", 1_000_000_000),
+        ("m", 1_000_000),
+        ("k", 1000),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suf, m)| l.strip_suffix(suf).map(|n| (n.to_string(), *m)))
+    .unwrap_or((l.clone(), 1));
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| format!("'{s}' is not a memory size (bytes, or e.g. 100mb, 2gb)"))
+}
+
+fn parse_policy(s: &str) -> Result<evict::Policy, String> {
+    evict::Policy::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = evict::Policy::ALL.iter().map(|p| p.0).collect();
+        format!("'{s}' is not a policy; one of: {}", names.join(", "))
+    })
+}
 
 /// Checks (or writes) `DIR/META`: the number of shards the data was written with.
 fn check_meta(dir: &Path, shards: usize) -> Result<(), Error> {
@@ -144,7 +183,9 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         read_cache_bytes: 0,
         ..KvOptions::default()
     };
+    let mem = Arc::new(evict::MemConfig::new(args.maxmemory, args.maxmemory_policy));
     let cfg = ShardConfig {
+        mem: mem.clone(),
         dir: dir.clone(),
         fsync,
         kv,
@@ -184,6 +225,7 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         addrs.clone(),
         fixed,
         args.requirepass.map(String::into_bytes),
+        mem,
     );
     state.set_max_bulk(args.proto_max_bulk_len);
     let server = Server::bind(&h, addr, protocol::Resp(Arc::new(state)), opts)?;

@@ -66,6 +66,8 @@ pub struct State {
     counters: Mutex<Vec<Arc<AtomicU64>>>,
     /// Pub/sub subscriptions.
     pubsub: super::pubsub::PubSub,
+    /// `maxmemory` and its policy.
+    mem: Arc<super::evict::MemConfig>,
 }
 
 /// The RESP server protocol.
@@ -78,7 +80,12 @@ thread_local! {
 
 impl State {
     /// A protocol over `shards` (shard i on app worker i).
-    pub fn new(shards: Vec<Addr<ShardActor>>, fixed: Fixed, requirepass: Option<Vec<u8>>) -> State {
+    pub fn new(
+        shards: Vec<Addr<ShardActor>>,
+        fixed: Fixed,
+        requirepass: Option<Vec<u8>>,
+        mem: Arc<super::evict::MemConfig>,
+    ) -> State {
         let run_id: String = {
             let t = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -98,6 +105,7 @@ impl State {
             run_id: run_id[..40].to_string(),
             counters: Mutex::new(Vec::new()),
             pubsub: super::pubsub::PubSub::default(),
+            mem,
         }
     }
 
@@ -950,6 +958,9 @@ impl Resp {
             ("save", String::new()),
             ("timeout", "0".into()),
             ("maxclients", f.maxclients.to_string()),
+            ("maxmemory", self.0.mem.maxmemory().to_string()),
+            ("maxmemory-policy", self.0.mem.policy().name().to_string()),
+            ("maxmemory-samples", self.0.mem.samples().to_string()),
         ]
     }
 
@@ -985,6 +996,37 @@ impl Resp {
                                 *pw = p;
                             }
                         }
+                        b"maxmemory" => match super::parse_memory(&String::from_utf8_lossy(v)) {
+                            Ok(b) => self.0.mem.set_maxmemory(b),
+                            Err(e) => {
+                                return err(
+                                    resp,
+                                    &format!(
+                                        "ERR CONFIG SET failed (possibly related to argument 'maxmemory') - {e}"
+                                    ),
+                                );
+                            }
+                        },
+                        b"maxmemory-policy" => {
+                            match super::evict::Policy::parse(&String::from_utf8_lossy(v)) {
+                                Some(p) => self.0.mem.set_policy(p),
+                                None => {
+                                    return err(
+                                        resp,
+                                        "ERR CONFIG SET failed (possibly related to argument 'maxmemory-policy') - argument(s) must be one of the following: volatile-lru, allkeys-lru, volatile-lfu, allkeys-lfu, volatile-random, allkeys-random, volatile-ttl, noeviction",
+                                    );
+                                }
+                            }
+                        }
+                        b"maxmemory-samples" => match resp::parse_i64(v) {
+                            Some(n @ 1..=64) => self.0.mem.set_samples(n as u8),
+                            _ => {
+                                return err(
+                                    resp,
+                                    "ERR CONFIG SET failed (possibly related to argument 'maxmemory-samples') - argument must be between 1 and 64 inclusive",
+                                );
+                            }
+                        },
                         b"proto-max-bulk-len" => match resp::parse_i64(v) {
                             Some(b) if b >= 1024 * 1024 => {
                                 self.0.max_bulk.store(b as usize, Ordering::Relaxed);
@@ -1089,12 +1131,15 @@ impl Resp {
             ));
         }
         if show("memory") {
+            let used = super::evict::allocated_bytes();
+            let max = st.mem.maxmemory();
             out.push_str(&format!(
-                "# Memory\r\nused_memory:{}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_dataset:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\nmem_allocator:libc\r\n\r\n",
-                t.bytes,
-                human(t.bytes as u64),
+                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_dataset:{}\r\nmaxmemory:{max}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_allocator:libc\r\n\r\n",
+                human(used),
                 human(rss),
                 t.bytes,
+                human(max),
+                st.mem.policy().name(),
             ));
         }
         if show("persistence") {
@@ -1108,10 +1153,11 @@ impl Resp {
         }
         if show("stats") {
             out.push_str(&format!(
-                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
                 st.connections.load(Ordering::Relaxed),
                 st.commands_processed(),
                 t.expired_keys,
+                st.mem.evicted.load(Ordering::Relaxed),
                 t.hits,
                 t.misses,
             ));

@@ -71,6 +71,10 @@ pub struct Shard {
     pub last_save: Cell<u64>,
     /// Changes since the last SAVE.
     pub dirty: Cell<u64>,
+    /// Memory limit and policy (shared).
+    mem: Arc<super::evict::MemConfig>,
+    /// This shard's view of memory in use.
+    gauge: RefCell<super::evict::Gauge>,
 }
 
 thread_local! {
@@ -122,6 +126,11 @@ impl Shard {
             out.error(&misconf(e));
             return Ok(out.into_bytes());
         }
+        if spec.flags.contains(&"denyoom") && self.make_room().is_err() {
+            out.error(super::evict::OOM);
+            // Evictions made before giving up are logged like any change.
+            return self.commit_reply(out.into_bytes(), later);
+        }
         let exec = spec.exec.expect("routed as a shard command, so it has one");
         {
             let mut db = self.db.borrow_mut();
@@ -132,6 +141,38 @@ impl Shard {
             self.after_write();
         }
         self.commit_reply(out.into_bytes(), later)
+    }
+
+    /// Under `maxmemory`: evicts by the policy until memory is under the limit. `Err` when it
+    /// stays over it (`noeviction`, nothing left to evict here, or 10,000 evictions did not
+    /// suffice): the write must be refused with the OOM error.
+    pub fn make_room(&self) -> Result<(), ()> {
+        let max = self.mem.maxmemory();
+        if max == 0 {
+            return Ok(());
+        }
+        let mut g = self.gauge.borrow_mut();
+        if g.used(now_ms()) <= max {
+            return Ok(());
+        }
+        let (policy, samples) = (self.mem.policy(), self.mem.samples());
+        let mut db = self.db.borrow_mut();
+        db.tick(now_ms());
+        for _ in 0..10_000 {
+            match db.evict_one(policy, samples) {
+                Some(n) => {
+                    g.freed(n);
+                    self.mem
+                        .evicted
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                None => return Err(()),
+            }
+            if g.used(now_ms()) <= max {
+                return Ok(());
+            }
+        }
+        Err(())
     }
 
     /// Logs the changes made since the last commit; the reply goes out now (`Ok`) or through
@@ -482,6 +523,8 @@ pub struct ShardConfig {
     pub handle: Handle,
     /// Where a shard's loaded key count is reported.
     pub loaded: Arc<Mutex<Vec<usize>>>,
+    /// Memory limit and eviction policy.
+    pub mem: Arc<super::evict::MemConfig>,
 }
 
 /// The actor of one shard.
@@ -503,7 +546,7 @@ impl ShardActor {
 
     async fn open(&self) -> Result<Rc<Shard>, String> {
         let persistent = self.cfg.fsync != Fsync::Off;
-        let mut db = Db::new(persistent);
+        let mut db = Db::new(persistent, self.cfg.mem.clone());
         let kv = match &self.cfg.dir {
             Some(dir) if persistent => {
                 let d = dir.join(format!("shard-{}", self.index));
@@ -535,6 +578,8 @@ impl ShardActor {
             next_waiter: Cell::new(0),
             last_save: Cell::new(now_ms() / 1000),
             dirty: Cell::new(0),
+            mem: self.cfg.mem.clone(),
+            gauge: RefCell::new(super::evict::Gauge::default()),
         }))
     }
 }
