@@ -16,10 +16,13 @@
 //! redis-cli -p 6379 ping                  # PONG
 //! ```
 //!
+//! - Pub/sub across cores (`pubsub.rs`, pushed through the transport's `Pusher`), `maxmemory`
+//!   with Redis's eviction policies (`evict.rs`), an HTTP face with `--admin` (`admin.rs`).
+//!
 //! Compared with redis-server 7: RESP2 only (HELLO 3 answers NOPROTO), one database (SELECT 0),
-//! no MULTI/EXEC, Lua, pub/sub or eviction yet; commands over keys on several shards are not
-//! atomic across shards (MSETNX, BLPOP/BRPOP and RENAME's atomic cases need their keys on one
-//! shard: use a hash tag). Must not touch: percore's internals (only its public API).
+//! no MULTI/EXEC or Lua yet; commands over keys on several shards are not atomic across shards
+//! (MSETNX and BLPOP/BRPOP need their keys on one shard: use a hash tag; RENAME across shards
+//! is not crash-atomic). Must not touch: percore's internals (only its public API).
 
 mod admin;
 mod cmd_hash;
