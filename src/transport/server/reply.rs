@@ -131,7 +131,9 @@ pub(super) const PUSH_SEQ: u64 = u64::MAX;
 /// Sends bytes to a connection outside the request/reply order: server push, such as Redis
 /// pub/sub messages. Pushed bytes are written after the replies already handed to the socket
 /// and before any reply still held for ordering, never inside a reply; pushes from one sender
-/// arrive in the order sent. Once the connection is gone pushes are dropped. A connection with
+/// arrive in the order sent. A push made on another core travels to the connection's event
+/// loop like any cross-core message: it is not ordered with requests the connection sends
+/// after it was made. Once the connection is gone pushes are dropped. A connection with
 /// pushers should not move between event loops: a protocol that pushes says so through
 /// [`ServerProtocol::may_move`](super::ServerProtocol::may_move).
 #[derive(Clone)]
