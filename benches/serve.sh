@@ -85,7 +85,7 @@ for r in rows[1:]:
     print(name + "," + d["rps"] + "," + d["p99_latency_ms"])'
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+median() { sort -g | awk '{a[NR]=$1} END {printf "%.3f\n", (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 if [ "$ONLY" != memory ]; then
   echo "# percore serve vs redis-server $(redis-server --version | awk '{print $3}'), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, build $(git rev-parse --short HEAD)"

@@ -135,7 +135,7 @@ fn find_crlf(input: &[u8], from: usize) -> Option<usize> {
 }
 
 fn memchr(b: u8, s: &[u8]) -> Option<usize> {
-    s.iter().position(|&c| c == b)
+    memchr::memchr(b, s)
 }
 
 /// A decimal integer as Redis's `string2ll` reads it (no `+`, no spaces, no leading zeros
@@ -356,11 +356,10 @@ pub struct Out {
 }
 
 impl Out {
-    /// An empty reply buffer.
+    /// An empty reply buffer (nothing allocated until the first write, which reserves what
+    /// it needs: one allocation for a typical reply).
     pub fn new() -> Out {
-        Out {
-            buf: Vec::with_capacity(32),
-        }
+        Out { buf: Vec::new() }
     }
 
     /// `+OK`.
@@ -401,6 +400,7 @@ impl Out {
 
     /// A bulk string `$len\r\n...`.
     pub fn bulk(&mut self, b: &[u8]) {
+        self.buf.reserve(b.len() + 16);
         self.buf.push(b'$');
         self.num(b.len() as i64);
         self.buf.extend_from_slice(b"\r\n");

@@ -264,6 +264,9 @@ impl<P: ServerProtocol> Conn<P> {
         // ends (a drain per request moved the rest of the input each time: quadratic in a
         // deep pipeline, e.g. `redis-cli --pipe`).
         let mut at = 0usize;
+        // Requests decoded in this pass, added to the shared counter once (a shared atomic
+        // per request bounces its cache line between the loops).
+        let mut decoded_here = 0u64;
         let stop = loop {
             if !(self.is_serving() && self.blocked.is_none()) {
                 break false;
@@ -291,6 +294,7 @@ impl<P: ServerProtocol> Conn<P> {
                     "an unfinished request is over the protocol's max_input; closing the connection after the replies owed"
                 );
                 let r = self.shared.proto.too_large_response();
+                self.shared.stats.requests.fetch_add(decoded_here, Ordering::Relaxed);
                 self.refuse(ctx, r);
                 return;
             }
@@ -316,6 +320,7 @@ impl<P: ServerProtocol> Conn<P> {
                 Decoded::Reject { response, reason } => {
                     self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(conn = self.info.id, %reason, "invalid input; closing the connection after the replies owed");
+                    self.shared.stats.requests.fetch_add(decoded_here, Ordering::Relaxed);
                     self.refuse(ctx, response);
                     return;
                 }
@@ -323,7 +328,7 @@ impl<P: ServerProtocol> Conn<P> {
                     at = (at + used).min(self.input.len());
                     self.partial_since = None;
                     self.interim_sent = false;
-                    self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+                    decoded_here += 1;
                     let resp = self.responder(ctx);
                     self.in_flight += 1;
                     if !self.hand_off(ctx, req, resp) {
@@ -332,6 +337,9 @@ impl<P: ServerProtocol> Conn<P> {
                 }
             }
         };
+        if decoded_here > 0 {
+            self.shared.stats.requests.fetch_add(decoded_here, Ordering::Relaxed);
+        }
         // `refuse` (an answer asking to close) may have cleared the input already.
         self.input.drain(..at.min(self.input.len()));
         if stop {
