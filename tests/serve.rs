@@ -795,3 +795,64 @@ fn maxmemory_refuses_or_evicts_by_policy() {
         ]))
     );
 }
+
+#[test]
+fn multi_exec_runs_queued_commands_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Serve::start(dir.path(), &["--workers", "2", "--appendfsync", "always"]);
+    let mut c = s.conn();
+    let queued = || Reply::Simple("QUEUED".into());
+    assert_eq!(c.cmd(&["MULTI"]), ok());
+    assert_eq!(c.cmd(&["SET", "{u1}:n", "10"]), queued());
+    assert_eq!(c.cmd(&["INCRBY", "{u1}:n", "5"]), queued());
+    assert_eq!(c.cmd(&["RPUSH", "{u1}:l", "a", "b"]), queued());
+    assert_eq!(c.cmd(&["LPUSH", "{u1}:n", "x"]), queued());
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(Some(vec![
+            ok(),
+            int(15),
+            int(2),
+            Reply::Error(
+                "WRONGTYPE Operation against a key holding the wrong kind of value".into()
+            ),
+        ]))
+    );
+    // Another connection sees the whole transaction.
+    assert_eq!(s.conn().cmd(&["GET", "{u1}:n"]), Reply::bulk("15"));
+    // DISCARD, EXEC without MULTI, nesting.
+    assert_eq!(c.cmd(&["MULTI"]), ok());
+    assert_eq!(c.cmd(&["SET", "{u1}:n", "0"]), queued());
+    assert!(matches!(c.cmd(&["MULTI"]), Reply::Error(e) if e.contains("nested")));
+    assert_eq!(c.cmd(&["DISCARD"]), ok());
+    assert_eq!(c.cmd(&["GET", "{u1}:n"]), Reply::bulk("15"));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Error("ERR EXEC without MULTI".into())
+    );
+    // An error while queuing aborts the transaction.
+    assert_eq!(c.cmd(&["MULTI"]), ok());
+    assert_eq!(c.cmd(&["SET", "{u1}:n", "1"]), queued());
+    assert!(matches!(c.cmd(&["GET"]), Reply::Error(_)));
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Error("EXECABORT Transaction discarded because of previous errors.".into())
+    );
+    assert_eq!(c.cmd(&["GET", "{u1}:n"]), Reply::bulk("15"));
+    // Keys on two shards cannot be one transaction here (`a`: slot 15495, `b`: slot 3300).
+    assert_eq!(c.cmd(&["MULTI"]), ok());
+    assert_eq!(c.cmd(&["SET", "a", "1"]), queued());
+    assert_eq!(c.cmd(&["SET", "b", "1"]), queued());
+    assert!(matches!(c.cmd(&["EXEC"]), Reply::Error(e) if e.starts_with("CROSSSLOT")));
+    assert_eq!(c.cmd(&["EXISTS", "a", "b"]), int(0));
+    // An empty transaction.
+    assert_eq!(c.cmd(&["MULTI"]), ok());
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Array(Some(vec![])));
+    // Durable as one batch: after a restart the transaction's effects are all there.
+    drop(c);
+    s.stop();
+    let s = Serve::start(dir.path(), &["--workers", "2"]);
+    let mut c = s.conn();
+    assert_eq!(c.cmd(&["GET", "{u1}:n"]), Reply::bulk("15"));
+    assert_eq!(c.cmd(&["LLEN", "{u1}:l"]), int(2));
+}

@@ -19,10 +19,13 @@
 //! - Pub/sub across cores (`pubsub.rs`, pushed through the transport's `Pusher`), `maxmemory`
 //!   with Redis's eviction policies (`evict.rs`), an HTTP face with `--admin` (`admin.rs`).
 //!
+//! - MULTI/EXEC on the shard that owns the transaction's keys, logged as one batch.
+//!
 //! Compared with redis-server 7: RESP2 only (HELLO 3 answers NOPROTO), one database (SELECT 0),
-//! no MULTI/EXEC or Lua yet; commands over keys on several shards are not atomic across shards
-//! (MSETNX and BLPOP/BRPOP need their keys on one shard: use a hash tag; RENAME across shards
-//! is not crash-atomic). Must not touch: percore's internals (only its public API).
+//! no WATCH or Lua yet; commands over keys on several shards are not atomic across shards
+//! (MSETNX, BLPOP/BRPOP and MULTI/EXEC need their keys on one shard: use a hash tag; RENAME
+//! across shards is not crash-atomic). Must not touch: percore's internals (only its public
+//! API).
 
 mod admin;
 mod cmd_hash;

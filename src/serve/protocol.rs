@@ -68,6 +68,18 @@ pub struct State {
     pubsub: super::pubsub::PubSub,
     /// `maxmemory` and its policy.
     mem: Arc<super::evict::MemConfig>,
+    /// Connections inside MULTI: their queued commands.
+    multi: Mutex<HashMap<u64, Multi>>,
+    /// How many connections are inside MULTI (lets every other command skip the lock).
+    in_multi: AtomicUsize,
+}
+
+/// A transaction being queued.
+#[derive(Default)]
+struct Multi {
+    cmds: Vec<(Cmd, &'static Spec)>,
+    /// A command was refused while queuing: EXEC answers EXECABORT.
+    failed: bool,
 }
 
 /// The RESP server protocol.
@@ -106,6 +118,8 @@ impl State {
             counters: Mutex::new(Vec::new()),
             pubsub: super::pubsub::PubSub::default(),
             mem,
+            multi: Mutex::new(HashMap::new()),
+            in_multi: AtomicUsize::new(0),
         }
     }
 
@@ -217,6 +231,12 @@ impl ServerProtocol for Resp {
             s.remove(&conn.id);
         }
         self.0.pubsub.drop_conn(conn.id);
+        if self.0.in_multi.load(Ordering::Relaxed) > 0
+            && let Ok(mut m) = self.0.multi.lock()
+            && m.remove(&conn.id).is_some()
+        {
+            self.0.in_multi.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     fn may_move(&self, conn: &ConnInfo) -> bool {
@@ -252,9 +272,11 @@ impl Resp {
         let st = &self.0;
         st.count_command();
         let Some(spec) = commands::lookup(c.arg(0)) else {
+            self.multi_failed(conn);
             return err(resp, &unknown(&c));
         };
         if !spec.arity_ok(c.len()) {
+            self.multi_failed(conn);
             return err(
                 resp,
                 &format!("ERR wrong number of arguments for '{}' command", spec.name),
@@ -281,6 +303,36 @@ impl Resp {
                     &format!(
                         "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
                         spec.name
+                    ),
+                );
+            }
+        }
+        if st.in_multi.load(Ordering::Relaxed) > 0
+            && !matches!(spec.name, "multi" | "exec" | "discard" | "quit")
+        {
+            let queued = match st.multi.lock() {
+                Ok(mut m) => match m.get_mut(&conn) {
+                    Some(t) if spec.exec.is_some() => {
+                        t.cmds.push((c, spec));
+                        return answer(resp, {
+                            let mut o = Out::new();
+                            o.simple("QUEUED");
+                            o
+                        });
+                    }
+                    Some(t) => {
+                        t.failed = true;
+                        Some(spec.name)
+                    }
+                    None => None,
+                },
+                Err(_) => None,
+            };
+            if let Some(name) = queued {
+                return err(
+                    resp,
+                    &format!(
+                        "ERR '{name}' inside MULTI is not supported by percore serve; run it outside the transaction"
                     ),
                 );
             }
@@ -686,9 +738,23 @@ impl Resp {
                 (Some(_), Some(_)) => o.error("ERR timeout is negative"),
                 _ => o.error(super::cmd_string::NOT_INT),
             },
-            "multi" | "exec" | "discard" => o.error(
-                "ERR MULTI/EXEC transactions are not supported by percore serve (yet); send the commands without MULTI",
-            ),
+            "multi" => match st.multi.lock() {
+                Ok(m) if m.contains_key(&conn) => o.error("ERR MULTI calls can not be nested"),
+                Ok(mut m) => {
+                    m.insert(conn, Multi::default());
+                    st.in_multi.fetch_add(1, Ordering::Relaxed);
+                    o.ok();
+                }
+                Err(_) => o.error("ERR internal error"),
+            },
+            "discard" => match st.multi.lock().ok().and_then(|mut m| m.remove(&conn)) {
+                Some(_) => {
+                    st.in_multi.fetch_sub(1, Ordering::Relaxed);
+                    o.ok();
+                }
+                None => o.error("ERR DISCARD without MULTI"),
+            },
+            "exec" => return self.exec(resp, conn),
             "lastsave" => o.int(st.last_save.load(Ordering::Relaxed) as i64),
             "subscribe" | "psubscribe" => {
                 let names: Vec<&[u8]> = c.args().skip(1).collect();
@@ -730,6 +796,68 @@ impl Resp {
             other => o.error(&format!("ERR '{other}' is not routed")),
         }
         answer(resp, o)
+    }
+
+    /// A command was refused while `conn` queues a transaction: EXEC will abort it.
+    fn multi_failed(&self, conn: u64) {
+        if self.0.in_multi.load(Ordering::Relaxed) > 0
+            && let Ok(mut m) = self.0.multi.lock()
+            && let Some(t) = m.get_mut(&conn)
+        {
+            t.failed = true;
+        }
+    }
+
+    /// EXEC: the queued commands run back to back on the one shard that owns all their keys
+    /// (nothing else runs on that shard in between), and their changes reach the log as one
+    /// atomic batch. Keys on several shards: CROSSSLOT, as Redis Cluster answers.
+    fn exec(&self, resp: Responder, conn: u64) -> Dispatched<Cmd> {
+        let st = &self.0;
+        let Some(t) = st.multi.lock().ok().and_then(|mut m| m.remove(&conn)) else {
+            return err(resp, "ERR EXEC without MULTI");
+        };
+        st.in_multi.fetch_sub(1, Ordering::Relaxed);
+        if t.failed {
+            return err(
+                resp,
+                "EXECABORT Transaction discarded because of previous errors.",
+            );
+        }
+        let mut owners = t.cmds.iter().flat_map(|(c, spec)| {
+            spec.key_positions(c.len())
+                .map(|p| st.shard_of(c.arg(p)))
+                .collect::<Vec<_>>()
+        });
+        let first = owners.next();
+        if owners.any(|o| Some(o) != first) {
+            return err(
+                resp,
+                "CROSSSLOT Keys in request don't hash to the same shard (a MULTI/EXEC transaction needs its keys together: give them a hash tag such as {user1}:a and {user1}:b)",
+            );
+        }
+        let to = first
+            .or_else(|| shard::local().map(|s| s.index))
+            .unwrap_or(0);
+        if let Some(s) = shard::local()
+            && s.index == to
+        {
+            let mut slot = Some(resp);
+            let r = s.run_all(&t.cmds, || {
+                let resp = slot.take().expect("taken once");
+                Box::new(move |b| resp.send(b, false))
+            });
+            return match (r, slot) {
+                (Ok(bytes), Some(resp)) => Dispatched::Answer(resp.answer(bytes, false)),
+                _ => Dispatched::Sent,
+            };
+        }
+        match st.shards[to].try_tell(ShardMsg::Multi(t.cmds, resp)) {
+            Ok(()) => Dispatched::Sent,
+            Err(e) => match e.into_inner() {
+                ShardMsg::Multi(_, resp) => err(resp, "ERR the shard is busy; retry"),
+                _ => unreachable!("a Multi message comes back as sent"),
+            },
+        }
     }
 
     fn check_password(&self, user: Option<&[u8]>, pass: &[u8]) -> Result<(), &'static str> {

@@ -143,6 +143,39 @@ impl Shard {
         self.commit_reply(out.into_bytes(), later)
     }
 
+    /// Runs a transaction's commands back to back (EXEC) and logs all their changes as one
+    /// batch: the reply is the array of their replies, now or once durable.
+    pub fn run_all(
+        self: &Rc<Self>,
+        cmds: &[(Cmd, &'static Spec)],
+        later: impl FnOnce() -> Box<dyn FnOnce(Vec<u8>)>,
+    ) -> Result<Vec<u8>, ()> {
+        let mut out = Out::new();
+        out.array(cmds.len());
+        let mut wrote = false;
+        for (cmd, spec) in cmds {
+            if spec.is_write()
+                && let Some(e) = self.failed.borrow().as_ref()
+            {
+                out.error(&misconf(e));
+                continue;
+            }
+            if spec.flags.contains(&"denyoom") && self.make_room().is_err() {
+                out.error(super::evict::OOM);
+                continue;
+            }
+            let exec = spec.exec.expect("only shard commands are queued");
+            let mut db = self.db.borrow_mut();
+            db.tick(now_ms());
+            exec(&mut db, cmd, &mut out);
+            wrote |= spec.is_write();
+        }
+        if wrote {
+            self.after_write();
+        }
+        self.commit_reply(out.into_bytes(), later)
+    }
+
     /// Under `maxmemory`: evicts by the policy until memory is under the limit. `Err` when it
     /// stays over it (`noeviction`, nothing left to evict here, or 10,000 evictions did not
     /// suffice): the write must be refused with the OOM error.
@@ -504,6 +537,8 @@ pub enum ShardMsg {
     BPop(Vec<Vec<u8>>, bool, Option<Duration>, Responder),
     /// The second half of RENAME: store the value taken from the source shard.
     RenameInto(Vec<u8>, Value, Option<u64>, Responder),
+    /// A MULTI/EXEC transaction whose keys live here.
+    Multi(Vec<(Cmd, &'static Spec)>, Responder),
     /// A request of the HTTP admin face (GET/PUT/DELETE of a string key).
     Http(Cmd, &'static Spec, percore::transport::http::HttpReply),
     /// Flush and close the log.
@@ -628,7 +663,9 @@ impl Actor for ShardActor {
                 );
                 return;
             }
-            (Err(e), ShardMsg::Cmd(_, _, resp)) | (Err(e), ShardMsg::BPop(_, _, _, resp)) => {
+            (Err(e), ShardMsg::Cmd(_, _, resp))
+            | (Err(e), ShardMsg::BPop(_, _, _, resp))
+            | (Err(e), ShardMsg::Multi(_, resp)) => {
                 let mut o = Out::new();
                 o.error(&format!("ERR shard unavailable: {e}"));
                 resp.send(o.into_bytes(), false);
@@ -672,6 +709,16 @@ impl Actor for ShardActor {
                 reply(&s, o.into_bytes(), resp);
             }
             ShardMsg::Http(cmd, spec, reply) => super::admin::run(&s, spec, &cmd, reply),
+            ShardMsg::Multi(cmds, resp) => {
+                let mut slot = Some(resp);
+                let r = s.run_all(&cmds, || {
+                    let resp = slot.take().expect("taken once");
+                    Box::new(move |b| resp.send(b, false))
+                });
+                if let (Ok(bytes), Some(resp)) = (r, slot) {
+                    resp.send(bytes, false);
+                }
+            }
             ShardMsg::Close(r) => {
                 let _ = r.send(s.close().await);
             }

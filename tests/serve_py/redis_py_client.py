@@ -85,6 +85,10 @@ def families(port):
         p.incr(f"p{i}")
     res = p.execute()
     check(res[1::2] == list(range(1, 101)), "pipeline")
+    # redis-py's default pipeline is a MULTI/EXEC transaction: keys on one shard (hash tag).
+    t = r.pipeline()
+    t.set("{acct}:a", 100).decrby("{acct}:a", 30).incrby("{acct}:b", 30).mget("{acct}:a", "{acct}:b")
+    check(t.execute() == [True, 70, 30, ["70", "30"]], "transaction pipeline")
     check(r.flushall() is True and r.dbsize() == 0, "flushall")
     ps = r.pubsub()
     ps.subscribe("chan")

@@ -294,7 +294,10 @@ impl<P: ServerProtocol> Conn<P> {
                     "an unfinished request is over the protocol's max_input; closing the connection after the replies owed"
                 );
                 let r = self.shared.proto.too_large_response();
-                self.shared.stats.requests.fetch_add(decoded_here, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .requests
+                    .fetch_add(decoded_here, Ordering::Relaxed);
                 self.refuse(ctx, r);
                 return;
             }
@@ -320,7 +323,10 @@ impl<P: ServerProtocol> Conn<P> {
                 Decoded::Reject { response, reason } => {
                     self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(conn = self.info.id, %reason, "invalid input; closing the connection after the replies owed");
-                    self.shared.stats.requests.fetch_add(decoded_here, Ordering::Relaxed);
+                    self.shared
+                        .stats
+                        .requests
+                        .fetch_add(decoded_here, Ordering::Relaxed);
                     self.refuse(ctx, response);
                     return;
                 }
@@ -338,7 +344,10 @@ impl<P: ServerProtocol> Conn<P> {
             }
         };
         if decoded_here > 0 {
-            self.shared.stats.requests.fetch_add(decoded_here, Ordering::Relaxed);
+            self.shared
+                .stats
+                .requests
+                .fetch_add(decoded_here, Ordering::Relaxed);
         }
         // `refuse` (an answer asking to close) may have cleared the input already.
         self.input.drain(..at.min(self.input.len()));
