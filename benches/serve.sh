@@ -7,8 +7,9 @@
 #   ONLY=memory bash benches/serve.sh
 #
 # Tables (each row: both servers, one after the other, ROUNDS times; the median is printed):
-#   layout   unpinned: servers and redis-benchmark unpinned (percore: its default workers)
-#            pinned:   both servers on CPU 1 (percore --workers 1), redis-benchmark on CPU 0
+#   layout   unpinned:  servers and redis-benchmark unpinned (percore: its default workers)
+#            unpinned1: the same with percore --workers 1 (one shard, like redis's one thread)
+#            pinned:    both servers on CPU 1 (percore --workers 1), redis-benchmark on CPU 0
 #   pipeline -P 1 and -P 16
 #   persist  off (redis: --save '' --appendonly no; percore: --appendonly no), everysec,
 #            always (both: appendonly, appendfsync X)
@@ -55,6 +56,7 @@ start_server() {
   if [ "$kind" = percore ]; then
     local extra=()
     [ "$layout" = pinned ] && extra=(--workers 1)
+    [ "$layout" = unpinned1 ] && extra=(--workers 1)
     case $persist in
       off) extra+=(--appendonly no) ;;
       *) extra+=(--appendfsync "$persist") ;;
