@@ -412,8 +412,17 @@ fn blpop_waits_for_a_push_or_times_out() {
     assert!(t.elapsed() >= Duration::from_millis(190));
     let addr = s.addr;
     let pusher = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
-        Conn::connect(addr).cmd(&["RPUSH", "q", "job"])
+        let mut c = Conn::connect(addr);
+        // INFO counts the client blocked below before the push releases it.
+        let t = Instant::now();
+        while info_field(&mut c, "clients", "blocked_clients") != 1 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "no blocked client counted"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        c.cmd(&["RPUSH", "q", "job"])
     });
     assert_eq!(
         c.cmd(&["BLPOP", "q", "5"]),

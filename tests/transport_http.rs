@@ -476,16 +476,12 @@ fn stopped_handler_gets_503() {
 }
 
 fn curl_available() -> bool {
-    std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    common::client_available("curl", "--version")
 }
 
 #[test]
 fn curl_talks_to_the_server() {
     if !curl_available() {
-        eprintln!("curl is not installed: skipping (CI installs it)");
         return;
     }
     for (b, co) in modes() {
@@ -1245,10 +1241,7 @@ fn handlers_see_the_peer_and_the_verified_client_certificate() {
     let (cpath, kpath) = (dir.join("client.pem"), dir.join("client.key"));
     std::fs::write(&cpath, &ccert).unwrap();
     std::fs::write(&kpath, &ckey).unwrap();
-    let openssl = std::process::Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_ok();
+    let openssl = common::client_available("openssl", "version");
     for (b, co) in modes() {
         let rt = runtime(b, co);
         let who = rt.spawn_actor_on(0, || Whoami).unwrap();

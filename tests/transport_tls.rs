@@ -513,11 +513,7 @@ fn https_server_on_the_event_loops_serves_curl_and_drops_bad_handshakes() {
             "{text}"
         );
         // curl, keep-alive over TLS.
-        if std::process::Command::new("curl")
-            .arg("--version")
-            .output()
-            .is_ok()
-        {
+        if common::client_available("curl", "--version") {
             let base = format!("https://{addr}");
             let out = std::process::Command::new("curl")
                 .args([

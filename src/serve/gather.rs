@@ -65,6 +65,7 @@ pub struct ShardInfo {
     pub bytes: usize,
     pub dirty: u64,
     pub last_save: u64,
+    pub blocked: usize,
 }
 
 /// What a part produced.
@@ -222,6 +223,7 @@ pub fn run_part_now(s: &Rc<Shard>, p: Part, g: Arc<Gather>, i: usize) {
             bytes: db.approx_bytes(),
             dirty: s.dirty.get(),
             last_save: s.last_save.get(),
+            blocked: s.blocked(),
         }),
         Part::Save => unreachable!("run_part handles SAVE"),
         Part::MSet(pairs) => {
@@ -314,6 +316,7 @@ pub fn sum_info(outs: &[PartOut]) -> ShardInfo {
             t.misses += i.misses;
             t.bytes += i.bytes;
             t.dirty += i.dirty;
+            t.blocked += i.blocked;
             t.last_save = t.last_save.max(i.last_save);
         }
     }

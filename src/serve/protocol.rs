@@ -1259,8 +1259,8 @@ impl Resp {
         }
         if show("clients") {
             out.push_str(&format!(
-                "# Clients\r\nconnected_clients:{clients}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
-                st.fixed.maxclients
+                "# Clients\r\nconnected_clients:{clients}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\r\n",
+                st.fixed.maxclients, t.blocked
             ));
         }
         if show("memory") {

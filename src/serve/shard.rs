@@ -335,6 +335,11 @@ impl Shard {
         Ok(())
     }
 
+    /// Clients blocked in BLPOP/BRPOP on this shard's keys.
+    pub fn blocked(&self) -> usize {
+        self.waiters.borrow().len()
+    }
+
     /// Registers a client blocked on `keys` (BLPOP/BRPOP); returns its id for the timeout.
     pub fn block(&self, keys: Vec<Vec<u8>>, left: bool, resp: Responder) -> u64 {
         let id = self.next_waiter.get();

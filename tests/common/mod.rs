@@ -112,3 +112,21 @@ pub fn plain_recv(rt: &Runtime) {
         assert!(off, "buffer ring still on for loop {i}");
     }
 }
+
+/// Whether the external client `program` runs here (`program version_arg` succeeds). CI sets
+/// `PERCORE_TEST_REQUIRE_CLIENTS=1`: a missing client then fails the test instead of skipping
+/// it; elsewhere the skip is said on stderr.
+pub fn client_available(program: &str, version_arg: &str) -> bool {
+    let ok = std::process::Command::new(program)
+        .arg(version_arg)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("PERCORE_TEST_REQUIRE_CLIENTS").map_or(true, |v| v != "1"),
+            "{program} is required here (PERCORE_TEST_REQUIRE_CLIENTS=1) but does not run"
+        );
+        eprintln!("note: {program} is not installed: skipping its part (CI installs it)");
+    }
+    ok
+}
