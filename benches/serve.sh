@@ -5,6 +5,7 @@
 #   bash benches/serve.sh                  # every table below
 #   N=200000 ROUNDS=1 bash benches/serve.sh
 #   ONLY=memory bash benches/serve.sh
+#   ONLY=scaling WORKERS="1 2 4 8 12" THREADS=4 bash benches/serve.sh   # 1 -> N workers
 #
 # Tables (each row: both servers, one after the other, ROUNDS times; the median is printed):
 #   layout   unpinned:  servers and redis-benchmark unpinned (percore: its default workers)
@@ -17,7 +18,8 @@
 #
 # Env: N (requests per test, default 1000000), R (key space, 100000), C (clients, 50),
 # ROUNDS (default 3), TESTS (default set,get,incr,lpush,lpop,sadd,hset,mset), LAYOUTS
-# ("unpinned pinned"), PIPES ("1 16"), PERSIST ("off everysec always"), ONLY (memory|tput).
+# ("unpinned pinned"), PIPES ("1 16"), PERSIST ("off everysec always"), ONLY (tput|memory|
+# scaling; empty: tput and memory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -89,7 +91,7 @@ for r in rows[1:]:
 
 median() { sort -g | awk '{a[NR]=$1} END {printf "%.3f\n", (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-if [ "$ONLY" != memory ]; then
+if [ -z "$ONLY" ] || [ "$ONLY" = tput ]; then
   echo "# percore serve vs redis-server $(redis-server --version | awk '{print $3}'), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, build $(git rev-parse --short HEAD)"
   echo "# redis-benchmark -n $N -r $R -c $C; median of $ROUNDS rounds (servers alternated)"
   for persist in $PERSIST; do
@@ -120,7 +122,35 @@ if [ "$ONLY" != memory ]; then
   done
 fi
 
-if [ "$ONLY" != tput ]; then
+if [ "$ONLY" = scaling ]; then
+  # The 1 -> N worker curve against one redis-server (Dragonfly's published shape is the
+  # reference): redis-benchmark with THREADS threads and 4x the clients, -P 16, GET and SET.
+  # Meant for a machine with more cores than this one (e.g. the 16-core device machine).
+  THREADS=${THREADS:-4}
+  WORKERS=${WORKERS:-"1 2 4 8 12"}
+  echo
+  echo "## scaling: redis-benchmark --threads $THREADS -c $((C * 4)) -P 16 -t set,get, $(nproc) CPUs"
+  printf '%-14s %12s %12s\n' server "SET rps" "GET rps"
+  run_scaling() { # name port
+    redis-benchmark -p "$2" --threads "$THREADS" -t set,get -n "$N" -r "$R" -c $((C * 4)) -P 16 --csv 2>/dev/null |
+      python3 -c '
+import csv, sys
+rows = list(csv.reader(sys.stdin))
+d = {r[0].split()[0]: r[1] for r in rows[1:]}
+print("%-14s %12s %12s" % (sys.argv[1], d.get("SET"), d.get("GET")))' "$1"
+  }
+  port=$(free_port)
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.log" 2>&1 &
+  pid=$!; wait_port "$port"; run_scaling redis "$port"; kill "$pid"; wait "$pid" 2>/dev/null || true
+  for w in $WORKERS; do
+    port=$(free_port)
+    RUST_LOG=warn "$BIN" serve --port "$port" --workers "$w" --appendonly no >"$WORK/p.log" 2>&1 &
+    pid=$!; wait_port "$port"; run_scaling "percore x$w" "$port"; kill "$pid"; wait "$pid" 2>/dev/null || true
+  done
+  exit 0
+fi
+
+if [ -z "$ONLY" ] || [ "$ONLY" = memory ]; then
   echo
   echo "## memory: 1,000,000 keys of 16 bytes with 100-byte values, persistence off"
   python3 -c '
