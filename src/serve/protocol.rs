@@ -522,13 +522,7 @@ impl Resp {
             .collect();
         let finish: Box<dyn FnOnce(Vec<PartOut>) -> Vec<u8> + Send> = match name {
             "mget" => Box::new(move |outs| {
-                let mut items: Vec<Vec<Vec<u8>>> = outs
-                    .into_iter()
-                    .map(|o| match o {
-                        PartOut::Items(v) => v,
-                        _ => Vec::new(),
-                    })
-                    .collect();
+                let mut items: Vec<Vec<Vec<u8>>> = outs.into_iter().map(items_of).collect();
                 let mut out = Out::new();
                 out.array(order.len());
                 for (p, k) in order {
@@ -540,15 +534,7 @@ impl Resp {
                 out.into_bytes()
             }),
             "mset" => Box::new(|_| b"+OK\r\n".to_vec()),
-            "del" | "unlink" | "exists" => Box::new(|outs| {
-                let mut out = Out::new();
-                out.int(
-                    outs.iter()
-                        .map(|o| if let PartOut::Int(n) = o { *n } else { 0 })
-                        .sum(),
-                );
-                out.into_bytes()
-            }),
+            "del" | "unlink" | "exists" => Box::new(sum_ints),
             "sinter" => gather::finish_setop(SetOp::Inter, order),
             "sunion" => gather::finish_setop(SetOp::Union, order),
             _ => gather::finish_setop(SetOp::Diff, order),
@@ -568,13 +554,7 @@ impl Resp {
                     n,
                     resp,
                     Box::new(|outs| {
-                        let all: Vec<Vec<u8>> = outs
-                            .into_iter()
-                            .flat_map(|o| match o {
-                                PartOut::Items(v) => v,
-                                _ => Vec::new(),
-                            })
-                            .collect();
+                        let all: Vec<Vec<u8>> = outs.into_iter().flat_map(items_of).collect();
                         let mut out = Out::new();
                         out.array(all.len());
                         all.iter().for_each(|k| out.bulk(k));
@@ -584,19 +564,7 @@ impl Resp {
                 self.fan_out(every(&|| Part::Keys(pat.clone())), g)
             }
             "dbsize" => {
-                let g = Gather::new(
-                    n,
-                    resp,
-                    Box::new(|outs| {
-                        let mut out = Out::new();
-                        out.int(
-                            outs.iter()
-                                .map(|o| if let PartOut::Int(n) = o { *n } else { 0 })
-                                .sum(),
-                        );
-                        out.into_bytes()
-                    }),
-                );
+                let g = Gather::new(n, resp, Box::new(sum_ints));
                 self.fan_out(every(&|| Part::DbSize), g)
             }
             "flushdb" | "flushall" => {
@@ -1308,6 +1276,25 @@ impl Resp {
             }
         }
         out
+    }
+}
+
+/// A gathered count's reply: the parts' integers summed (DEL, EXISTS, DBSIZE).
+fn sum_ints(outs: Vec<PartOut>) -> Vec<u8> {
+    let mut out = Out::new();
+    out.int(
+        outs.iter()
+            .map(|o| if let PartOut::Int(n) = o { *n } else { 0 })
+            .sum(),
+    );
+    out.into_bytes()
+}
+
+/// A part's encoded elements (none for another kind of part).
+fn items_of(o: PartOut) -> Vec<Vec<u8>> {
+    match o {
+        PartOut::Items(v) => v,
+        _ => Vec::new(),
     }
 }
 

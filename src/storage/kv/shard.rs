@@ -449,27 +449,7 @@ impl KvShard {
             .collect();
         let mut st = self.inner.st.borrow_mut();
         st.check_writable()?;
-        for (_, k, v) in &ops {
-            if k.len() > st.opts.max_key_bytes {
-                return Err(StorageError::KeyTooLarge {
-                    len: k.len(),
-                    max: st.opts.max_key_bytes,
-                });
-            }
-            if v.len() > st.opts.max_value_bytes {
-                return Err(StorageError::ValueTooLarge {
-                    len: v.len(),
-                    max: st.opts.max_value_bytes,
-                });
-            }
-        }
-        let need = record::frame_len(ops.iter().map(|(_, k, v)| (k.len(), v.len()))) as u64;
-        if need > st.opts.max_segment_bytes {
-            return Err(StorageError::ValueTooLarge {
-                len: need as usize,
-                max: st.opts.max_segment_bytes as usize,
-            });
-        }
+        let need = st.frame_len_within_limits(&ops)?;
         if ops.is_empty() {
             return Ok(Some(st.appended_lsn));
         }
@@ -552,34 +532,11 @@ impl KvShard {
     /// Checks sizes, makes room, encodes and appends one frame; updates the index. `had`
     /// receives, per op, whether the key existed before.
     async fn append(&self, ops: &[(Kind, &[u8], &[u8])], had: impl FnOnce(&[bool])) -> Result<u64> {
-        let (frame_len, max_seg) = {
+        let frame_len = {
             let st = self.inner.st.borrow();
             st.check_writable()?;
-            for (_, k, v) in ops {
-                if k.len() > st.opts.max_key_bytes {
-                    return Err(StorageError::KeyTooLarge {
-                        len: k.len(),
-                        max: st.opts.max_key_bytes,
-                    });
-                }
-                if v.len() > st.opts.max_value_bytes {
-                    return Err(StorageError::ValueTooLarge {
-                        len: v.len(),
-                        max: st.opts.max_value_bytes,
-                    });
-                }
-            }
-            (
-                record::frame_len(ops.iter().map(|(_, k, v)| (k.len(), v.len()))) as u64,
-                st.opts.max_segment_bytes,
-            )
+            st.frame_len_within_limits(ops)?
         };
-        if frame_len > max_seg {
-            return Err(StorageError::ValueTooLarge {
-                len: frame_len as usize,
-                max: max_seg as usize,
-            });
-        }
         if ops.is_empty() {
             return Ok(self.inner.st.borrow().appended_lsn);
         }
@@ -1098,6 +1055,33 @@ impl State {
     }
 
     /// Bytes appended and not yet written.
+    /// The frame length of `ops`, or the error for a key, a value or a whole batch over the
+    /// limits (a frame must fit in one segment).
+    fn frame_len_within_limits(&self, ops: &[(Kind, &[u8], &[u8])]) -> Result<u64> {
+        for (_, k, v) in ops {
+            if k.len() > self.opts.max_key_bytes {
+                return Err(StorageError::KeyTooLarge {
+                    len: k.len(),
+                    max: self.opts.max_key_bytes,
+                });
+            }
+            if v.len() > self.opts.max_value_bytes {
+                return Err(StorageError::ValueTooLarge {
+                    len: v.len(),
+                    max: self.opts.max_value_bytes,
+                });
+            }
+        }
+        let need = record::frame_len(ops.iter().map(|(_, k, v)| (k.len(), v.len()))) as u64;
+        if need > self.opts.max_segment_bytes {
+            return Err(StorageError::ValueTooLarge {
+                len: need as usize,
+                max: self.opts.max_segment_bytes as usize,
+            });
+        }
+        Ok(need)
+    }
+
     pub(crate) fn queued_bytes(&self) -> usize {
         self.queue.iter().map(|c| c.bytes.len()).sum()
     }
