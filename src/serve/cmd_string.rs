@@ -97,7 +97,7 @@ pub(super) fn set(db: &mut Db, c: &Cmd, out: &mut Out) {
     } else {
         None
     };
-    let exists = db.contains(key);
+    let exists = (nx || xx) && db.contains(key);
     if (nx && exists) || (xx && !exists) {
         return match old {
             Some(v) => out.opt_bulk(v.as_deref()),
