@@ -24,6 +24,18 @@ struct Shared {
     subs: Mutex<Vec<(u64, Pusher)>>,
 }
 
+impl Shared {
+    /// Every subscriber's pusher.
+    fn pushers(&self) -> Vec<Pusher> {
+        self.subs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.1.clone())
+            .collect()
+    }
+}
+
 /// Lines: `SUB` (this connection receives pushes), `PUB x` (push `MSG x` to every subscriber,
 /// answer their count), anything else is echoed.
 #[derive(Clone)]
@@ -44,14 +56,7 @@ impl ServerProtocol for Lines {
             self.0.subs.lock().unwrap().push((conn, resp.pusher()));
             b"OK\n".to_vec()
         } else if let Some(msg) = req.strip_prefix(b"PUB ") {
-            let subs: Vec<Pusher> = self
-                .0
-                .subs
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|s| s.1.clone())
-                .collect();
+            let subs = self.0.pushers();
             for p in &subs {
                 p.push([&b"MSG "[..], msg, b"\n"].concat());
             }
@@ -132,13 +137,7 @@ fn hooks_pushes_and_deep_pipelines_on_every_backend() {
         (&sub).write_all(b"echo\n").unwrap();
         assert_eq!(line(&mut sub_r), "echo\n");
         // Pushes from a thread outside the runtime arrive too, in order.
-        let pushers: Vec<Pusher> = shared
-            .subs
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|s| s.1.clone())
-            .collect();
+        let pushers = shared.pushers();
         assert_eq!(pushers.len(), 1);
         std::thread::spawn(move || {
             for i in 0..20 {

@@ -258,6 +258,16 @@ pub(crate) fn next_major(id: u64) -> u64 {
     ((id >> 16) + 1) << 16
 }
 
+/// Borrowed operations as the record writer takes them.
+fn record_ops<'a>(ops: &[Op<'a>]) -> Vec<(Kind, &'a [u8], &'a [u8])> {
+    ops.iter()
+        .map(|o| match *o {
+            Op::Put(k, v) => (Kind::Put, k, v),
+            Op::Delete(k) => (Kind::Delete, k, &[][..]),
+        })
+        .collect()
+}
+
 impl KvShard {
     /// Opens (or creates) the shard in `dir`: takes the directory lock, rebuilds the index
     /// from hint files and segments (truncating a torn tail, reporting corrupt records with
@@ -421,13 +431,7 @@ impl KvShard {
     /// owned [`WriteBatch`] (no allocation per key or value: the bytes are encoded straight
     /// into the write queue).
     pub async fn write_ops(&self, ops: &[Op<'_>]) -> Result<()> {
-        let ops: Vec<(Kind, &[u8], &[u8])> = ops
-            .iter()
-            .map(|o| match *o {
-                Op::Put(k, v) => (Kind::Put, k, v),
-                Op::Delete(k) => (Kind::Delete, k, &[][..]),
-            })
-            .collect();
+        let ops = record_ops(ops);
         let lsn = self.append(&ops, |_| {}).await?;
         self.durable(lsn).await
     }
@@ -440,13 +444,7 @@ impl KvShard {
     /// at once (a protocol's `dispatch`), keeping their own order behind a write that waits.
     /// Limits are checked as in [`write_ops`](Self::write_ops).
     pub fn try_write_ops(&self, ops: &[Op<'_>]) -> Result<Option<u64>> {
-        let ops: Vec<(Kind, &[u8], &[u8])> = ops
-            .iter()
-            .map(|o| match *o {
-                Op::Put(k, v) => (Kind::Put, k, v),
-                Op::Delete(k) => (Kind::Delete, k, &[][..]),
-            })
-            .collect();
+        let ops = record_ops(ops);
         let mut st = self.inner.st.borrow_mut();
         st.check_writable()?;
         let need = st.frame_len_within_limits(&ops)?;
