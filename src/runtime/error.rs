@@ -98,6 +98,9 @@ pub enum JoinError {
 /// Errors from starting the runtime or placing work on it.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// The supervisor has stopped for good (it gave up, or was stopped); it takes no children.
+    #[error("supervisor {0:?} has stopped; start a new supervisor for new children")]
+    SupervisorStopped(String),
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::runtime::config::ConfigError),

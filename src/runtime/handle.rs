@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::actor::{self, Actor, Addr, Mailbox};
+use super::actor::{self, Actor, ActorTypeSnapshot, Addr, DeadLetters, Mailbox, NameError};
 use super::config::Config;
 use super::envelope::Envelope;
 use super::error::RuntimeError;
@@ -18,7 +18,12 @@ use super::metrics::{MetricsSnapshot, prometheus_text};
 use super::partition::Partitioner;
 use super::rt::RtInner;
 use super::sharded::ShardedAddr;
+use super::supervision::{SupCore, Supervisor, SupervisorSpec};
 use super::task::{self, JoinHandle};
+
+/// What [`Handle::spawn_actor_with`] runs on the actor's worker.
+pub(crate) type Starter<M> =
+    Box<dyn FnOnce(Arc<Mailbox<M>>) -> Result<(), Box<dyn std::any::Any + Send>> + Send>;
 
 /// A cheap, cloneable, `Send + Sync` handle to place work on a runtime from any thread.
 #[derive(Clone)]
@@ -117,6 +122,113 @@ impl Handle {
             }),
         );
         Ok(addr)
+    }
+
+    /// Makes the mailbox of an actor of type `A` on `worker`, lets `prep` see it (and build the
+    /// starter), then has the starter run on the worker: it starts the actor or hands back the
+    /// constructor's panic (the actor is then abandoned, the panic logged).
+    pub(crate) fn spawn_actor_with<A, P>(
+        &self,
+        worker: usize,
+        capacity: Option<usize>,
+        prep: P,
+    ) -> Result<Addr<A>, RuntimeError>
+    where
+        A: Actor,
+        P: FnOnce(Arc<Mailbox<A::Msg>>, &Addr<A>) -> Starter<A::Msg>,
+    {
+        self.check(worker)?;
+        let mesh = &self.inner.mesh;
+        let owner = *mesh.nodes[worker]
+            .exec_id
+            .get()
+            .expect("workers publish their executor id before Runtime::start returns");
+        let cap = capacity.unwrap_or(mesh.default_mailbox);
+        let mb = Mailbox::<A::Msg>::new(mesh.clone(), worker, owner, cap);
+        let addr = Addr::from_mailbox(mb.clone());
+        let start = prep(mb.clone(), &addr);
+        mesh::send(
+            mesh,
+            worker,
+            Envelope::new(move || {
+                if let Err(p) = start(mb.clone()) {
+                    tracing::error!(panic = %executor::panic_message(&*p), "actor constructor panicked; the actor was not started");
+                    actor::abandon(&mb);
+                }
+            }),
+        );
+        Ok(addr)
+    }
+
+    /// The next app worker, round robin.
+    pub(crate) fn next_worker(&self) -> usize {
+        self.inner.rr.fetch_add(1, Ordering::Relaxed) % self.workers()
+    }
+
+    /// The root of this runtime's supervision tree (one-for-one, default intensity). An
+    /// escalation that reaches it leaves the failing subtree stopped and counts in
+    /// [`Supervisor::degraded`] (`/ready` then answers 503).
+    pub fn root_supervisor(&self) -> Supervisor {
+        let core = self
+            .inner
+            .root
+            .get_or_init(|| SupCore::new(SupervisorSpec::one_for_one("root"), None))
+            .clone();
+        Supervisor::from_core(core, self.clone())
+    }
+
+    /// A new supervisor under the root.
+    pub fn supervisor(&self, spec: SupervisorSpec) -> Supervisor {
+        self.root_supervisor().supervisor(spec)
+    }
+
+    /// True while no escalation has reached the root supervisor.
+    pub fn supervision_healthy(&self) -> bool {
+        self.inner
+            .root
+            .get()
+            .is_none_or(|r| Supervisor::from_core(r.clone(), self.clone()).degraded() == 0)
+    }
+
+    /// Names `addr` in this runtime (names are unique; the entry goes when the actor stops
+    /// for good).
+    pub fn register<A: Actor>(&self, name: &str, addr: &Addr<A>) -> Result<(), NameError> {
+        self.inner.mesh.actors.names.register(name, addr)
+    }
+
+    /// The actor named `name`, if it is registered with type `A`.
+    pub fn lookup<A: Actor>(&self, name: &str) -> Option<Addr<A>> {
+        self.inner.mesh.actors.names.lookup(name)
+    }
+
+    /// Removes a name; true if it was registered.
+    pub fn unregister(&self, name: &str) -> bool {
+        self.inner.mesh.actors.names.unregister(name)
+    }
+
+    /// Registered names and their actor ids.
+    pub fn names(&self) -> Vec<(String, u64)> {
+        self.inner.mesh.actors.names.list()
+    }
+
+    /// The runtime's dead-letter queue.
+    pub fn dead_letters(&self) -> &DeadLetters {
+        &self.inner.mesh.actors.dead_letters
+    }
+
+    /// Per actor type figures (live, started, handled, failures, restarts, mailbox depth,
+    /// sampled handler latency). Walks every actor for the mailbox depths, a bounded number
+    /// at a time.
+    pub fn actor_types(&self) -> Vec<ActorTypeSnapshot> {
+        let actors = &self.inner.mesh.actors;
+        let mut depth: std::collections::HashMap<&'static str, u64> = Default::default();
+        actors.walk(|p| *depth.entry(p.type_name()).or_insert(0) += p.depth());
+        actors.types.snapshot(&depth)
+    }
+
+    /// Live actors in this runtime.
+    pub fn actor_count(&self) -> usize {
+        self.inner.mesh.actors.len()
     }
 
     /// Starts an actor on the next app worker, round robin.

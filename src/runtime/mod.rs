@@ -39,12 +39,16 @@ mod rt;
 pub mod sharded;
 mod shutdown;
 pub mod signal;
+pub mod supervision;
 pub(crate) mod sync;
 pub mod task;
 pub mod time;
 mod worker;
 
-pub use actor::{Actor, Addr, Context, Reply, TimerId};
+pub use actor::{
+    Actor, ActorError, ActorTypeSnapshot, Addr, Context, DeadLetter, DeadLetterReason, DeadLetters,
+    Down, ExitReason, NameError, Reply, TimerId,
+};
 pub use error::{AskError, JoinError, RuntimeError, SendError, Stopped, TrySendError};
 pub use executor::{consume_budget, current_worker, yield_now};
 pub use handle::{Handle, spawn_actor, spawn_actor_with_capacity};

@@ -43,6 +43,8 @@ pub(super) struct RtInner {
     pub(super) stop: AtomicBool,
     pub(super) rr: AtomicUsize,
     pub(super) tasks_cancelled: AtomicU64,
+    /// The root of the supervision tree, made at first use.
+    pub(super) root: std::sync::OnceLock<Arc<super::supervision::SupCore>>,
 }
 
 /// A running percore runtime: `config.app_workers` pinned worker threads, each with its own
@@ -77,6 +79,7 @@ impl Runtime {
             stop: AtomicBool::new(false),
             rr: AtomicUsize::new(0),
             tasks_cancelled: AtomicU64::new(0),
+            root: std::sync::OnceLock::new(),
         });
         let mut threads = Vec::with_capacity(config.app_workers);
         let (ready_tx, ready_rx) =

@@ -180,6 +180,20 @@ impl<A: Actor> Addr<A> {
         self.mb.clone().begin_stop();
     }
 
+    /// Kills the actor: it stops now, without draining its mailbox or running
+    /// [`Actor::stopping`]; a handler waiting on an await is dropped. This is a failure
+    /// ([`ExitReason::Killed`](super::ExitReason::Killed)): an unsupervised actor stops for good
+    /// (its queued messages become dead letters), a supervised one is restarted per its policy
+    /// (its queued messages kept). To stop a supervised actor for good, use [`Addr::stop`].
+    pub fn kill(&self) {
+        self.mb.signal(super::mailbox::SIG_EXIT);
+    }
+
+    /// True until the actor has terminated (names and links need a live actor).
+    pub(crate) fn is_registrable(&self) -> bool {
+        self.mb.state.load(Ordering::Acquire) != super::mailbox::TERMINATED
+    }
+
     /// Waits until the actor has terminated.
     pub async fn stopped(&self) {
         wait_terminated(&*self.mb).await

@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Poll, Waker};
 
+use super::dead_letters::DeadLetterReason;
 use super::owner_cell::OwnerCell;
 use super::slots::{Full, Slots};
+use super::stats::TypeStats;
 use crate::runtime::envelope::Envelope;
 use crate::runtime::executor::current_exec_id;
 use crate::runtime::mesh::{self, MeshShared};
@@ -25,6 +27,16 @@ pub(super) const OPEN: u8 = 0;
 pub(super) const DRAINING: u8 = 1;
 pub(super) const STOP_NOW: u8 = 2;
 pub(super) const TERMINATED: u8 = 3;
+
+/// Exit signals in [`LocalQueue::exit`] (owner-local; the detailed reason of `SIG_EXIT`, if
+/// any, waits in the runtime's [`Watch`](super::watch::Watch) table).
+pub(super) const SIG_NONE: u8 = 0;
+/// Stop now: killed, a linked actor failed, or [`Context::fail`](super::Context::fail).
+pub(super) const SIG_EXIT: u8 = 1;
+/// Stop now because the supervisor restarts this actor's group (not its own failure).
+pub(super) const SIG_RESTART: u8 = 2;
+/// [`Context::stop`](super::Context::stop): a normal exit.
+pub(super) const SIG_SELF_STOP: u8 = 3;
 
 /// Most send credits one sender holds for one mailbox (see [`Mailbox::grant_credits`]).
 const CREDIT_CHUNK: usize = 64;
@@ -40,6 +52,10 @@ pub(super) struct LocalQueue<M> {
     /// reads the sender-written cache line (see [`Mailbox`]'s layout).
     pub(super) stop_now: bool,
     pub(super) terminated: bool,
+    /// A pending exit signal (`SIG_*`); `stop_now` is set with it.
+    pub(super) exit: u8,
+    /// Run by a supervisor: exits decide about a restart instead of closing the mailbox.
+    pub(super) supervised: bool,
 }
 
 impl<M> LocalQueue<M> {
@@ -79,7 +95,7 @@ pub(crate) struct Mailbox<M> {
     pub(super) room: Mutex<Vec<Waker>>,
     pub(crate) seq: u64,
     /// Set once when the actor starts (it comes from the actor value).
-    pub(super) name: std::sync::OnceLock<Cow<'static, str>>,
+    pub(super) name: std::sync::OnceLock<ActorName>,
     // --- owner side: touched per message on the owner worker only ---
     pub(super) local: OwnerCell<LocalQueue<M>>,
 }
@@ -111,6 +127,8 @@ impl<M: Send + 'static> Mailbox<M> {
                     notified: false,
                     stop_now: false,
                     terminated: false,
+                    exit: SIG_NONE,
+                    supervised: false,
                 }),
             })
         })
@@ -197,6 +215,7 @@ impl<M: Send + 'static> Mailbox<M> {
             Some(Err(msg)) => {
                 drop(msg);
                 self.release(1);
+                self.dead_letters(DeadLetterReason::Terminated, 1);
             }
             None => unreachable!("deliver_local runs only on the owner worker"),
         }
@@ -218,6 +237,7 @@ impl<M: Send + 'static> Mailbox<M> {
             Some(Err(msgs)) => {
                 msgs.for_each(drop);
                 self.release(n);
+                self.dead_letters(DeadLetterReason::Terminated, n);
             }
             None => unreachable!("deliver_batch runs only on the owner worker"),
         }
@@ -259,9 +279,67 @@ impl<M: Send + 'static> Mailbox<M> {
         drop(rest);
         if n > 0 {
             self.release(n);
+            self.dead_letters(DeadLetterReason::ActorStopped, n);
         }
         self.wake_room();
         self.unindex();
+        self.mesh.actors.names.forget(self.seq);
+    }
+
+    /// Records `n` messages to this actor dropped for `reason`.
+    /// The counters of this actor's type on its worker (set when the actor starts).
+    #[inline]
+    pub(super) fn stats(&self) -> &TypeStats {
+        self.name
+            .get()
+            .expect("an actor's name and counters are set when it starts, before any use")
+            .stats()
+    }
+
+    pub(super) fn dead_letters(&self, reason: DeadLetterReason, n: usize) {
+        self.mesh.actors.dead_letters.record(
+            &ActorProbe::name(self),
+            self.seq,
+            std::any::type_name::<M>(),
+            reason,
+            n,
+        );
+    }
+
+    /// Sends exit signal `code` (`SIG_EXIT` or `SIG_RESTART`) to the actor: on its worker it
+    /// sets the owner-local flags and wakes the task. An unsupervised actor killed with
+    /// `SIG_EXIT` also refuses new messages at once.
+    pub(super) fn signal(self: &Arc<Self>, code: u8) {
+        let apply = move |mb: &Mailbox<M>| {
+            let wake = mb.local(|l| {
+                if l.terminated {
+                    return None;
+                }
+                if l.exit == SIG_NONE || code == SIG_EXIT {
+                    l.exit = code;
+                }
+                l.stop_now = true;
+                if !l.supervised && code == SIG_EXIT {
+                    mb.set_state(STOP_NOW);
+                }
+                l.notified = true;
+                l.waker.take()
+            });
+            if let Some(Some(w)) = wake {
+                w.wake();
+            }
+            mb.wake_room();
+        };
+        if current_exec_id() == self.owner {
+            apply(self);
+        } else {
+            let mb = self.clone();
+            mesh::send(
+                &self.mesh,
+                self.node as usize,
+                Envelope::new(move || apply(&mb)),
+            );
+        }
     }
 
     pub(super) fn set_state(&self, from_open_or_draining: u8) -> bool {
@@ -305,9 +383,59 @@ pub(super) async fn drain_in_flight<M: Send + 'static>(mb: &Mailbox<M>) {
     .await
 }
 
-/// What shutdown and reports need of any actor, whatever its type.
+/// An actor's name and its type's counters on its worker: the type name (the default, no
+/// allocation) or a name of its own. The counters ride here because an idle actor's task has
+/// no byte to spare for them (see `run.rs`).
+pub(crate) enum ActorName {
+    Type(Arc<TypeStats>),
+    Custom(Box<(Arc<TypeStats>, Cow<'static, str>)>),
+}
+
+impl ActorName {
+    /// The name of an actor whose [`Actor::name`](super::Actor::name) is `name`, counted in
+    /// `stats` (its type's cell on its worker).
+    pub(super) fn new(stats: Arc<TypeStats>, name: Cow<'static, str>) -> Self {
+        match name {
+            Cow::Borrowed(n) if n == stats.type_name => ActorName::Type(stats),
+            n => ActorName::Custom(Box::new((stats, n))),
+        }
+    }
+
+    pub(super) fn stats(&self) -> &TypeStats {
+        match self {
+            ActorName::Type(t) => t,
+            ActorName::Custom(b) => &b.0,
+        }
+    }
+
+    fn type_name(&self) -> &'static str {
+        self.stats().type_name
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            ActorName::Type(t) => t.type_name,
+            ActorName::Custom(b) => &b.1,
+        }
+    }
+}
+
+/// What shutdown, supervision, links and reports need of any actor, whatever its type.
 pub(crate) trait ActorProbe: Send + Sync {
     fn name(&self) -> String;
+    /// The actor's Rust type ("actor (not started)" before it starts).
+    fn type_name(&self) -> &'static str;
+    fn id(&self) -> u64;
+    /// Messages queued or in flight.
+    fn depth(&self) -> u64;
+    /// Sends the exit signal (`SIG_EXIT`): the reason waits in the runtime's watch table.
+    fn signal_exit(self: Arc<Self>);
+    /// Sends the restart signal (`SIG_RESTART`, supervised actors only).
+    fn signal_restart(self: Arc<Self>);
+    /// Stops the actor for good now (queued messages become dead letters).
+    fn kill_for_good(self: Arc<Self>);
+    /// Counts a `Down` notice that could not be delivered to this actor.
+    fn record_undelivered_notice(&self);
     fn node(&self) -> usize;
     /// Graceful stop: refuse new messages, handle what is queued or in flight, then stop.
     fn begin_stop(self: Arc<Self>);
@@ -317,9 +445,35 @@ pub(crate) trait ActorProbe: Send + Sync {
 
 impl<M: Send + 'static> ActorProbe for Mailbox<M> {
     fn name(&self) -> String {
+        self.name.get().map_or_else(
+            || "actor (not started)".to_string(),
+            |n| n.as_str().to_string(),
+        )
+    }
+    fn type_name(&self) -> &'static str {
         self.name
             .get()
-            .map_or_else(|| "actor (not started)".to_string(), |n| n.to_string())
+            .map_or("actor (not started)", ActorName::type_name)
+    }
+    fn id(&self) -> u64 {
+        self.seq
+    }
+    fn depth(&self) -> u64 {
+        self.len.load(Ordering::Relaxed).min(self.capacity) as u64
+    }
+    fn signal_exit(self: Arc<Self>) {
+        self.signal(SIG_EXIT);
+    }
+    fn signal_restart(self: Arc<Self>) {
+        self.signal(SIG_RESTART);
+    }
+    fn kill_for_good(self: Arc<Self>) {
+        if self.set_state(STOP_NOW) {
+            self.signal(SIG_EXIT);
+        }
+    }
+    fn record_undelivered_notice(&self) {
+        self.dead_letters(DeadLetterReason::NoticeUndelivered, 1);
     }
     fn node(&self) -> usize {
         self.node as usize

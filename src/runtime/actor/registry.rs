@@ -1,12 +1,21 @@
 //! [`ActorRegistry`]: the runtime's list of live actors, by start order, for graceful shutdown in
 //! reverse order and for reports. Owns actor ids and the index; it holds weak references only,
-//! so it never keeps an actor alive. The mesh carries one per runtime (every mailbox already
-//! holds the mesh) but never reads it.
+//! so it never keeps an actor alive. It also carries the runtime-wide actor tables that every
+//! mailbox must reach: dead letters, names, watches and per-type counters. The mesh carries one
+//! per runtime (every mailbox already holds the mesh) but never reads it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use super::dead_letters::DeadLetters;
 use super::mailbox::ActorProbe;
+use super::names::Names;
+use super::stats::TypeStatsTable;
+use super::watch::Watch;
+
+/// Index entries visited per lock hold when walking every actor (a scrape of 100,000 actors
+/// must not hold the lock that actor starts and stops need for more than a few microseconds).
+const WALK_CHUNK: usize = 1024;
 
 /// Live actors of one runtime.
 ///
@@ -15,6 +24,10 @@ pub(crate) struct ActorRegistry {
     /// Next actor id (= start order).
     next: AtomicU64,
     index: Mutex<slab::Slab<(u64, Weak<dyn ActorProbe>)>>,
+    pub(crate) dead_letters: DeadLetters,
+    pub(crate) names: Names,
+    pub(crate) watch: Watch,
+    pub(crate) types: TypeStatsTable,
 }
 
 impl Default for ActorRegistry {
@@ -22,6 +35,10 @@ impl Default for ActorRegistry {
         ActorRegistry {
             next: AtomicU64::new(1),
             index: Mutex::new(slab::Slab::new()),
+            dead_letters: DeadLetters::default(),
+            names: Names::default(),
+            watch: Watch::default(),
+            types: TypeStatsTable::default(),
         }
     }
 }
@@ -66,5 +83,40 @@ impl ActorRegistry {
             .collect();
         all.sort_unstable_by_key(|(id, _)| std::cmp::Reverse(*id));
         all.into_iter().filter_map(|(_, w)| w.upgrade()).collect()
+    }
+
+    /// Calls `f` on every live actor, taking the index lock for [`WALK_CHUNK`] entries at a
+    /// time (never for the whole walk).
+    pub(crate) fn walk(&self, mut f: impl FnMut(&dyn ActorProbe)) {
+        let mut key = 0usize;
+        let mut batch: Vec<Arc<dyn ActorProbe>> = Vec::with_capacity(WALK_CHUNK);
+        loop {
+            {
+                let index = self.lock();
+                let end = index.capacity();
+                if key >= end {
+                    return;
+                }
+                let stop = (key + WALK_CHUNK).min(end);
+                for k in key..stop {
+                    if let Some((_, w)) = index.get(k)
+                        && let Some(p) = w.upgrade()
+                    {
+                        batch.push(p);
+                    }
+                }
+                key = stop;
+            }
+            // Outside the lock: `f` may be slow, and dropping the last reference to an actor
+            // unindexes it (which takes the lock).
+            for p in batch.drain(..) {
+                f(&*p);
+            }
+        }
+    }
+
+    /// Live actors.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
     }
 }
