@@ -3,7 +3,7 @@
 //! intensity escalates up the tree, a crash loop never spins, and failures are counted.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use percore::runtime::partition::HashPartitioner;
@@ -27,7 +27,7 @@ enum Msg {
     Fail,
     Stop,
     /// Waits forever (for kills).
-    Hang,
+    Hang(Arc<AtomicBool>),
     Get(Reply<(u64, usize)>),
 }
 
@@ -49,7 +49,10 @@ impl Actor for Counter {
             Msg::Err => return Err(Boom.into()),
             Msg::Fail => ctx.fail("asked to fail"),
             Msg::Stop => ctx.stop(),
-            Msg::Hang => std::future::pending::<()>().await,
+            Msg::Hang(entered) => {
+                entered.store(true, Ordering::SeqCst);
+                std::future::pending::<()>().await
+            }
             Msg::Get(r) => {
                 let _ = r.send((self.n, ctx.worker()));
             }
@@ -68,6 +71,17 @@ fn counter(built: &Arc<AtomicU64>) -> impl Fn() -> Counter + Send + Sync + 'stat
 
 async fn get(a: &percore::runtime::Addr<Counter>) -> (u64, usize) {
     a.ask(Msg::Get, T).await.unwrap()
+}
+
+/// Sends `Hang` and waits until its handler is waiting.
+async fn hang(a: &percore::runtime::Addr<Counter>) {
+    let entered = Arc::new(AtomicBool::new(false));
+    a.tell(Msg::Hang(entered.clone())).await.unwrap();
+    let end = Instant::now() + T;
+    while !entered.load(Ordering::SeqCst) {
+        assert!(Instant::now() < end, "the handler never started");
+        sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Waits (up to `T`) until `f` holds.
@@ -284,10 +298,9 @@ fn kill_interrupts_a_hung_handler_unsupervised_stops_supervised_restarts() {
         .spawn_on(0, ChildSpec::permanent(), counter(&built))
         .unwrap();
     rt.block_on(async {
-        plain.tell(Msg::Hang).await.unwrap();
+        hang(&plain).await;
         plain.tell(Msg::Add(1)).await.unwrap();
         plain.tell(Msg::Add(1)).await.unwrap();
-        sleep(Duration::from_millis(20)).await;
         plain.kill();
         plain.stopped().await;
         assert!(matches!(
@@ -300,9 +313,8 @@ fn kill_interrupts_a_hung_handler_unsupervised_stops_supervised_restarts() {
         ));
 
         kept.tell(Msg::Add(5)).await.unwrap();
-        kept.tell(Msg::Hang).await.unwrap();
+        hang(&kept).await;
         kept.tell(Msg::Add(2)).await.unwrap();
-        sleep(Duration::from_millis(20)).await;
         kept.kill();
         assert_eq!(get(&kept).await.0, 2, "restarted; the queued message kept");
     });
@@ -522,7 +534,7 @@ fn a_failed_shard_restarts_on_its_core_while_the_others_keep_serving() {
         let s0 = sharded.shard(0).unwrap();
         let s1 = sharded.shard(1).unwrap();
         s1.tell(Msg::Add(3)).await.unwrap();
-        s1.tell(Msg::Hang).await.unwrap();
+        hang(s1).await;
         s1.tell(Msg::Add(1)).await.unwrap();
         // Shard 1 is stuck; shard 0 serves.
         s0.tell(Msg::Add(9)).await.unwrap();
