@@ -268,6 +268,50 @@ fn serve_then_stop(
 }
 
 #[test]
+fn supervision_restarts_the_crashed_worker_and_shows_it_in_metrics() {
+    let (status, out) = Proc::spawn("supervision", &[]).wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{out}");
+    for want in [
+        "worker on core 0: sum 0",
+        "routed  5 (the restarted parser has routed 1)",
+        "pipeline: 1 restart(s); workers: 1 restart(s)",
+        "percore_actor_restarts_total{actor_type=\"supervision::Worker\"} 1",
+        "percore_supervisor_restarts_total{supervisor=\"root/pipeline/workers\"} 1",
+        "shutdown clean: true",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn dashboard_serves_metrics_and_the_page_and_exits_0_on_sigterm() {
+    serve_then_stop("dashboard", libc::SIGTERM, true, |c| {
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (head, body) = read_response(c);
+        assert!(head.starts_with("HTTP/1.1 200"), "response: {head:?}");
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.contains("percore_actors{actor_type=\"dashboard::Hasher\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE dashboard_jobs_sent_total counter"),
+            "{text}"
+        );
+        c.write_all(b"GET /dashboard HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (head, body) = read_response(c);
+        assert!(head.starts_with("HTTP/1.1 200"), "response: {head:?}");
+        assert!(String::from_utf8_lossy(&body).contains("/dashboard/state"));
+        c.write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (head, _) = read_response(c);
+        assert!(head.starts_with("HTTP/1.1 200"), "response: {head:?}");
+    });
+}
+
+#[test]
 fn echo_server_serves_and_exits_0_on_sigterm() {
     serve_then_stop("echo_server", libc::SIGTERM, true, |c| {
         // Raw-bytes mode (no `--framed`): whatever is written comes back unchanged.

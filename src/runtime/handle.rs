@@ -14,12 +14,31 @@ use super::executor::{self};
 use super::io::event_loop;
 use super::io::{BackendKind, EventLoopStats, IoCtx};
 use super::mesh::{self, ExternalNode};
-use super::metrics::{MetricsSnapshot, prometheus_text};
+use super::metrics::MetricsSnapshot;
 use super::partition::Partitioner;
 use super::rt::RtInner;
 use super::sharded::ShardedAddr;
 use super::supervision::{SupCore, Supervisor, SupervisorSpec};
 use super::task::{self, JoinHandle};
+use super::user_metrics::MetricsRegistry;
+
+/// How long one scheduler turn may last before its worker counts as stalled (not turning).
+pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The answer of [`Handle::readiness`] (the body of `/ready`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Readiness {
+    /// Everything below is fine.
+    pub ready: bool,
+    /// App workers.
+    pub workers: usize,
+    /// App workers stuck in one turn for more than [`STALL_LIMIT`].
+    pub stalled_workers: Vec<usize>,
+    /// An escalation reached the root supervisor.
+    pub supervision_degraded: bool,
+    /// Shutdown has begun.
+    pub shutting_down: bool,
+}
 
 /// What [`Handle::spawn_actor_with`] runs on the actor's worker.
 pub(crate) type Starter<M> =
@@ -387,9 +406,44 @@ impl Handle {
             .collect()
     }
 
-    /// Counters in Prometheus text format.
+    /// The whole `/metrics` page in the Prometheus text format: workers, event loops, actor
+    /// types, supervision, dead letters, readiness and user metrics.
     pub fn prometheus(&self) -> String {
-        prometheus_text(&self.metrics())
+        super::prometheus::render(self)
+    }
+
+    /// The registry of user metrics, rendered on `/metrics` after the runtime's own series.
+    pub fn metrics_registry(&self) -> &MetricsRegistry {
+        &self.inner.user_metrics
+    }
+
+    /// Per app worker: inside one scheduler turn for more than [`STALL_LIMIT`]?
+    pub fn stalled_workers(&self) -> Vec<bool> {
+        self.inner.mesh.nodes[..self.workers()]
+            .iter()
+            .map(|n| n.metrics.stalled(STALL_LIMIT))
+            .collect()
+    }
+
+    /// Whether the runtime is ready to serve: every app worker turning (none stuck in one
+    /// turn for more than [`STALL_LIMIT`]), no escalation at the root supervisor, not
+    /// shutting down.
+    pub fn readiness(&self) -> Readiness {
+        let stalled: Vec<usize> = self
+            .stalled_workers()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.then_some(i))
+            .collect();
+        let degraded = !self.supervision_healthy();
+        let shutting_down = self.is_shutting_down();
+        Readiness {
+            ready: stalled.is_empty() && !degraded && !shutting_down,
+            workers: self.workers(),
+            stalled_workers: stalled,
+            supervision_degraded: degraded,
+            shutting_down,
+        }
     }
 
     /// True once shutdown has begun.

@@ -27,6 +27,21 @@ pub struct NodeMetrics {
     pub busy_ns: AtomicU64,
     /// Times the worker went to sleep.
     pub parks: AtomicU64,
+    /// When the worker's current scheduler turn began, in milliseconds since the process's
+    /// metrics epoch plus one; 0 while it sleeps. Read by stall detection (`/ready`).
+    pub turn_started_ms: AtomicU64,
+}
+
+/// The instant [`NodeMetrics::turn_started_ms`] counts from.
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+/// `t` as [`NodeMetrics::turn_started_ms`] stores it (never 0).
+#[inline]
+pub(crate) fn stamp_ms(t: std::time::Instant) -> u64 {
+    t.saturating_duration_since(epoch()).as_millis() as u64 + 1
 }
 
 /// A point-in-time copy of [`NodeMetrics`].
@@ -61,7 +76,16 @@ impl NodeMetrics {
             tasks_alive: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             parks: AtomicU64::new(0),
+            turn_started_ms: AtomicU64::new(0),
         }
+    }
+
+    /// True when the node has been inside one turn for longer than `limit` (a task blocking
+    /// its thread, or an endless poll).
+    pub fn stalled(&self, limit: std::time::Duration) -> bool {
+        let t = self.turn_started_ms.load(Ordering::Relaxed);
+        let now = stamp_ms(std::time::Instant::now());
+        t != 0 && now.saturating_sub(t) > limit.as_millis() as u64
     }
 
     /// Reads every counter.

@@ -34,6 +34,7 @@ pub(crate) mod mesh;
 pub mod metrics;
 pub mod oneshot;
 pub mod partition;
+pub mod prometheus;
 pub mod ring;
 mod rt;
 pub mod sharded;
@@ -43,6 +44,7 @@ pub mod supervision;
 pub(crate) mod sync;
 pub mod task;
 pub mod time;
+pub mod user_metrics;
 mod worker;
 
 pub use actor::{
@@ -51,7 +53,7 @@ pub use actor::{
 };
 pub use error::{AskError, JoinError, RuntimeError, SendError, Stopped, TrySendError};
 pub use executor::{consume_budget, current_worker, yield_now};
-pub use handle::{Handle, spawn_actor, spawn_actor_with_capacity};
+pub use handle::{Handle, Readiness, STALL_LIMIT, spawn_actor, spawn_actor_with_capacity};
 pub use mesh::ExternalNode;
 #[allow(deprecated)]
 pub use metrics::WorkerMetrics;

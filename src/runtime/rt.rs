@@ -29,7 +29,7 @@ use super::io::select::resolve_backend;
 use super::io::worker::{self as io_worker, IoWorkerHandle};
 use super::io::{BackendKind, EventLoopStats};
 use super::mesh::{self, MeshShared};
-use super::metrics::{MetricsSnapshot, prometheus_text};
+use super::metrics::MetricsSnapshot;
 use super::partition::Partitioner;
 use super::sharded::ShardedAddr;
 use super::task::JoinHandle;
@@ -45,6 +45,8 @@ pub(super) struct RtInner {
     pub(super) tasks_cancelled: AtomicU64,
     /// The root of the supervision tree, made at first use.
     pub(super) root: std::sync::OnceLock<Arc<super::supervision::SupCore>>,
+    /// The user's metrics, rendered on `/metrics` after the runtime's own.
+    pub(super) user_metrics: super::user_metrics::MetricsRegistry,
 }
 
 /// A running percore runtime: `config.app_workers` pinned worker threads, each with its own
@@ -80,6 +82,7 @@ impl Runtime {
             rr: AtomicUsize::new(0),
             tasks_cancelled: AtomicU64::new(0),
             root: std::sync::OnceLock::new(),
+            user_metrics: Default::default(),
         });
         let mut threads = Vec::with_capacity(config.app_workers);
         let (ready_tx, ready_rx) =
@@ -318,7 +321,7 @@ impl Runtime {
 
     /// Counters in Prometheus text format.
     pub fn prometheus(&self) -> String {
-        prometheus_text(&self.metrics())
+        self.handle().prometheus()
     }
 
     /// A deterministic small runtime for tests and examples: the Testing profile with

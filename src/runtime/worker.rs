@@ -80,6 +80,8 @@ pub(super) fn worker_main(
     let mut carried: Option<Instant> = None;
     loop {
         let t0 = carried.take().unwrap_or_else(Instant::now);
+        m.turn_started_ms
+            .store(super::metrics::stamp_ms(t0), Ordering::Relaxed);
         let mut did = inbound.drain(node, budget);
         did += exec.drain_remote();
         did += exec.fire_timers(t0);
@@ -166,6 +168,7 @@ pub(super) fn worker_main(
             continue;
         }
         m.parks.fetch_add(1, Ordering::Relaxed);
+        m.turn_started_ms.store(0, Ordering::Relaxed);
         let mut wait = exec
             .next_deadline()
             .map(|d| d.saturating_duration_since(Instant::now()));

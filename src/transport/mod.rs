@@ -29,6 +29,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod client;
 pub mod codec;
 pub mod http;
@@ -64,4 +65,7 @@ pub enum TransportError {
     /// The runtime refused the work.
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
+    /// A helper thread (the admin server's renderer) could not be started.
+    #[error("could not start a thread: {0}; check the process's thread limit (ulimit -u)")]
+    Thread(std::io::Error),
 }
