@@ -21,6 +21,7 @@
 //! ```
 
 pub mod actor;
+pub mod breaker;
 mod bufpool;
 pub mod builder;
 pub mod config;
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod oneshot;
 pub mod partition;
 pub mod prometheus;
+pub mod retry;
 pub mod ring;
 mod rt;
 pub mod sharded;

@@ -274,7 +274,7 @@ pub(crate) fn render(h: &Handle) -> String {
     e.family(
         "percore_actor_handler_seconds",
         "histogram",
-        "Handler latency, sampled (one message in 64 per type and worker).",
+        "Handler latency, sampled (at most one message in 64 per actor type and worker).",
     );
     for t in &types {
         let l = Exposition::labels(&[("actor_type", &t.actor_type)]);

@@ -131,9 +131,16 @@ struct Family {
 }
 
 /// The user's metrics of one runtime.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MetricsRegistry {
     families: Mutex<BTreeMap<String, Family>>,
+    breakers: Mutex<Vec<std::sync::Weak<super::breaker::Core>>>,
+}
+
+impl std::fmt::Debug for MetricsRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsRegistry").finish_non_exhaustive()
+    }
 }
 
 fn valid_name(n: &str) -> bool {
@@ -282,8 +289,63 @@ impl MetricsRegistry {
         }
     }
 
-    /// Renders every user series into `out`.
+    /// A circuit breaker whose state and counts appear in `/metrics`
+    /// (`percore_circuit_breaker_state`, `percore_circuit_breaker_calls_total`) for as long as
+    /// a clone of it lives.
+    pub fn circuit_breaker(
+        &self,
+        name: &str,
+        cfg: super::breaker::BreakerConfig,
+    ) -> super::breaker::CircuitBreaker {
+        let b = super::breaker::CircuitBreaker::new(name, cfg);
+        let mut v = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        v.retain(|w| w.strong_count() > 0);
+        v.push(std::sync::Arc::downgrade(&b.0));
+        b
+    }
+
+    /// Renders the registered breakers.
+    fn render_breakers(&self, out: &mut Exposition) {
+        let live: Vec<_> = self
+            .breakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .map(super::breaker::CircuitBreaker)
+            .collect();
+        out.family(
+            "percore_circuit_breaker_state",
+            "gauge",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+        );
+        for b in &live {
+            out.sample(
+                "percore_circuit_breaker_state",
+                &[("breaker", b.name())],
+                b.state().code() as f64,
+            );
+        }
+        out.family(
+            "percore_circuit_breaker_calls_total",
+            "counter",
+            "Calls through the breaker by outcome (rejected: refused while open).",
+        );
+        for b in &live {
+            let (s, f, r) = b.counts();
+            for (outcome, n) in [("success", s), ("failure", f), ("rejected", r)] {
+                out.sample(
+                    "percore_circuit_breaker_calls_total",
+                    &[("breaker", b.name()), ("outcome", outcome)],
+                    n as f64,
+                );
+            }
+        }
+    }
+
+    /// Renders every user series (and the registered breakers) into `out`.
     pub(crate) fn render(&self, out: &mut Exposition) {
+        self.render_breakers(out);
         let f = self.lock();
         for (name, fam) in f.iter() {
             out.family(name, fam.kind, &fam.help);

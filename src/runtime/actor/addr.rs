@@ -174,6 +174,36 @@ impl<A: Actor> Addr<A> {
         }
     }
 
+    /// [`Addr::ask`] under a [`RetryPolicy`](crate::runtime::retry::RetryPolicy): the request
+    /// is rebuilt by `make` for every attempt, each attempt has `timeout`, and the errors the
+    /// policy names are retried after its back-off (see
+    /// [`RetryPolicy::for_ask`](crate::runtime::retry::RetryPolicy::for_ask)).
+    pub async fn ask_with_retry<R, F>(
+        &self,
+        mut make: F,
+        timeout: Duration,
+        policy: &crate::runtime::retry::RetryPolicy<AskError>,
+    ) -> Result<R, AskError>
+    where
+        R: Send + 'static,
+        F: FnMut(Reply<R>) -> A::Msg,
+    {
+        let seed = crate::runtime::retry::seed();
+        let mut failed = 0;
+        loop {
+            match self.ask(&mut make, timeout).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    failed += 1;
+                    match policy.pause(failed, &e, seed) {
+                        Some(d) => time::sleep(d).await,
+                        None => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
     /// Asks the actor to stop gracefully: it refuses new messages at once, handles those already
     /// queued or in flight, runs [`Actor::stopping`], and terminates.
     pub fn stop(&self) {

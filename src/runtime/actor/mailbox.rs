@@ -188,6 +188,13 @@ impl<M: Send + 'static> Mailbox<M> {
         self.slots().release(n);
     }
 
+    /// Releases the slots of `n` handled messages and counts them as handled.
+    #[inline]
+    pub(super) fn release_handled(&self, n: usize) {
+        self.slots().release(n);
+        self.stats().add_handled(n as u64);
+    }
+
     /// Wakes every sender waiting for room.
     pub(super) fn wake_room(&self) {
         self.slots().wake_all();

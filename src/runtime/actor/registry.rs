@@ -112,6 +112,12 @@ impl ActorRegistry {
             for p in batch.drain(..) {
                 f(&*p);
             }
+            // Off the workers (a scrape renders on its own thread), give the CPU back between
+            // chunks: where that thread shares a CPU with a worker, the worker waits at most
+            // one chunk for it.
+            if crate::runtime::executor::current_worker().is_none() {
+                std::thread::yield_now();
+            }
         }
     }
 

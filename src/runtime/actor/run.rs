@@ -190,7 +190,7 @@ async fn run_actor<A: Actor>(
                                     // Queue empty: hand back the slots of what was handled
                                     // before waiting.
                                     if unreleased > 0 {
-                                        mb.release(unreleased as usize);
+                                        mb.release_handled(unreleased as usize);
                                         unreleased = 0;
                                     }
                                     if state == DRAINING {
@@ -222,12 +222,14 @@ async fn run_actor<A: Actor>(
                     let Some(msg) = next else { break None };
                     // Slots are released in batches (one contended atomic per batch, not per
                     // message), and always before the actor waits for more.
+                    // The first message after a release may be timed (the counters are
+                    // touched per batch, not per message).
+                    let sample = unreleased == 0 && mb.stats().begin_sample(mb.seq);
                     unreleased += 1;
                     if unreleased >= release_every {
-                        mb.release(unreleased as usize);
+                        mb.release_handled(unreleased as usize);
                         unreleased = 0;
                     }
-                    let sample = mb.stats().begin_message(mb.seq);
                     let r = guarded_handler(actor.try_handle(msg, &mut ctx), &mb).await;
                     if sample {
                         mb.stats().end_sample(mb.seq);
@@ -254,7 +256,7 @@ async fn run_actor<A: Actor>(
             }
         }
         if unreleased > 0 {
-            mb.release(unreleased as usize);
+            mb.release_handled(unreleased as usize);
         }
         mb.terminate();
         mb.stats().on_end();

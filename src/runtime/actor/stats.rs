@@ -14,7 +14,9 @@ use std::time::Instant;
 /// Upper bounds (seconds) of the handler-latency histogram's buckets (`+Inf` implied).
 pub const LATENCY_BUCKETS: [f64; 8] = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0];
 
-/// One handled message in this many has its latency measured (two clock reads per sample).
+/// At most one handled message in this many (per actor type and worker) has its latency
+/// measured (two clock reads per sample): the first message of a batch once this many have
+/// been handled since the last sample.
 pub const LATENCY_SAMPLE_EVERY: u64 = 64;
 
 /// Counters of one actor type on one worker.
@@ -34,6 +36,8 @@ pub(crate) struct TypeStats {
     /// The actor whose handler is being timed (0: none): one sample in flight per cell, so the
     /// start time can live here instead of in every actor's task.
     sampling: AtomicU64,
+    /// `handled` at which the next sample may start.
+    next_sample: AtomicU64,
     sample_start: std::sync::OnceLock<Instant>,
     sample_offset_ns: AtomicU64,
 }
@@ -58,6 +62,7 @@ impl TypeStats {
             sum_ns: AtomicU64::new(0),
             samples: AtomicU64::new(0),
             sampling: AtomicU64::new(0),
+            next_sample: AtomicU64::new(0),
             sample_start: std::sync::OnceLock::new(),
             sample_offset_ns: AtomicU64::new(0),
         }
@@ -83,15 +88,24 @@ impl TypeStats {
         bump(&self.restarts, 1);
     }
 
-    /// Counts one message about to be handled by actor `id`; true when its latency is to be
-    /// sampled (then [`TypeStats::end_sample`] follows).
+    /// Counts `n` handled messages (added per batch, when their mailbox slots are released).
     #[inline]
-    pub(crate) fn begin_message(&self, id: u64) -> bool {
+    pub(crate) fn add_handled(&self, n: u64) {
+        bump(&self.handled, n);
+    }
+
+    /// True when the message actor `id` is about to handle is to be timed (then
+    /// [`TypeStats::end_sample`] follows).
+    #[inline]
+    pub(crate) fn begin_sample(&self, id: u64) -> bool {
         let h = self.handled.load(Ordering::Relaxed);
-        self.handled.store(h.wrapping_add(1), Ordering::Relaxed);
-        if !h.is_multiple_of(LATENCY_SAMPLE_EVERY) || self.sampling.load(Ordering::Relaxed) != 0 {
+        if h < self.next_sample.load(Ordering::Relaxed)
+            || self.sampling.load(Ordering::Relaxed) != 0
+        {
             return false;
         }
+        self.next_sample
+            .store(h + LATENCY_SAMPLE_EVERY, Ordering::Relaxed);
         let base = *self.sample_start.get_or_init(Instant::now);
         self.sample_offset_ns
             .store(base.elapsed().as_nanos() as u64, Ordering::Relaxed);

@@ -203,6 +203,12 @@ fn render_loop(
     rx: Receiver<(Page, HttpReply)>,
     extras: Arc<std::sync::Mutex<Vec<(String, Extra)>>>,
 ) {
+    // Below the workers in the scheduler's eyes: where the render thread shares a CPU with a
+    // worker (no spare core), the worker keeps its CPU while a scrape renders (Linux applies a
+    // nice value per thread). Best effort: a refusal leaves the default priority.
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+        tracing::debug!(error = %e, "could not lower the admin thread's priority");
+    }
     let started = Instant::now();
     while let Ok((page, reply)) = rx.recv() {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
