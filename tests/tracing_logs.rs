@@ -54,7 +54,7 @@ fn panics_are_logged_with_actor_name_and_message_inside_spans() {
     let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     let panic_line = text
         .lines()
-        .find(|l| l.contains("actor panicked"))
+        .find(|l| l.contains("actor failed"))
         .unwrap_or_else(|| panic!("no panic log in:\n{text}"));
     assert!(panic_line.contains("grumpy-actor"), "{panic_line}");
     assert!(panic_line.contains("grumpy says no"), "{panic_line}");

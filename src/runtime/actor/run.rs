@@ -320,8 +320,8 @@ async fn after_incarnation<A: Actor>(
             Some(s) if !for_good => s.hooks.exited(&reason),
             _ => Decision::Stop,
         };
-        let name = ActorProbe::name(&**mb);
         if reason.is_failure() {
+            let name = ActorProbe::name(&**mb);
             match &decision {
                 Decision::Restart { delay, restarts } => {
                     tracing::error!(actor = %name, id = mb.seq, worker = mb.node, reason = %reason, restarts = *restarts, delay_ms = delay.as_millis() as u64, "actor failed; restarting it")
@@ -332,13 +332,17 @@ async fn after_incarnation<A: Actor>(
             }
         }
         let restart = matches!(decision, Decision::Restart { .. });
-        let down = Down {
-            id: mb.seq,
-            name,
-            reason,
-            restarting: restart,
-        };
-        mb.mesh.actors.watch.fire(&down, !restart);
+        // The notice (and the name it carries) is built only when someone watches.
+        let watch = &mb.mesh.actors.watch;
+        if watch.in_use() {
+            let down = Down {
+                id: mb.seq,
+                name: ActorProbe::name(&**mb),
+                reason,
+                restarting: restart,
+            };
+            watch.fire(&down, !restart);
+        }
         let Decision::Restart { delay, .. } = decision else {
             mb.set_state(STOP_NOW);
             return false;

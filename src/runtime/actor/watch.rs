@@ -125,11 +125,16 @@ impl Watch {
         r
     }
 
+    /// True when some actor is watched, trapping or has a pending exit reason.
+    pub(crate) fn in_use(&self) -> bool {
+        self.used.load(Ordering::Acquire) != 0
+    }
+
     /// The incarnation of actor `down.id` ended: tells its monitors, propagates a failure over
     /// its links, and drops them all (a restarted actor watches anew). With `for_good` its trap
     /// is removed too.
     pub(crate) fn fire(&self, down: &Down, for_good: bool) {
-        if self.used.load(Ordering::Acquire) == 0 {
+        if !self.in_use() {
             return;
         }
         let (list, peers_traps) = {
