@@ -596,6 +596,17 @@ fn http_admin_face_with_curl() {
     assert_eq!(curl(&["-X", "DELETE", &url("user%3A1")]).1, "204");
     assert_eq!(curl(&["-X", "DELETE", &url("user%3A1")]).1, "404");
     assert_eq!(c.cmd(&["EXISTS", "user:1"]), int(0));
+    // The runtime's pages on the same server: the shards are actors in the metrics.
+    let (metrics, code) = curl(&[&format!("http://{admin}/metrics")]);
+    assert_eq!(code, "200");
+    assert!(
+        metrics.contains("percore_actors{actor_type=\"percore::serve::shard::ShardActor\"} 2"),
+        "{metrics}"
+    );
+    assert_eq!(curl(&[&format!("http://{admin}/ready")]).1, "200");
+    let (page, code) = curl(&[&format!("http://{admin}/dashboard")]);
+    assert_eq!(code, "200");
+    assert!(page.contains("/dashboard/state"));
 }
 
 #[test]

@@ -8,9 +8,10 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use percore::runtime::{Addr, Handle, TrySendError};
+use percore::runtime::{Addr, Handle};
 use percore::transport::Target;
 use percore::transport::TransportError;
+use percore::transport::admin::AdminPages;
 use percore::transport::http::{HttpCall, HttpReply, HttpServer, Response, Router};
 
 use super::commands::{self, Spec};
@@ -136,24 +137,22 @@ fn target(shards: Vec<Addr<ShardActor>>) -> Target<HttpCall> {
     })
 }
 
-/// Serves the admin face on `addr`.
+/// Serves the admin face on `addr`: the key routes next to the runtime's admin pages
+/// (`/metrics`, `/health`, `/ready`, `/dashboard`); the pages answer while the returned
+/// [`AdminPages`] lives.
 #[allow(clippy::result_large_err)] // see `target`
 pub fn bind(
     handle: &Handle,
     addr: SocketAddr,
     shards: Vec<Addr<ShardActor>>,
-) -> Result<HttpServer, TransportError> {
+) -> Result<(HttpServer, AdminPages), TransportError> {
     let kv = target(shards);
-    let health: Target<HttpCall> = Target::from_fn(|call: HttpCall, _| {
-        call.respond(Response::text(200, "ok\n"));
-        Ok::<(), TrySendError<HttpCall>>(())
-    });
     let router = Router::new()
-        .get("/health", health)
         .get("/kv/*key", kv.clone())
         .put("/kv/*key", kv.clone())
         .delete("/kv/*key", kv);
-    HttpServer::bind(handle, addr, router)
+    let (router, pages) = percore::transport::admin::mount(handle, router)?;
+    Ok((HttpServer::bind(handle, addr, router)?, pages))
 }
 
 #[cfg(test)]

@@ -83,7 +83,8 @@ pub struct ServeArgs {
     /// App workers, hence shards (default: the runtime's zero-config choice for this machine).
     #[arg(long)]
     pub workers: Option<NonZeroUsize>,
-    /// Also serve the HTTP admin face here (`GET/PUT/DELETE /kv/{key}`, `GET /health`).
+    /// Also serve the HTTP admin face here (`GET/PUT/DELETE /kv/{key}`, and the runtime's
+    /// `/metrics`, `/health`, `/ready` and `/dashboard`).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
     /// Memory limit (bytes, or with a unit: 100mb, 2gb; 0: none), as Redis's `maxmemory`:
@@ -251,12 +252,12 @@ pub fn run(args: ServeArgs) -> Result<(), Error> {
         "listening on {} ({n} shards, {keys} keys loaded, {persistence})",
         server.local_addr()
     );
-    if let Some(a) = &admin {
+    if let Some((a, _pages)) = &admin {
         println!("admin HTTP on {}", a.local_addr());
     }
     let why = signals.wait();
     println!("{why}: stopping");
-    if let Some(a) = admin {
+    if let Some((a, _pages)) = admin {
         let _ = rt.block_on(a.shutdown(Duration::from_secs(5)));
     }
     let report = rt.block_on(server.shutdown(Duration::from_secs(5)));

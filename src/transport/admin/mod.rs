@@ -37,7 +37,7 @@ const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 const QUEUE: usize = 64;
 
 #[derive(Debug, Clone, Copy)]
-enum Page {
+pub(crate) enum Page {
     Metrics,
     Health,
     Ready,
@@ -90,12 +90,74 @@ pub struct IoLoop {
 /// A section the application adds to the dashboard's state (called on the admin thread).
 pub type Extra = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
+/// The admin pages' render thread and dashboard sections, for routes mounted on any router
+/// ([`mount`]); the pages answer while this lives.
+pub struct AdminPages {
+    // Dropping the last sender (this one and the routes') ends the render thread.
+    _tx: Sender<(Page, HttpReply)>,
+    extras: Arc<std::sync::Mutex<Vec<(String, Extra)>>>,
+}
+
+impl std::fmt::Debug for AdminPages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminPages").finish_non_exhaustive()
+    }
+}
+
+impl AdminPages {
+    /// Adds a section to `/dashboard/state` (and the page): `f` is called at each poll, on
+    /// the admin thread.
+    pub fn add_dashboard_section(
+        &self,
+        name: impl Into<String>,
+        f: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) {
+        self.extras
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name.into(), Arc::new(f)));
+    }
+}
+
+/// Adds `/metrics`, `/health`, `/ready`, `/dashboard` and `/dashboard/state` for `handle`'s
+/// runtime to `router` (to serve them from an HTTP server of your own, next to your routes).
+#[allow(clippy::result_large_err)] // `Target`'s error type; never built here
+pub fn mount(handle: &Handle, router: Router) -> Result<(Router, AdminPages), TransportError> {
+    let (tx, rx) = crossbeam::channel::bounded::<(Page, HttpReply)>(QUEUE);
+    let extras: Arc<std::sync::Mutex<Vec<(String, Extra)>>> = Default::default();
+    let h = handle.clone();
+    let ex = extras.clone();
+    std::thread::Builder::new()
+        .name("percore-admin".into())
+        .spawn(move || render_loop(h, rx, ex))
+        .map_err(TransportError::Thread)?;
+    let route = |page: Page| -> Target<HttpCall> {
+        let tx = tx.clone();
+        Target::from_fn(move |call: HttpCall, _| {
+            let (_, reply) = call.into_parts();
+            if let Err(e) = tx.try_send((page, reply)) {
+                let (_, reply) = e.into_inner();
+                reply.respond(
+                    Response::text(503, "the admin server is busy; retry\n")
+                        .header("Retry-After", "1"),
+                );
+            }
+            Ok(())
+        })
+    };
+    let router = router
+        .get("/metrics", route(Page::Metrics))
+        .get("/health", route(Page::Health))
+        .get("/ready", route(Page::Ready))
+        .get("/dashboard", route(Page::Dashboard))
+        .get("/dashboard/state", route(Page::State));
+    Ok((router, AdminPages { _tx: tx, extras }))
+}
+
 /// The admin HTTP server and its render thread.
 pub struct AdminServer {
     http: HttpServer,
-    // Dropping the sender ends the render thread.
-    _tx: Sender<(Page, HttpReply)>,
-    extras: Arc<std::sync::Mutex<Vec<(String, Extra)>>>,
+    pages: AdminPages,
 }
 
 impl std::fmt::Debug for AdminServer {
@@ -110,40 +172,9 @@ impl AdminServer {
     /// Serves the admin routes for `handle`'s runtime on `addr`.
     #[allow(clippy::result_large_err)] // `Target`'s error type; never built here
     pub fn bind(handle: &Handle, addr: SocketAddr) -> Result<AdminServer, TransportError> {
-        let (tx, rx) = crossbeam::channel::bounded::<(Page, HttpReply)>(QUEUE);
-        let extras: Arc<std::sync::Mutex<Vec<(String, Extra)>>> = Default::default();
-        let h = handle.clone();
-        let ex = extras.clone();
-        std::thread::Builder::new()
-            .name("percore-admin".into())
-            .spawn(move || render_loop(h, rx, ex))
-            .map_err(TransportError::Thread)?;
-        let route = |page: Page| -> Target<HttpCall> {
-            let tx = tx.clone();
-            Target::from_fn(move |call: HttpCall, _| {
-                let (_, reply) = call.into_parts();
-                if let Err(e) = tx.try_send((page, reply)) {
-                    let (_, reply) = e.into_inner();
-                    reply.respond(
-                        Response::text(503, "the admin server is busy; retry\n")
-                            .header("Retry-After", "1"),
-                    );
-                }
-                Ok(())
-            })
-        };
-        let router = Router::new()
-            .get("/metrics", route(Page::Metrics))
-            .get("/health", route(Page::Health))
-            .get("/ready", route(Page::Ready))
-            .get("/dashboard", route(Page::Dashboard))
-            .get("/dashboard/state", route(Page::State));
+        let (router, pages) = mount(handle, Router::new())?;
         let http = HttpServer::bind(handle, addr, router)?;
-        Ok(AdminServer {
-            http,
-            _tx: tx,
-            extras,
-        })
+        Ok(AdminServer { http, pages })
     }
 
     /// The address it listens on.
@@ -158,10 +189,7 @@ impl AdminServer {
         name: impl Into<String>,
         f: impl Fn() -> serde_json::Value + Send + Sync + 'static,
     ) {
-        self.extras
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((name.into(), Arc::new(f)));
+        self.pages.add_dashboard_section(name, f);
     }
 
     /// Stops accepting admin connections.
@@ -169,13 +197,9 @@ impl AdminServer {
         self.http.stop();
     }
 
-    /// Lets the server run until its runtime shuts down.
+    /// Lets the server run until its runtime shuts down (the routes keep the render thread).
     pub fn detach(self) {
-        let AdminServer { http, _tx, .. } = self;
-        // The render thread lives as long as a route holds a sender: the routes live in the
-        // detached server, so it lives until the runtime shuts down.
-        drop(_tx);
-        http.detach();
+        self.http.detach();
     }
 }
 
