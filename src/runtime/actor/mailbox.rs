@@ -56,6 +56,10 @@ pub(super) struct LocalQueue<M> {
     pub(super) exit: u8,
     /// Run by a supervisor: exits decide about a restart instead of closing the mailbox.
     pub(super) supervised: bool,
+    /// When the handler being traced began (`trace!` per message, see `run.rs`); kept here,
+    /// not in the task, whose size is budgeted.
+    /// Nanoseconds since the metrics epoch (`metrics::stamp_ns`).
+    pub(super) trace_start: u64,
 }
 
 impl<M> LocalQueue<M> {
@@ -129,6 +133,7 @@ impl<M: Send + 'static> Mailbox<M> {
                     terminated: false,
                     exit: SIG_NONE,
                     supervised: false,
+                    trace_start: 0,
                 }),
             })
         })

@@ -225,6 +225,13 @@ async fn run_actor<A: Actor>(
                     // The first message after a release may be timed (the counters are
                     // touched per batch, not per message).
                     let sample = unreleased == 0 && mb.stats().begin_sample(mb.seq);
+                    // Per-message log lines (`trace` level, target `percore::actor`): the
+                    // start time waits in the owner-local queue, not in this task.
+                    let traced = tracing::enabled!(target: "percore::actor", tracing::Level::TRACE);
+                    if traced {
+                        let t = crate::runtime::metrics::stamp_ns();
+                        mb.local(|l| l.trace_start = t);
+                    }
                     unreleased += 1;
                     if unreleased >= release_every {
                         mb.release_handled(unreleased as usize);
@@ -233,6 +240,9 @@ async fn run_actor<A: Actor>(
                     let r = guarded_handler(actor.try_handle(msg, &mut ctx), &mb).await;
                     if sample {
                         mb.stats().end_sample(mb.seq);
+                    }
+                    if traced {
+                        trace_handled(&mb, &r);
                     }
                     let failure = match r {
                         Ok(Ok(())) => continue,
@@ -268,6 +278,26 @@ async fn run_actor<A: Actor>(
     // Messages still in flight are dropped on arrival (state TERMINATED); keep the mailbox alive
     // until they have all arrived.
     drain_in_flight(&mb).await;
+}
+
+/// Message ids for the per-message log lines (runtime-wide, in handling order).
+static MESSAGE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The `trace` line of one handled message: actor, id, worker, message id, latency, outcome.
+#[inline(never)]
+fn trace_handled<M: Send + 'static, T, E>(mb: &Mailbox<M>, r: &Result<Result<T, E>, Interrupted>) {
+    let start = mb
+        .local(|l| std::mem::take(&mut l.trace_start))
+        .unwrap_or(0);
+    let latency_us = crate::runtime::metrics::stamp_ns().saturating_sub(start) as f64 / 1e3;
+    let message_id = MESSAGE_IDS.fetch_add(1, Ordering::Relaxed);
+    let outcome = match r {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(_)) => "error",
+        Err(Interrupted::Panicked(_)) => "panic",
+        Err(Interrupted::Signalled) => "interrupted",
+    };
+    tracing::trace!(target: "percore::actor", actor = %ActorProbe::name(mb), actor_id = mb.seq, worker = mb.node, message_id, latency_us, outcome = %outcome, "message handled");
 }
 
 /// After an incarnation ended (`failure`: why, if it failed by itself): works out the reason,

@@ -1,0 +1,82 @@
+//! Per-message log lines: at `trace` level (target `percore::actor`) every handled message is
+//! logged with the actor, its id, the worker, a message id and the handling latency as
+//! structured fields, inside the actor's span; failures carry their outcome.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use percore::runtime::{Actor, Context, Runtime};
+
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Sleepy;
+impl Actor for Sleepy {
+    type Msg = u64;
+    async fn handle(&mut self, ms: u64, _ctx: &mut Context<Self>) {
+        if ms == 0 {
+            panic!("zero");
+        }
+        percore::runtime::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+#[test]
+fn every_handled_message_is_logged_with_actor_worker_id_and_latency() {
+    let buf = Buf::default();
+    let b2 = buf.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("percore::actor=trace,percore=debug")
+        .with_ansi(false)
+        .with_writer(move || b2.clone())
+        .init();
+    let rt = Runtime::testing(2).unwrap();
+    let a = rt.spawn_actor_on(1, || Sleepy).unwrap();
+    rt.block_on(async {
+        a.tell(20).await.unwrap();
+        a.tell(1).await.unwrap();
+        a.tell(0).await.unwrap();
+        a.stopped().await;
+    });
+    rt.shutdown();
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("message handled"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let field = |l: &str, k: &str| -> String {
+        let fields = l.split_once("message handled").map_or("", |(_, f)| f);
+        fields
+            .split(&format!(" {k}="))
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {k} in {l}"))
+            .to_string()
+    };
+    let mut ids = Vec::new();
+    for l in &lines {
+        assert!(field(l, "actor").ends_with("Sleepy"), "{l}");
+        assert_eq!(field(l, "worker"), "1", "{l}");
+        assert!(
+            l.contains("actor{name=tracing_messages::Sleepy"),
+            "inside the actor span: {l}"
+        );
+        ids.push(field(l, "message_id").parse::<u64>().unwrap());
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let latency: f64 = field(lines[0], "latency_us").parse().unwrap();
+    assert!(latency >= 20_000.0, "the 20 ms handler: {latency} us");
+    assert_eq!(field(lines[0], "outcome"), "ok");
+    assert_eq!(field(lines[2], "outcome"), "panic");
+}
