@@ -790,3 +790,26 @@ fn concurrent_submissions_get_their_own_results() {
     drop(accel);
     rt.shutdown();
 }
+
+/// An accelerator started for a runtime shows its queues in the runtime's `/metrics` page,
+/// and leaves it when dropped.
+#[test]
+fn accel_figures_appear_in_the_runtime_metrics_while_it_lives() {
+    let rt = Runtime::testing(1).unwrap();
+    let accel = Accel::start_on(
+        &rt.handle(),
+        AccelOptions::default().backend(AccelBackend::Cpu),
+    )
+    .unwrap();
+    let text = rt.prometheus();
+    assert!(
+        text.contains("percore_accel_queue_depth{worker=\"0\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("percore_accel_on_gpu{worker=\"0\"} 0"),
+        "{text}"
+    );
+    drop(accel);
+    assert!(!rt.prometheus().contains("percore_accel_queue_depth"));
+}

@@ -105,6 +105,8 @@ pub struct Accel {
     cpu_threads: usize,
     next: AtomicUsize,
     handle: Option<Handle>,
+    /// Renders the queues into the runtime's `/metrics` while this lives.
+    _metrics: Option<crate::runtime::user_metrics::Collector>,
 }
 
 impl std::fmt::Debug for Accel {
@@ -175,12 +177,59 @@ impl Accel {
                 adapter,
             });
         }
+        let metrics = handle.as_ref().map(|h| {
+            let shared: Vec<std::sync::Weak<Shared>> =
+                workers.iter().map(|w| Arc::downgrade(&w.shared)).collect();
+            let c: crate::runtime::user_metrics::Collector = Arc::new(move |out| {
+                let live: Vec<(usize, Arc<Shared>)> = shared
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, w)| Some((i, w.upgrade()?)))
+                    .collect();
+                type Get = fn(&Shared) -> f64;
+                let series: [(&str, &str, &str, Get); 4] = [
+                    (
+                        "percore_accel_queue_depth",
+                        "gauge",
+                        "Tasks waiting in the accelerator worker's queue.",
+                        |s| s.queue_len() as f64,
+                    ),
+                    (
+                        "percore_accel_on_gpu",
+                        "gauge",
+                        "1 while the accelerator worker runs on a GPU.",
+                        |s| s.on_gpu.load(Ordering::Relaxed) as u8 as f64,
+                    ),
+                    (
+                        "percore_accel_degraded",
+                        "gauge",
+                        "1 when a GPU was asked for and none is usable (CPU fallback).",
+                        |s| s.degraded.load(Ordering::Relaxed) as u8 as f64,
+                    ),
+                    (
+                        "percore_accel_inline_tasks_total",
+                        "counter",
+                        "Tiny CPU tasks run inline on the submitting thread.",
+                        |s| s.inline_tasks.load(Ordering::Relaxed) as f64,
+                    ),
+                ];
+                for (name, kind, help, get) in series {
+                    out.family(name, kind, help);
+                    for (i, s) in &live {
+                        out.sample(name, &[("worker", &i.to_string())], get(s));
+                    }
+                }
+            });
+            h.metrics_registry().add_collector(&c);
+            c
+        });
         Ok(Accel {
             workers,
             inline_cpu_flops: opts.inline_cpu_flops,
             cpu_threads: opts.cpu_threads,
             next: AtomicUsize::new(0),
             handle,
+            _metrics: metrics,
         })
     }
 

@@ -66,6 +66,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Tasks waiting now.
+    pub(crate) fn queue_len(&self) -> usize {
+        self.q.lock().map_or(0, |q| q.heap.len())
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, Queue> {
         // Critical sections only push/pop the heap; a poisoned lock holds a consistent heap.
         self.q.lock().unwrap_or_else(|p| p.into_inner())

@@ -135,7 +135,12 @@ struct Family {
 pub struct MetricsRegistry {
     families: Mutex<BTreeMap<String, Family>>,
     breakers: Mutex<Vec<std::sync::Weak<super::breaker::Core>>>,
+    collectors: Mutex<Vec<std::sync::Weak<dyn Fn(&mut Exposition) + Send + Sync>>>,
 }
+
+/// Writes series of its own into `/metrics` at each scrape (on the admin thread); registered
+/// with [`MetricsRegistry::add_collector`], rendered while the `Arc` lives.
+pub type Collector = Arc<dyn Fn(&mut Exposition) + Send + Sync>;
 
 impl std::fmt::Debug for MetricsRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -304,6 +309,15 @@ impl MetricsRegistry {
         b
     }
 
+    /// Renders `c` at every scrape for as long as the `Arc` lives (layers use this for their
+    /// figures: the accelerator's queues, say). It runs on the scraping thread: keep it to
+    /// reading counters, never blocking on a worker.
+    pub fn add_collector(&self, c: &Collector) {
+        let mut v = self.collectors.lock().unwrap_or_else(|p| p.into_inner());
+        v.retain(|w| w.strong_count() > 0);
+        v.push(Arc::downgrade(c));
+    }
+
     /// Renders the registered breakers.
     fn render_breakers(&self, out: &mut Exposition) {
         let live: Vec<_> = self
@@ -346,6 +360,16 @@ impl MetricsRegistry {
     /// Renders every user series (and the registered breakers) into `out`.
     pub(crate) fn render(&self, out: &mut Exposition) {
         self.render_breakers(out);
+        let live: Vec<Collector> = self
+            .collectors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .collect();
+        for c in live {
+            c(out);
+        }
         let f = self.lock();
         for (name, fam) in f.iter() {
             out.family(name, fam.kind, &fam.help);
