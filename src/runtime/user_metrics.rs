@@ -135,12 +135,15 @@ struct Family {
 pub struct MetricsRegistry {
     families: Mutex<BTreeMap<String, Family>>,
     breakers: Mutex<Vec<std::sync::Weak<super::breaker::Core>>>,
-    collectors: Mutex<Vec<std::sync::Weak<dyn Fn(&mut Exposition) + Send + Sync>>>,
+    collectors: Mutex<Vec<std::sync::Weak<CollectorFn>>>,
 }
+
+/// The function behind a [`Collector`].
+pub type CollectorFn = dyn Fn(&mut Exposition) + Send + Sync;
 
 /// Writes series of its own into `/metrics` at each scrape (on the admin thread); registered
 /// with [`MetricsRegistry::add_collector`], rendered while the `Arc` lives.
-pub type Collector = Arc<dyn Fn(&mut Exposition) + Send + Sync>;
+pub type Collector = Arc<CollectorFn>;
 
 impl std::fmt::Debug for MetricsRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
