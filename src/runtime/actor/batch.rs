@@ -6,6 +6,10 @@
 //! the mailbox pointer) and the send path that uses them ([`Mailbox::dispatch`],
 //! [`Mailbox::fast_send`]); reservation is `mailbox.rs`'s.
 
+// With `trace-context` every message travels in an envelope of its own: the batching below
+// is compiled but unused.
+#![cfg_attr(feature = "trace-context", allow(dead_code, unused_imports))]
+
 use std::num::NonZeroU8;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -31,6 +35,7 @@ impl<M: Send + 'static> Mailbox<M> {
     /// sent with it is handled even if the actor starts draining meanwhile (as if sent just
     /// before the stop); the cursor lasts one scheduler turn at most.
     #[inline]
+    #[cfg(not(feature = "trace-context"))]
     pub(super) fn fast_send(self: &Arc<Self>, msg: M) -> Result<(), M> {
         let sink: &Self = self;
         let msg = match mesh::cursor_send(sink, msg) {
@@ -51,6 +56,12 @@ impl<M: Send + 'static> Mailbox<M> {
         }
     }
 
+    /// With trace context every message travels alone, with its sender's span: no fast path.
+    #[cfg(feature = "trace-context")]
+    pub(super) fn fast_send(self: &Arc<Self>, msg: M) -> Result<(), M> {
+        Err(msg)
+    }
+
     /// Sends a message whose slot is reserved: straight into the queue on the owner worker,
     /// otherwise over the mesh.
     ///
@@ -64,6 +75,23 @@ impl<M: Send + 'static> Mailbox<M> {
     /// cross cores per message.
     #[inline]
     pub(super) fn dispatch(self: &Arc<Self>, msg: M) {
+        #[cfg(feature = "trace-context")]
+        {
+            // Each message in an envelope of its own, in send order on the sender's ring, so
+            // per-sender order holds; the mailbox is kept alive by the envelope's `Arc`.
+            let parent = tracing::Span::current();
+            if current_exec_id() == self.owner {
+                self.deliver_traced(msg, parent);
+            } else {
+                let mb = self.clone();
+                mesh::send(
+                    &self.mesh,
+                    self.node as usize,
+                    crate::runtime::envelope::Envelope::new(move || mb.deliver_traced(msg, parent)),
+                );
+            }
+        }
+        #[cfg(not(feature = "trace-context"))]
         if current_exec_id() == self.owner {
             self.deliver_local(msg);
         } else {
@@ -350,7 +378,7 @@ fn prefetch_for_write(p: *const u8, len: usize) {
     let _ = (p, len);
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(feature = "trace-context")))]
 mod batch_buffer_tests {
     use super::*;
     use crate::runtime::Runtime;

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Poll, Waker};
 
 use super::dead_letters::DeadLetterReason;
+use super::item::Item;
 use super::owner_cell::OwnerCell;
 use super::slots::{Full, Slots};
 use super::stats::TypeStats;
@@ -42,7 +43,7 @@ pub(super) const SIG_SELF_STOP: u8 = 3;
 const CREDIT_CHUNK: usize = 64;
 
 pub(super) struct LocalQueue<M> {
-    pub(super) queue: VecDeque<M>,
+    pub(super) queue: VecDeque<Item<M>>,
     /// The actor task's waker, kept between wake-ups (no clone and drop per message).
     pub(super) waker: Option<Waker>,
     /// The task has been woken since it last found the queue empty: further deliveries need
@@ -218,7 +219,7 @@ impl<M: Send + 'static> Mailbox<M> {
             if l.terminated {
                 return Err(msg);
             }
-            l.queue.push_back(msg);
+            l.queue.push_back(Item::plain(msg));
             l.notify();
             Ok(())
         });
@@ -233,6 +234,29 @@ impl<M: Send + 'static> Mailbox<M> {
         }
     }
 
+    /// Puts a reserved message sent from inside span `parent` into the queue. Runs on the
+    /// owner thread.
+    #[cfg(feature = "trace-context")]
+    pub(super) fn deliver_traced(&self, msg: M, parent: tracing::Span) {
+        let r = self.local(|l| {
+            if l.terminated {
+                return Err(msg);
+            }
+            l.queue.push_back(Item::traced(msg, parent));
+            l.notify();
+            Ok(())
+        });
+        match r {
+            Some(Ok(())) => {}
+            Some(Err(msg)) => {
+                drop(msg);
+                self.release(1);
+                self.dead_letters(DeadLetterReason::Terminated, 1);
+            }
+            None => unreachable!("deliver_traced runs only on the owner worker"),
+        }
+    }
+
     /// Puts a batch of reserved messages into the queue, in order. Runs on the owner thread.
     pub(super) fn deliver_batch(&self, msgs: impl ExactSizeIterator<Item = M>) {
         let n = msgs.len();
@@ -240,7 +264,7 @@ impl<M: Send + 'static> Mailbox<M> {
             if l.terminated {
                 return Err(msgs);
             }
-            l.queue.extend(msgs);
+            l.queue.extend(msgs.map(Item::plain));
             l.notify();
             Ok(())
         });
@@ -279,7 +303,7 @@ impl<M: Send + 'static> Mailbox<M> {
     /// `Stopped`); the actor leaves the shutdown index.
     pub(super) fn terminate(&self) {
         self.state.store(TERMINATED, Ordering::Release);
-        let rest: Vec<M> = self
+        let rest: Vec<Item<M>> = self
             .local(|l| {
                 l.terminated = true;
                 l.stop_now = true;

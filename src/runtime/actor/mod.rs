@@ -49,6 +49,7 @@ mod addr;
 mod batch;
 mod dead_letters;
 mod exit;
+mod item;
 mod mailbox;
 mod names;
 mod owner_cell;

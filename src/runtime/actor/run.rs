@@ -219,7 +219,7 @@ async fn run_actor<A: Actor>(
                         r.expect("an actor's task runs on its mailbox's owner worker")
                     })
                     .await;
-                    let Some(msg) = next else { break None };
+                    let Some(item) = next else { break None };
                     // Slots are released in batches (one contended atomic per batch, not per
                     // message), and always before the actor waits for more.
                     // The first message after a release may be timed (the counters are
@@ -237,7 +237,22 @@ async fn run_actor<A: Actor>(
                         mb.release_handled(unreleased as usize);
                         unreleased = 0;
                     }
-                    let r = guarded_handler(actor.try_handle(msg, &mut ctx), &mb).await;
+                    #[cfg(not(feature = "trace-context"))]
+                    let r = guarded_handler(actor.try_handle(item.msg, &mut ctx), &mb).await;
+                    // The handler runs in a span whose parent is the sender's span.
+                    #[cfg(feature = "trace-context")]
+                    let r = {
+                        let span = if item.parent.is_none() {
+                            tracing::Span::none()
+                        } else {
+                            tracing::info_span!(parent: &item.parent, "handle", actor = %ActorProbe::name(&*mb), worker = mb.node)
+                        };
+                        let fut = tracing::Instrument::instrument(
+                            actor.try_handle(item.msg, &mut ctx),
+                            span,
+                        );
+                        guarded_handler(fut, &mb).await
+                    };
                     if sample {
                         mb.stats().end_sample(mb.seq);
                     }
@@ -460,6 +475,7 @@ mod size_tests {
     /// keeps the task's box (future + 8 B malloc header) in glibc's 208 B class; 16 B more
     /// took 1 M actors from 504 to 519 MiB.
     #[test]
+    #[cfg(not(feature = "trace-context"))]
     fn idle_actor_footprint_stays_small() {
         let (mesh, _) = MeshShared::new(1, 0, 2, 4);
         let mb = Mailbox::<u64>::new(mesh, 0, 0, 4);

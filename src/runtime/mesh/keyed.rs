@@ -13,6 +13,10 @@
 //!    target is this sink's and unpublished: merge into it.
 //! 3. [`send_keyed`]: a slot was reserved by the caller: merge or push a new envelope.
 
+// With `trace-context` the actors send every message in an envelope of its own: keyed sends
+// are compiled but unused.
+#![cfg_attr(feature = "trace-context", allow(dead_code, unused_imports))]
+
 use std::cell::Cell;
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::ptr::NonNull;

@@ -34,6 +34,7 @@ mod outbound;
 pub use external::ExternalNode;
 pub(crate) use inbound::Inbound;
 use keyed::disarm_cursor;
+#[cfg_attr(feature = "trace-context", allow(unused_imports))]
 pub(crate) use keyed::{KeyedSink, Kind, SendKey, cursor_send, merge_with_credit, send_keyed};
 pub(crate) use outbound::Outbound;
 
