@@ -12,9 +12,12 @@ use tracing::span::{Attributes, Id};
 use tracing_subscriber::layer::{Context as LayerCtx, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
-/// (span name, id, parent id, thread name) of every span created.
+/// A span as created: name, id, parent id, thread name.
+type Created = (String, u64, Option<u64>, String);
+
+/// Every span created.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(String, u64, Option<u64>, String)>>>);
+struct Spans(Arc<Mutex<Vec<Created>>>);
 
 impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Spans {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: LayerCtx<'_, S>) {

@@ -463,9 +463,12 @@ pub(crate) fn abandon<M: Send + 'static>(mb: &Arc<Mailbox<M>>) {
 #[cfg(test)]
 mod size_tests {
     use super::*;
+    #[cfg(not(feature = "trace-context"))]
     use crate::runtime::mesh::MeshShared;
     use std::sync::atomic::AtomicUsize;
+    #[cfg(not(feature = "trace-context"))]
     struct Idle;
+    #[cfg(not(feature = "trace-context"))]
     impl Actor for Idle {
         type Msg = u64;
         async fn handle(&mut self, _m: u64, _ctx: &mut Context<Self>) {}
