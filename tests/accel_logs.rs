@@ -2,29 +2,14 @@
 //! (a warning when a GPU was asked for and none is usable), and one warning per worker and
 //! cause when work is rerouted to the CPU backend.
 
-use std::io::Write;
+mod common;
+
+use common::logbuf::Buf;
 use std::sync::{Arc, Mutex};
 
 use percore::accelerator::{
     Accel, AccelBackend, AccelOptions, ApiSet, ComputeTask, Kernel, Ran, Tensor, UnaryOp,
 };
-
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-impl Buf {
-    fn take(&self) -> String {
-        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
-    }
-}
 
 fn lines<'a>(log: &'a str, pat: &str) -> Vec<&'a str> {
     log.lines().filter(|l| l.contains(pat)).collect()

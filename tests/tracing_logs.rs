@@ -1,23 +1,13 @@
 //! The logs a user relies on: a handler panic is logged with the actor's name and the panic
 //! message, and actor/worker spans wrap what actors log.
 
-use std::io::Write;
+mod common;
+
+use common::logbuf::Buf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use percore::runtime::{Actor, Context, Runtime};
-
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 struct Grumpy;
 impl Actor for Grumpy {
@@ -51,7 +41,7 @@ fn panics_are_logged_with_actor_name_and_message_inside_spans() {
     });
     std::thread::sleep(Duration::from_millis(20));
     rt.shutdown();
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let text = buf.text();
     let panic_line = text
         .lines()
         .find(|l| l.contains("actor failed"))

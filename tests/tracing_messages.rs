@@ -2,23 +2,13 @@
 //! logged with the actor, its id, the worker, a message id and the handling latency as
 //! structured fields, inside the actor's span; failures carry their outcome.
 
-use std::io::Write;
+mod common;
+
+use common::logbuf::Buf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use percore::runtime::{Actor, Context, Runtime};
-
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 struct Sleepy;
 impl Actor for Sleepy {
@@ -49,7 +39,7 @@ fn every_handled_message_is_logged_with_actor_worker_id_and_latency() {
         a.stopped().await;
     });
     rt.shutdown();
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let text = buf.text();
     let lines: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("message handled"))

@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 
 use super::handle::Handle;
+use super::supervision::SupervisorReport;
 
 /// Text being written in the exposition format.
 #[derive(Debug, Default)]
@@ -100,177 +101,182 @@ impl Exposition {
     }
 }
 
-/// The runtime's `/metrics` page.
-pub(crate) fn render(h: &Handle) -> String {
-    let mut e = Exposition::default();
-    // Workers (and other mesh nodes).
-    let snaps = h.metrics();
-    type Series = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&super::MetricsSnapshot) -> f64,
-    );
-    let series: [Series; 7] = [
-        (
-            "percore_messages_in_total",
-            "counter",
-            "Envelopes received by the worker.",
-            |s| s.messages_in as f64,
-        ),
-        (
-            "percore_messages_out_total",
-            "counter",
-            "Envelopes sent by the worker.",
-            |s| s.messages_out as f64,
-        ),
-        (
-            "percore_ring_depth",
-            "gauge",
-            "Envelopes waiting in the worker's inbound rings.",
-            |s| s.ring_depth as f64,
-        ),
-        (
-            "percore_tasks_polled_total",
-            "counter",
-            "Task polls.",
-            |s| s.tasks_polled as f64,
-        ),
-        (
-            "percore_tasks_alive",
-            "gauge",
-            "Live tasks on the worker.",
-            |s| s.tasks_alive as f64,
-        ),
-        (
-            "percore_busy_seconds_total",
-            "counter",
-            "Time the worker spent working (rate() of it is the busy fraction).",
-            |s| s.busy_ns as f64 / 1e9,
-        ),
-        (
-            "percore_parks_total",
-            "counter",
-            "Times the worker went to sleep.",
-            |s| s.parks as f64,
-        ),
-    ];
+/// A family of [`table`]: name, type, help, and how to measure a row.
+type Series<T> = (&'static str, &'static str, &'static str, fn(&T) -> f64);
+
+/// One family per entry of `series`, each with a sample per row: `labels(row)` names it,
+/// `get(row)` measures it.
+fn table<T>(
+    e: &mut Exposition,
+    rows: &[T],
+    labels: impl Fn(&T) -> Vec<(&'static str, String)>,
+    series: &[Series<T>],
+) {
+    let rendered: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let l = labels(r);
+            let pairs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            Exposition::labels(&pairs)
+        })
+        .collect();
     for (name, kind, help, get) in series {
         e.family(name, kind, help);
-        for s in &snaps {
-            e.sample(name, &[("worker", &s.node.to_string())], get(s));
+        for (r, l) in rows.iter().zip(&rendered) {
+            e.raw(name, l, get(r));
         }
     }
-    e.family(
-        "percore_worker_stalled",
-        "gauge",
-        "1 while the worker has been inside one scheduler turn for more than a second.",
-    );
-    for (i, stalled) in h.stalled_workers().iter().enumerate() {
-        e.sample(
-            "percore_worker_stalled",
-            &[("worker", &i.to_string())],
-            *stalled as u8 as f64,
-        );
-    }
-    // Event loops.
-    let loops: Vec<_> = (0..h.io_workers())
-        .filter_map(|i| Some((i, h.io_stats(i)?, h.io_backend(i))))
+}
+
+/// The runtime's `/metrics` page.
+pub(crate) fn render(h: &Handle) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut e = Exposition::default();
+    // Workers (and other mesh nodes), with the app workers' stall flags.
+    let stalled = h.stalled_workers();
+    let nodes: Vec<(super::MetricsSnapshot, bool)> = h
+        .metrics()
+        .into_iter()
+        .map(|s| (s, stalled.get(s.node).copied().unwrap_or(false)))
         .collect();
-    if !loops.is_empty() {
-        type Io = (
-            &'static str,
-            &'static str,
-            &'static str,
-            fn(&super::io::EventLoopStats) -> u64,
-        );
-        let io: [Io; 4] = [
+    table(
+        &mut e,
+        &nodes,
+        |(s, _)| vec![("worker", s.node.to_string())],
+        &[
+            (
+                "percore_messages_in_total",
+                "counter",
+                "Envelopes received by the worker.",
+                |(s, _)| s.messages_in as f64,
+            ),
+            (
+                "percore_messages_out_total",
+                "counter",
+                "Envelopes sent by the worker.",
+                |(s, _)| s.messages_out as f64,
+            ),
+            (
+                "percore_ring_depth",
+                "gauge",
+                "Envelopes waiting in the worker's inbound rings.",
+                |(s, _)| s.ring_depth as f64,
+            ),
+            (
+                "percore_tasks_polled_total",
+                "counter",
+                "Task polls.",
+                |(s, _)| s.tasks_polled as f64,
+            ),
+            (
+                "percore_tasks_alive",
+                "gauge",
+                "Live tasks on the worker.",
+                |(s, _)| s.tasks_alive as f64,
+            ),
+            (
+                "percore_busy_seconds_total",
+                "counter",
+                "Time the worker spent working (rate() of it is the busy fraction).",
+                |(s, _)| s.busy_ns as f64 / 1e9,
+            ),
+            (
+                "percore_parks_total",
+                "counter",
+                "Times the worker went to sleep.",
+                |(s, _)| s.parks as f64,
+            ),
+            (
+                "percore_worker_stalled",
+                "gauge",
+                "1 while the worker has been inside one scheduler turn for more than a second.",
+                |(_, st)| *st as u8 as f64,
+            ),
+        ],
+    );
+    // Event loops.
+    let loops: Vec<(usize, std::sync::Arc<super::io::EventLoopStats>, String)> = (0..h
+        .io_workers())
+        .filter_map(|i| {
+            let b = h
+                .io_backend(i)
+                .map_or("unknown".to_string(), |b| format!("{b:?}").to_lowercase());
+            Some((i, h.io_stats(i)?, b))
+        })
+        .collect();
+    table(
+        &mut e,
+        &loops,
+        |(i, _, b)| vec![("loop", i.to_string()), ("backend", b.clone())],
+        &[
             (
                 "percore_io_turns_total",
                 "counter",
                 "Event-loop turns.",
-                |s| s.turns.load(std::sync::atomic::Ordering::Relaxed),
+                |(_, s, _)| s.turns.load(Relaxed) as f64,
             ),
             (
                 "percore_io_completions_total",
                 "counter",
                 "I/O completions dispatched to handlers.",
-                |s| s.completions.load(std::sync::atomic::Ordering::Relaxed),
+                |(_, s, _)| s.completions.load(Relaxed) as f64,
             ),
             (
                 "percore_io_syscalls_total",
                 "counter",
                 "Kernel entries (io_uring_enter or epoll_wait).",
-                |s| s.syscalls.load(std::sync::atomic::Ordering::Relaxed),
+                |(_, s, _)| s.syscalls.load(Relaxed) as f64,
             ),
             (
                 "percore_io_handlers",
                 "gauge",
                 "Live I/O handlers (connections, listeners, files).",
-                |s| s.handlers.load(std::sync::atomic::Ordering::Relaxed),
+                |(_, s, _)| s.handlers.load(Relaxed) as f64,
             ),
-        ];
-        for (name, kind, help, get) in io {
-            e.family(name, kind, help);
-            for (i, s, backend) in &loops {
-                let b = backend.map_or("unknown".to_string(), |b| format!("{b:?}").to_lowercase());
-                e.sample(
-                    name,
-                    &[("loop", &i.to_string()), ("backend", &b)],
-                    get(s) as f64,
-                );
-            }
-        }
-    }
+        ],
+    );
     // Actor types.
     let types = h.actor_types();
-    type At = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&super::ActorTypeSnapshot) -> f64,
+    table(
+        &mut e,
+        &types,
+        |t| vec![("actor_type", t.actor_type.clone())],
+        &[
+            ("percore_actors", "gauge", "Live actors of the type.", |t| {
+                t.live as f64
+            }),
+            (
+                "percore_actor_starts_total",
+                "counter",
+                "Incarnations started (first starts and restarts).",
+                |t| t.started as f64,
+            ),
+            (
+                "percore_actor_messages_handled_total",
+                "counter",
+                "Messages handled.",
+                |t| t.handled as f64,
+            ),
+            (
+                "percore_actor_failures_total",
+                "counter",
+                "Incarnations that ended in a failure (panic, error, kill, linked failure).",
+                |t| t.failures as f64,
+            ),
+            (
+                "percore_actor_restarts_total",
+                "counter",
+                "Restarts by a supervisor.",
+                |t| t.restarts as f64,
+            ),
+            (
+                "percore_actor_mailbox_depth",
+                "gauge",
+                "Messages queued or in flight to actors of the type.",
+                |t| t.mailbox_depth as f64,
+            ),
+        ],
     );
-    let at: [At; 6] = [
-        ("percore_actors", "gauge", "Live actors of the type.", |t| {
-            t.live as f64
-        }),
-        (
-            "percore_actor_starts_total",
-            "counter",
-            "Incarnations started (first starts and restarts).",
-            |t| t.started as f64,
-        ),
-        (
-            "percore_actor_messages_handled_total",
-            "counter",
-            "Messages handled.",
-            |t| t.handled as f64,
-        ),
-        (
-            "percore_actor_failures_total",
-            "counter",
-            "Incarnations that ended in a failure (panic, error, kill, linked failure).",
-            |t| t.failures as f64,
-        ),
-        (
-            "percore_actor_restarts_total",
-            "counter",
-            "Restarts by a supervisor.",
-            |t| t.restarts as f64,
-        ),
-        (
-            "percore_actor_mailbox_depth",
-            "gauge",
-            "Messages queued or in flight to actors of the type.",
-            |t| t.mailbox_depth as f64,
-        ),
-    ];
-    for (name, kind, help, get) in at {
-        e.family(name, kind, help);
-        for t in &types {
-            e.sample(name, &[("actor_type", &t.actor_type)], get(t));
-        }
-    }
     e.family(
         "percore_actor_handler_seconds",
         "histogram",
@@ -288,88 +294,84 @@ pub(crate) fn render(h: &Handle) -> String {
     }
     // Dead letters.
     let dl = h.dead_letters();
-    e.family(
-        "percore_dead_letters_total",
-        "counter",
-        "Messages the runtime dropped because their actor could not take them.",
+    table(
+        &mut e,
+        &dl.by_actor(),
+        |(a, _)| vec![("actor", a.clone())],
+        &[(
+            "percore_dead_letters_total",
+            "counter",
+            "Messages the runtime dropped because their actor could not take them.",
+            |(_, n)| *n as f64,
+        )],
     );
-    for (actor, n) in dl.by_actor() {
-        e.sample("percore_dead_letters_total", &[("actor", &actor)], n as f64);
-    }
-    e.family(
-        "percore_dead_letters_evicted_total",
-        "counter",
-        "Dead-letter records dropped because the queue was full (still counted above).",
+    table(
+        &mut e,
+        &[dl.evicted()],
+        |_| vec![],
+        &[(
+            "percore_dead_letters_evicted_total",
+            "counter",
+            "Dead-letter records dropped because the queue was full (still counted above).",
+            |n| *n as f64,
+        )],
     );
-    e.sample(
-        "percore_dead_letters_evicted_total",
-        &[],
-        dl.evicted() as f64,
-    );
-    // Supervision.
-    let root = h.root_supervisor();
-    let mut sups = Vec::new();
-    fn walk(
-        r: &crate::runtime::supervision::SupervisorReport,
-        path: &str,
-        out: &mut Vec<(String, u64, u64, bool)>,
-    ) {
+    // Supervision, by path in the tree.
+    fn walk(r: &SupervisorReport, path: &str, out: &mut Vec<(String, SupervisorReport)>) {
         let p = if path.is_empty() {
             r.name.clone()
         } else {
             format!("{path}/{}", r.name)
         };
-        out.push((p.clone(), r.restarts, r.escalations, r.stopped));
         for c in &r.children {
             if let Some(s) = &c.supervisor {
                 walk(s, &p, out);
             }
         }
+        let mut flat = r.clone();
+        flat.children.clear();
+        out.push((p, flat));
     }
-    walk(&root.report(), "", &mut sups);
-    e.family(
-        "percore_supervisor_restarts_total",
-        "counter",
-        "Restarts made by the supervisor.",
+    let mut sups = Vec::new();
+    walk(&h.root_supervisor().report(), "", &mut sups);
+    sups.sort_by(|a, b| a.0.cmp(&b.0));
+    table(
+        &mut e,
+        &sups,
+        |(p, _)| vec![("supervisor", p.clone())],
+        &[
+            (
+                "percore_supervisor_restarts_total",
+                "counter",
+                "Restarts made by the supervisor.",
+                |(_, r)| r.restarts as f64,
+            ),
+            (
+                "percore_supervisor_escalations_total",
+                "counter",
+                "Times the supervisor exceeded its restart intensity.",
+                |(_, r)| r.escalations as f64,
+            ),
+            (
+                "percore_supervisor_stopped",
+                "gauge",
+                "1 once the supervisor has stopped for good.",
+                |(_, r)| r.stopped as u8 as f64,
+            ),
+        ],
     );
-    for (p, r, _, _) in &sups {
-        e.sample(
-            "percore_supervisor_restarts_total",
-            &[("supervisor", p)],
-            *r as f64,
-        );
-    }
-    e.family(
-        "percore_supervisor_escalations_total",
-        "counter",
-        "Times the supervisor exceeded its restart intensity.",
+    table(
+        &mut e,
+        &[h.readiness().ready],
+        |_| vec![],
+        &[(
+            "percore_ready",
+            "gauge",
+            "1 when the runtime is ready (see /ready).",
+            |r| *r as u8 as f64,
+        )],
     );
-    for (p, _, x, _) in &sups {
-        e.sample(
-            "percore_supervisor_escalations_total",
-            &[("supervisor", p)],
-            *x as f64,
-        );
-    }
-    e.family(
-        "percore_supervisor_stopped",
-        "gauge",
-        "1 once the supervisor has stopped for good.",
-    );
-    for (p, _, _, s) in &sups {
-        e.sample(
-            "percore_supervisor_stopped",
-            &[("supervisor", p)],
-            *s as u8 as f64,
-        );
-    }
-    e.family(
-        "percore_ready",
-        "gauge",
-        "1 when the runtime is ready (see /ready).",
-    );
-    e.sample("percore_ready", &[], h.readiness().ready as u8 as f64);
-    // User metrics.
+    // User metrics, breakers and the layers' collectors.
     h.metrics_registry().render(&mut e);
     e.finish()
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod accel;
+pub mod logbuf;
 pub mod recorder;
 pub mod storage;
 

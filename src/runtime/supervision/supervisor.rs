@@ -73,6 +73,27 @@ enum Act {
     StopTree(Arc<SupCore>),
 }
 
+/// What restarting `children` as a group takes: temporary actors stop for good, the other
+/// actors restart without counting it as their failure, child supervisors restart their
+/// subtrees.
+fn group_restart<'a>(children: impl Iterator<Item = &'a mut Child>) -> Vec<Act> {
+    let mut acts = Vec::new();
+    for c in children {
+        match &c.kind {
+            ChildKind::Actor(Some(p)) if c.policy == RestartPolicy::Temporary => {
+                acts.push(Act::StopForGood(p.clone()))
+            }
+            ChildKind::Actor(Some(p)) => {
+                c.group_restart = true;
+                acts.push(Act::Restart(p.clone()));
+            }
+            ChildKind::Actor(None) => {}
+            ChildKind::Supervisor(s) => acts.push(Act::RestartTree(s.clone())),
+        }
+    }
+    acts
+}
+
 fn run(acts: Vec<Act>) {
     for a in acts {
         match a {
@@ -176,24 +197,13 @@ impl SupCore {
             Strategy::OneForAll => 0..st.children.len(),
             Strategy::RestForOne => idx + 1..st.children.len(),
         };
-        let mut acts = Vec::new();
-        for (i, c) in st.children.iter_mut().enumerate() {
-            if i == idx || !range.contains(&i) {
-                continue;
-            }
-            match &c.kind {
-                ChildKind::Actor(Some(p)) if c.policy == RestartPolicy::Temporary => {
-                    acts.push(Act::StopForGood(p.clone()))
-                }
-                ChildKind::Actor(Some(p)) => {
-                    c.group_restart = true;
-                    acts.push(Act::Restart(p.clone()));
-                }
-                ChildKind::Actor(None) => {}
-                ChildKind::Supervisor(s) => acts.push(Act::RestartTree(s.clone())),
-            }
-        }
-        acts
+        group_restart(
+            st.children
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| *i != idx && range.contains(i))
+                .map(|(_, c)| c),
+        )
     }
 
     /// Child `key` (an actor) ended an incarnation with `reason`.
@@ -343,24 +353,7 @@ impl SupCore {
                 return;
             }
             st.window.clear();
-            let mut acts = Vec::new();
-            for c in st.children.iter_mut() {
-                if Some(c.key) == except {
-                    continue;
-                }
-                match &c.kind {
-                    ChildKind::Actor(Some(p)) if c.policy == RestartPolicy::Temporary => {
-                        acts.push(Act::StopForGood(p.clone()))
-                    }
-                    ChildKind::Actor(Some(p)) => {
-                        c.group_restart = true;
-                        acts.push(Act::Restart(p.clone()));
-                    }
-                    ChildKind::Actor(None) => {}
-                    ChildKind::Supervisor(s) => acts.push(Act::RestartTree(s.clone())),
-                }
-            }
-            acts
+            group_restart(st.children.iter_mut().filter(|c| Some(c.key) != except))
         };
         run(acts);
     }
