@@ -220,6 +220,12 @@ async fn run_actor<A: Actor>(
                     })
                     .await;
                     let Some(item) = next else { break None };
+                    // Moved apart at once: a partly moved `item` would keep its slot in the
+                    // task across the handler's await (8 B over the idle budget).
+                    #[cfg(not(feature = "trace-context"))]
+                    let super::item::Item { msg } = item;
+                    #[cfg(feature = "trace-context")]
+                    let super::item::Item { msg, parent } = item;
                     // Slots are released in batches (one contended atomic per batch, not per
                     // message), and always before the actor waits for more.
                     // The first message after a release may be timed (the counters are
@@ -238,19 +244,18 @@ async fn run_actor<A: Actor>(
                         unreleased = 0;
                     }
                     #[cfg(not(feature = "trace-context"))]
-                    let r = guarded_handler(actor.try_handle(item.msg, &mut ctx), &mb).await;
+                    let r = guarded_handler(actor.try_handle(msg, &mut ctx), &mb).await;
                     // The handler runs in a span whose parent is the sender's span.
                     #[cfg(feature = "trace-context")]
                     let r = {
-                        let span = if item.parent.is_none() {
+                        let span = if parent.is_none() {
                             tracing::Span::none()
                         } else {
-                            tracing::info_span!(parent: &item.parent, "handle", actor = %ActorProbe::name(&*mb), worker = mb.node)
+                            tracing::info_span!(parent: &parent, "handle", actor = %ActorProbe::name(&*mb), worker = mb.node)
                         };
-                        let fut = tracing::Instrument::instrument(
-                            actor.try_handle(item.msg, &mut ctx),
-                            span,
-                        );
+                        drop(parent);
+                        let fut =
+                            tracing::Instrument::instrument(actor.try_handle(msg, &mut ctx), span);
                         guarded_handler(fut, &mb).await
                     };
                     if sample {
