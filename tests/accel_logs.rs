@@ -5,7 +5,6 @@
 mod common;
 
 use common::logbuf::Buf;
-use std::sync::{Arc, Mutex};
 
 use percore::accelerator::{
     Accel, AccelBackend, AccelOptions, ApiSet, ComputeTask, Kernel, Ran, Tensor, UnaryOp,

@@ -5,7 +5,6 @@
 mod common;
 
 use common::logbuf::Buf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use percore::runtime::{Actor, Context, Runtime};
