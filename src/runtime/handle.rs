@@ -119,28 +119,12 @@ impl Handle {
         A: Actor,
         F: FnOnce() -> A + Send + 'static,
     {
-        self.check(worker)?;
-        let mesh = &self.inner.mesh;
-        let owner = *mesh.nodes[worker]
-            .exec_id
-            .get()
-            .expect("workers publish their executor id before Runtime::start returns");
-        let mb = Mailbox::<A::Msg>::new(mesh.clone(), worker, owner, capacity);
-        let addr = Addr::from_mailbox(mb.clone());
-        mesh::send(
-            mesh,
-            worker,
-            Envelope::new(move || {
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)) {
-                    Ok(a) => actor::start_local(a, mb),
-                    Err(p) => {
-                        tracing::error!(panic = %executor::panic_message(&*p), "actor constructor panicked; the actor was not started");
-                        actor::abandon(&mb);
-                    }
-                }
-            }),
-        );
-        Ok(addr)
+        self.spawn_actor_with(worker, Some(capacity), move |_, _| {
+            Box::new(move |mb| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(make))
+                    .map(|a| actor::start_local(a, mb))
+            })
+        })
     }
 
     /// Makes the mailbox of an actor of type `A` on `worker`, lets `prep` see it (and build the
