@@ -145,13 +145,15 @@ pub struct ActorTypeSnapshot {
     pub live: u64,
     /// Incarnations started (first starts and restarts).
     pub started: u64,
-    /// Messages handled.
+    /// Messages handled, counted when their mailbox slots are released: per batch (of up to
+    /// 64) while the actor is busy, and always before it waits for more.
     pub handled: u64,
     /// Incarnations that ended in a failure (panic, error, kill, linked failure).
     pub failures: u64,
     /// Restarts by a supervisor.
     pub restarts: u64,
-    /// Messages queued or in flight to actors of this type (summed at the snapshot).
+    /// Messages queued or in flight to actors of this type (summed at the snapshot; a busy
+    /// actor's slots of up to one batch already handled count until they are released).
     pub mailbox_depth: u64,
     /// Sampled handler latencies per bucket of [`LATENCY_BUCKETS`] (+Inf last), not cumulative.
     pub latency_buckets: Vec<u64>,
