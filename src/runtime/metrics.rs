@@ -38,12 +38,6 @@ fn epoch() -> std::time::Instant {
     *EPOCH.get_or_init(std::time::Instant::now)
 }
 
-/// Nanoseconds from the metrics epoch to now.
-#[inline]
-pub(crate) fn stamp_ns() -> u64 {
-    epoch().elapsed().as_nanos() as u64
-}
-
 /// `t` as [`NodeMetrics::turn_started_ms`] stores it (never 0).
 #[inline]
 pub(crate) fn stamp_ms(t: std::time::Instant) -> u64 {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Poll, Waker};
 
 use super::dead_letters::DeadLetterReason;
-use super::item::Item;
+use super::item::{Queued, queued};
 use super::owner_cell::OwnerCell;
 use super::slots::{Full, Slots};
 use super::stats::TypeStats;
@@ -43,7 +43,7 @@ pub(super) const SIG_SELF_STOP: u8 = 3;
 const CREDIT_CHUNK: usize = 64;
 
 pub(super) struct LocalQueue<M> {
-    pub(super) queue: VecDeque<Item<M>>,
+    pub(super) queue: VecDeque<Queued<M>>,
     /// The actor task's waker, kept between wake-ups (no clone and drop per message).
     pub(super) waker: Option<Waker>,
     /// The task has been woken since it last found the queue empty: further deliveries need
@@ -57,10 +57,6 @@ pub(super) struct LocalQueue<M> {
     pub(super) exit: u8,
     /// Run by a supervisor: exits decide about a restart instead of closing the mailbox.
     pub(super) supervised: bool,
-    /// When the handler being traced began (`trace!` per message, see `run.rs`); kept here,
-    /// not in the task, whose size is budgeted.
-    /// Nanoseconds since the metrics epoch (`metrics::stamp_ns`).
-    pub(super) trace_start: u64,
 }
 
 impl<M> LocalQueue<M> {
@@ -134,7 +130,6 @@ impl<M: Send + 'static> Mailbox<M> {
                     terminated: false,
                     exit: SIG_NONE,
                     supervised: false,
-                    trace_start: 0,
                 }),
             })
         })
@@ -215,18 +210,18 @@ impl<M: Send + 'static> Mailbox<M> {
     /// Not `deliver_batch(iter::once(msg))`: that measured 3-6 % slower on same-core `tell`
     /// and `ask` (A/B, three alternating runs).
     pub(super) fn deliver_local(&self, msg: M) {
-        self.deliver_item(Item::plain(msg));
+        self.deliver_item(queued(msg));
     }
 
     /// Puts a reserved message sent from inside span `parent` into the queue. Runs on the
     /// owner thread.
     #[cfg(feature = "trace-context")]
     pub(super) fn deliver_traced(&self, msg: M, parent: tracing::Span) {
-        self.deliver_item(Item::traced(msg, parent));
+        self.deliver_item(super::item::Item { msg, parent });
     }
 
     #[inline]
-    fn deliver_item(&self, item: Item<M>) {
+    fn deliver_item(&self, item: Queued<M>) {
         let r = self.local(|l| {
             if l.terminated {
                 return Err(item);
@@ -253,7 +248,10 @@ impl<M: Send + 'static> Mailbox<M> {
             if l.terminated {
                 return Err(msgs);
             }
-            l.queue.extend(msgs.map(Item::plain));
+            #[cfg(not(feature = "trace-context"))]
+            l.queue.extend(msgs);
+            #[cfg(feature = "trace-context")]
+            l.queue.extend(msgs.map(queued));
             l.notify();
             Ok(())
         });
@@ -292,7 +290,7 @@ impl<M: Send + 'static> Mailbox<M> {
     /// `Stopped`); the actor leaves the shutdown index.
     pub(super) fn terminate(&self) {
         self.state.store(TERMINATED, Ordering::Release);
-        let rest: Vec<Item<M>> = self
+        let rest: Vec<Queued<M>> = self
             .local(|l| {
                 l.terminated = true;
                 l.stop_now = true;

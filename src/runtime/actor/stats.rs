@@ -113,15 +113,14 @@ impl TypeStats {
         true
     }
 
-    /// Ends the sample begun by actor `id` (a no-op if another actor's sample is in flight).
-    pub(crate) fn end_sample(&self, id: u64) {
+    /// Ends the sample begun by actor `id` and returns its latency in nanoseconds (`None` if
+    /// another actor's sample is in flight).
+    pub(crate) fn end_sample(&self, id: u64) -> Option<u64> {
         if self.sampling.load(Ordering::Relaxed) != id {
-            return;
+            return None;
         }
         self.sampling.store(0, Ordering::Relaxed);
-        let Some(base) = self.sample_start.get() else {
-            return;
-        };
+        let base = self.sample_start.get()?;
         let ns = (base.elapsed().as_nanos() as u64)
             .saturating_sub(self.sample_offset_ns.load(Ordering::Relaxed));
         let secs = ns as f64 / 1e9;
@@ -132,6 +131,7 @@ impl TypeStats {
         bump(&self.buckets[i], 1);
         bump(&self.sum_ns, ns);
         bump(&self.samples, 1);
+        Some(ns)
     }
 }
 
