@@ -280,6 +280,23 @@ fn scrape(actors: usize, scrapes: usize) {
     phase.store(1, Ordering::Relaxed);
     std::thread::sleep(scraping);
     phase.store(0, Ordering::Relaxed);
+    // The same page through an independent client, when curl is installed (its process
+    // start-ups take CPU from the workers here: not in the tick figures).
+    let mut curl_ms = Vec::new();
+    for _ in 0..scrapes {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{time_total}"])
+            .arg(format!("http://{}/metrics", admin.local_addr()))
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                if let Ok(t) = String::from_utf8_lossy(&o.stdout).trim().parse::<f64>() {
+                    curl_ms.push(t * 1e3);
+                }
+            }
+            _ => break,
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     for t in tickers {
         let _ = rt.block_on(t);
@@ -293,6 +310,14 @@ fn scrape(actors: usize, scrapes: usize) {
         pct(&mut times.clone(), 0.5),
         pct(&mut times, 1.0),
     );
+    if !curl_ms.is_empty() {
+        println!(
+            "  curl, same page: median {:.1} ms, max {:.1} ms over {} scrapes",
+            pct(&mut curl_ms.clone(), 0.5),
+            pct(&mut curl_ms, 1.0),
+            curl_ms.len()
+        );
+    }
     println!(
         "  worker ticks (100 µs sleeps), same duration each: during scrapes p99 gap {:.2} ms, max {:.2} ms, {scrape_over}/{scrape_n} gaps > 1 ms; idle p99 {:.2} ms, max {:.2} ms, {idle_over}/{idle_n} > 1 ms",
         pct(&mut g[2], 0.99),
