@@ -379,6 +379,19 @@ impl Actor for Watcher {
     }
 }
 
+/// The watcher's `Down`s once it holds at least `n` (or after `T`): a notice comes from
+/// another sender than the asking thread, so it may arrive after an ask.
+async fn downs_at_least(w: &percore::runtime::Addr<Watcher>, n: usize) -> Vec<Down> {
+    let end = Instant::now() + T;
+    loop {
+        let d = w.ask(WMsg::Downs, T).await.unwrap();
+        if d.len() >= n || Instant::now() > end {
+            return d;
+        }
+        sleep(Duration::from_millis(1)).await;
+    }
+}
+
 #[test]
 fn links_propagate_failures_traps_turn_them_into_messages_monitors_see_every_stop() {
     let rt = Runtime::testing(2).unwrap();
@@ -426,14 +439,7 @@ fn links_propagate_failures_traps_turn_them_into_messages_monitors_see_every_sto
         c.stopped().await;
         b.kill();
         b.stopped().await;
-        let end = Instant::now() + T;
-        let downs = loop {
-            let d = t.ask(WMsg::Downs, T).await.unwrap();
-            if !d.is_empty() || Instant::now() > end {
-                break d;
-            }
-            sleep(Duration::from_millis(1)).await;
-        };
+        let downs = downs_at_least(&t, 1).await;
         assert_eq!(downs.len(), 1, "{downs:?}");
         assert_eq!(
             (downs[0].id, &downs[0].reason),
@@ -458,14 +464,7 @@ fn links_propagate_failures_traps_turn_them_into_messages_monitors_see_every_sto
         s.tell(Msg::Err).await.unwrap();
         get(&s).await;
         // The Down comes from another sender than this thread: it may arrive after the ask.
-        let end = Instant::now() + T;
-        let downs = loop {
-            let d = m2.ask(WMsg::Downs, T).await.unwrap();
-            if d.len() >= 2 || Instant::now() > end {
-                break d;
-            }
-            sleep(Duration::from_millis(1)).await;
-        };
+        let downs = downs_at_least(&m2, 2).await;
         assert_eq!(downs.len(), 2, "{downs:?}");
         assert_eq!(downs[0].id, a.id());
         assert_eq!(downs[0].reason, ExitReason::Shutdown);

@@ -257,13 +257,9 @@ impl Handle {
         F: Fn(usize) -> A + Send + Sync + 'static,
         P: Partitioner<K>,
     {
-        let make = Arc::new(make);
-        let mut shards = Vec::with_capacity(self.workers());
-        for w in 0..self.workers() {
-            let m = make.clone();
-            shards.push(self.spawn_actor_on(w, move || m(w))?);
-        }
-        Ok(ShardedAddr::new(shards, Arc::new(partitioner)))
+        ShardedAddr::build(self.workers(), make, partitioner, |w, m| {
+            self.spawn_actor_on(w, move || m(w))
+        })
     }
 
     /// Sends a closure to run on mesh node `node` (an app worker, or an external node in its

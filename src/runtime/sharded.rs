@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::actor::{Actor, Addr, Reply};
-use super::error::{AskError, SendError, TrySendError};
+use super::error::{AskError, RuntimeError, SendError, TrySendError};
 use super::partition::Partitioner;
 
 /// The address of a sharded actor: one [`Addr`] per shard plus the partitioner.
@@ -25,6 +25,25 @@ impl<A: Actor, K: ?Sized> Clone for ShardedAddr<A, K> {
 }
 
 impl<A: Actor, K: ?Sized + 'static> ShardedAddr<A, K> {
+    /// Shard `w` on worker `w` for every one of `workers`, each started by `spawn(w, make)`
+    /// (plain or supervised), behind `partitioner`.
+    pub(crate) fn build<F, P>(
+        workers: usize,
+        make: F,
+        partitioner: P,
+        mut spawn: impl FnMut(usize, Arc<F>) -> Result<Addr<A>, RuntimeError>,
+    ) -> Result<Self, RuntimeError>
+    where
+        F: Fn(usize) -> A + Send + Sync + 'static,
+        P: Partitioner<K>,
+    {
+        let make = Arc::new(make);
+        let shards = (0..workers)
+            .map(|w| spawn(w, make.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ShardedAddr::new(shards, Arc::new(partitioner)))
+    }
+
     pub(crate) fn new(shards: Vec<Addr<A>>, part: Arc<dyn Partitioner<K>>) -> Self {
         ShardedAddr {
             shards: shards.into(),

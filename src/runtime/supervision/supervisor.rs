@@ -596,17 +596,13 @@ impl Supervisor {
         F: Fn(usize) -> A + Send + Sync + 'static,
         P: Partitioner<K>,
     {
-        let make = Arc::new(make);
-        let mut shards = Vec::with_capacity(self.handle.workers());
-        for w in 0..self.handle.workers() {
-            let m = make.clone();
+        ShardedAddr::build(self.handle.workers(), make, partitioner, |w, m| {
             let spec = match &child.name {
                 Some(n) => child.clone().name(format!("{n}[{w}]")),
                 None => child.clone(),
             };
-            shards.push(self.spawn_on(w, spec, move || m(w))?);
-        }
-        Ok(ShardedAddr::new(shards, Arc::new(partitioner)))
+            self.spawn_on(w, spec, move || m(w))
+        })
     }
 
     /// Stops every child for good (recursively) and this supervisor with them.
